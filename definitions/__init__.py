@@ -1,0 +1,1 @@
+"""Real workflow definitions run by statesaga; checkout first."""

@@ -1,0 +1,166 @@
+"""The compiled, immutable form of a saga: what the interpreter and the runtime read.
+
+A ``Definition`` is built from a ``Saga`` class (see :mod:`statesaga.dsl`) and
+validated once, when the class is created. It holds plain frozen records plus
+lookup tables compiled for the interpreter's hot path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from statesaga.retry import DEFAULT_COMPENSATION_RETRY, DEFAULT_STEP_RETRY, Retry
+
+__all__ = ["Definition", "StateDef", "StepDef", "TransitionDef"]
+
+StepFunction = Callable[..., Any]
+
+
+@attrs.frozen
+class StateDef:
+    """A state of the graph.
+
+    ``timeout`` (seconds) applies to waiting states: when no event arrives in
+    time the state's ``on_timeout`` transition is taken, or, if it has none,
+    the saga compensates.
+    """
+
+    name: str
+    initial: bool = False
+    final: bool = False
+    timeout: float | None = None
+
+
+@attrs.frozen
+class StepDef:
+    """The work a transition does, with how it is undone and retried."""
+
+    function: StepFunction
+    compensation: StepFunction | None = None
+    pivot: bool = False
+    read_only: bool = False
+    retry: Retry = DEFAULT_STEP_RETRY
+    compensation_retry: Retry = DEFAULT_COMPENSATION_RETRY
+    timeout: float | None = None
+    transactional: bool = False
+    compensate_on_failure: bool = False
+
+    @property
+    def function_name(self) -> str:
+        return _qualname(self.function)
+
+    @property
+    def compensation_name(self) -> str | None:
+        return None if self.compensation is None else _qualname(self.compensation)
+
+
+@attrs.frozen
+class TransitionDef:
+    """An edge: automatic (runs when its source is reached, if its guard allows),
+    triggered by an event, or taken when a waiting state times out."""
+
+    name: str
+    source: str
+    target: str
+    step: StepDef | None = None
+    guard: StepFunction | None = None
+    guard_negated: bool = False
+    event: str | None = None
+    payload_type: type | None = None
+    on_timeout: bool = False
+
+    @property
+    def automatic(self) -> bool:
+        return self.event is None and not self.on_timeout
+
+    @property
+    def compensatable(self) -> bool:
+        return self.step is not None and self.step.compensation is not None
+
+    @property
+    def guard_name(self) -> str | None:
+        if self.guard is None:
+            return None
+        return ("not " if self.guard_negated else "") + _qualname(self.guard)
+
+
+@attrs.frozen(eq=False)
+class Definition:
+    """A validated saga: its states, transitions and types.
+
+    Use ``SagaClass.definition`` to get one; the runtime registers and runs these.
+    """
+
+    name: str
+    version: int
+    input_type: type
+    context_type: type
+    states: Mapping[str, StateDef]
+    transitions: Mapping[str, TransitionDef]
+    initial: str
+    deadline: float | None = None
+    output: Callable[..., Any] | None = None
+    output_type: Any = None
+    initial_context: Callable[[Any], Any] | None = None
+    saga_class: type | None = None
+    # lookup tables for the interpreter, derived from the graph
+    automatic_from: Mapping[str, tuple[TransitionDef, ...]] = attrs.field(factory=dict)
+    events_from: Mapping[str, Mapping[str, TransitionDef]] = attrs.field(factory=dict)
+    timeout_from: Mapping[str, TransitionDef] = attrs.field(factory=dict)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """``(name, version)``, how the registry finds this definition."""
+        return (self.name, self.version)
+
+    @property
+    def graph_hash(self) -> str:
+        """A short hash of the graph's shape: states, edges, steps, markers.
+
+        Two definitions with the same hash drive an instance the same way, so
+        the runtime records it with each instance and refuses to drive an
+        instance with a graph whose hash differs.
+        """
+        shape = {
+            "states": [attrs.astuple(s) for s in self.states.values()],
+            "transitions": [
+                [
+                    t.name,
+                    t.source,
+                    t.target,
+                    t.event,
+                    t.on_timeout,
+                    t.guard_name,
+                    None
+                    if t.step is None
+                    else [
+                        t.step.function_name,
+                        t.step.compensation_name,
+                        t.step.pivot,
+                        t.step.read_only,
+                    ],
+                ]
+                for t in self.transitions.values()
+            ],
+        }
+        digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
+        return digest[:16]
+
+    def events_in(self, state: str) -> tuple[str, ...]:
+        """The events the given state accepts."""
+        return tuple(self.events_from.get(state, {}))
+
+    def make_initial_context(self, saga_input: Any) -> Any:
+        """The context data an instance starts with."""
+        if self.initial_context is not None:
+            return self.initial_context(saga_input)
+        return self.context_type()
+
+
+def _qualname(function: Callable[..., Any]) -> str:
+    return getattr(function, "__qualname__", None) or repr(function)

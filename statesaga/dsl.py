@@ -1,0 +1,275 @@
+"""The declarative surface: ``Saga``, ``State`` and transitions.
+
+A saga is a class. States are ``State()`` attributes; transitions are
+attributes built from them with ``source.to(target)`` and refined with
+``.run(step, undo=...)``, ``.when(guard)``, ``.on(event)`` and friends.
+The class is compiled and validated when it is created, so a malformed
+saga fails at import time with a ``DefinitionError`` that names the fault.
+
+>>> import attrs
+>>> from statesaga import Saga, State
+>>> @attrs.define
+... class Order:
+...     order_id: str
+>>> @attrs.define
+... class Data:
+...     charged: bool = False
+>>> def charge(ctx):
+...     return attrs.evolve(ctx.data, charged=True)
+>>> def refund(ctx):
+...     return None
+>>> class Pay(Saga[Order, Data]):
+...     name = "pay"
+...     new = State(initial=True)
+...     paid = State(final=True)
+...     charge = new.to(paid).run(charge, undo=refund)
+>>> sorted(Pay.definition.states)
+['new', 'paid']
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, ClassVar, Generic, Self, TypeVar
+
+from statesaga.definition import Definition
+from statesaga.errors import DefinitionError
+from statesaga.retry import Retry, seconds
+
+__all__ = ["Saga", "State", "Transition"]
+
+InputT = TypeVar("InputT")
+DataT = TypeVar("DataT")
+
+
+class State:
+    """A state of a saga.
+
+    Args:
+        initial: the state every instance starts in (exactly one per saga).
+        final: reaching it completes the saga (at least one per saga).
+        timeout: for a waiting state (one left by events), how long to wait,
+            as seconds or a ``timedelta``. When it passes, the state's
+            ``.on_timeout()`` transition is taken if it has one; otherwise the
+            saga compensates.
+    """
+
+    def __init__(
+        self,
+        *,
+        initial: bool = False,
+        final: bool = False,
+        timeout: float | timedelta | None = None,
+    ) -> None:
+        self.initial = initial
+        self.final = final
+        self.timeout = timeout
+        self.names: list[str] = []
+        self.owner: type | None = None
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.names.append(name)
+        if self.owner is None:
+            self.owner = owner
+
+    @property
+    def name(self) -> str:
+        """The attribute name this state was declared under."""
+        return self.names[0] if self.names else "<unnamed>"
+
+    def to(self, target: State) -> Transition:
+        """A transition from this state to ``target``."""
+        if not isinstance(target, State):
+            raise DefinitionError(
+                f"{self.name}.to({target!r}): the target must be a State declared on the saga"
+            )
+        return Transition(self, target)
+
+    def __repr__(self) -> str:
+        return f"State({self.name!r})"
+
+
+class Transition:
+    """An edge between two states, built with ``State.to`` and refined by chaining.
+
+    Without ``.on(...)`` or ``.on_timeout()`` a transition is *automatic*: it is
+    taken as soon as its source state is reached (and its guard, if any, allows).
+    """
+
+    def __init__(self, source: State, target: State) -> None:
+        self.source = source
+        self.target = target
+        self.names: list[str] = []
+        self.step: Callable[..., Any] | None = None
+        self.undo: Callable[..., Any] | None = None
+        self.pivot = False
+        self.read_only = False
+        self.retry: Retry | None = None
+        self.undo_retry: Retry | None = None
+        self.timeout: float | timedelta | None = None
+        self.transactional = False
+        self.undo_on_failure = False
+        self.guard: Callable[..., Any] | None = None
+        self.guard_negated = False
+        self.event: str | None = None
+        self.payload: type | None = None
+        self.timeout_edge = False
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.names.append(name)
+
+    @property
+    def name(self) -> str:
+        """The attribute name this transition was declared under."""
+        return self.names[0] if self.names else "<unnamed>"
+
+    def run(
+        self,
+        step: Callable[..., Any],
+        *,
+        undo: Callable[..., Any] | None = None,
+        pivot: bool = False,
+        read_only: bool = False,
+        retry: Retry | None = None,
+        undo_retry: Retry | None = None,
+        timeout: float | timedelta | None = None,
+        transactional: bool = False,
+        undo_on_failure: bool = False,
+    ) -> Self:
+        """Run ``step`` when this transition is taken.
+
+        Args:
+            step: ``step(ctx: StepContext) -> new data | None``, sync or ``async``.
+            undo: the compensation, called with the same kind of context when a
+                later failure rolls the saga back.
+            pivot: after this step succeeds the saga only goes forward: it is
+                never compensated, nor is anything before it.
+            read_only: the step has no side effect to undo (a validation, a read).
+            retry: the step's retry policy (default ``Retry()``: 3 attempts).
+            undo_retry: the compensation's retry policy (default 5 attempts).
+            timeout: how long one attempt may take, seconds or ``timedelta``.
+            transactional: the step receives the transition's database
+                connection as ``ctx.connection``; its writes commit atomically
+                with the transition, exactly once.
+            undo_on_failure: the step's effect may be partial or unknown when it
+                fails (a timed-out external call), so its own compensation runs
+                too; that compensation must tolerate an effect that never happened.
+        """
+        if self.step is not None:
+            raise DefinitionError(
+                f"transition {self.name!r} already runs {self.step!r}; "
+                "a transition runs one step: split it into two transitions"
+            )
+        self.step = step
+        self.undo = undo
+        self.pivot = pivot
+        self.read_only = read_only
+        self.retry = retry
+        self.undo_retry = undo_retry
+        self.timeout = timeout
+        self.transactional = transactional
+        self.undo_on_failure = undo_on_failure
+        return self
+
+    def when(self, guard: Callable[..., Any]) -> Self:
+        """Take this transition only if ``guard(ctx)`` is true."""
+        self._set_guard(guard, negated=False)
+        return self
+
+    def unless(self, guard: Callable[..., Any]) -> Self:
+        """Take this transition only if ``guard(ctx)`` is false."""
+        self._set_guard(guard, negated=True)
+        return self
+
+    def _set_guard(self, guard: Callable[..., Any], *, negated: bool) -> None:
+        if self.guard is not None:
+            raise DefinitionError(
+                f"transition {self.name!r} already has a guard; combine the conditions "
+                "in one guard function"
+            )
+        self.guard = guard
+        self.guard_negated = negated
+
+    def on(self, event: str, payload: type | None = None) -> Self:
+        """Take this transition when the event ``event`` is sent to the instance.
+
+        Args:
+            event: the event's name, as passed to ``engine.send``.
+            payload: the attrs class the event's payload is structured into;
+                the step (if any) receives it as ``ctx.event``.
+        """
+        if not isinstance(event, str) or not event.isidentifier():
+            raise DefinitionError(
+                f"event name {event!r} on transition {self.name!r} must be an identifier "
+                "such as 'payment_succeeded'"
+            )
+        self.event = event
+        self.payload = payload
+        return self
+
+    def on_timeout(self) -> Self:
+        """Take this transition when the source (waiting) state's timeout passes."""
+        self.timeout_edge = True
+        return self
+
+    def __repr__(self) -> str:
+        return f"Transition({self.name!r}: {self.source.name} -> {self.target.name})"
+
+
+class Saga(Generic[InputT, DataT]):
+    """Base class of every saga. Subclass it as ``Saga[InputType, ContextType]``.
+
+    Class attributes:
+        name: the saga's name (required), used to register and find it.
+        version: an integer, 1 by default; register several to let old
+            instances finish on the graph they started on.
+        deadline: default run deadline, seconds or a ``timedelta``; when it
+            passes before the pivot, the saga compensates.
+        definition: the compiled, validated :class:`~statesaga.Definition`
+            (set when the class is created).
+
+    Optional static methods:
+        ``initial_context(input) -> Context``: the data an instance starts with
+        (default: ``Context()``); ``output(input, data) -> Output``: the value
+        a completed run returns (its return annotation types the output).
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+    deadline: ClassVar[float | timedelta | None] = None
+    definition: ClassVar[Definition]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not _declares_states(cls) and "name" not in vars(cls):
+            return  # an abstract base that only shares helpers
+        from statesaga._compile import compile_saga
+
+        input_type, context_type = _type_arguments(cls)
+        cls.definition = compile_saga(cls, input_type, context_type)
+
+
+def _declares_states(cls: type) -> bool:
+    return any(isinstance(value, State) for klass in cls.__mro__ for value in vars(klass).values())
+
+
+def _type_arguments(cls: type) -> tuple[Any, Any]:
+    for klass in cls.__mro__:
+        for base in getattr(klass, "__orig_bases__", ()):
+            if typing.get_origin(base) is Saga:
+                args = typing.get_args(base)
+                if len(args) == 2 and not any(isinstance(a, TypeVar) for a in args):
+                    return args[0], args[1]
+    saga = vars(cls).get("name", cls.__name__)
+    raise DefinitionError(
+        f"saga {saga!r}: declare its input and context types, as in "
+        f"`class {cls.__name__}(Saga[MyInput, MyContext])`",
+        saga=str(saga),
+    )
+
+
+def duration(value: float | timedelta | None) -> float | None:
+    """Seconds from a duration given as seconds or ``timedelta`` (``None`` stays ``None``)."""
+    return None if value is None else seconds(value)

@@ -1,0 +1,176 @@
+"""Every error statesaga raises, under one root.
+
+::
+
+    StateSagaError
+    ├── DefinitionError          a saga definition is malformed (raised when the class is created)
+    ├── InputError               input, context or an event payload could not be structured
+    ├── NotFound
+    │   ├── SagaNotRegistered    no saga with that name/version is registered with the engine
+    │   └── InstanceNotFound     no instance with that id or entity key
+    ├── InvalidOperation
+    │   ├── EventNotAllowed      the instance's current state does not accept that event
+    │   ├── CancelNotAllowed     the instance is terminal or already past its pivot
+    │   └── RetryNotAllowed      only a ``failed`` instance can be retried
+    ├── ConcurrencyError
+    │   ├── EntityBusy           another run holds the entity key (lease or open instance)
+    │   ├── FencedOut            this holder's claim was superseded; its write was rejected
+    │   └── LeaseLost            the lease expired or was taken while work was running
+    ├── StoreError               the store could not be used (schema missing, unreachable)
+    ├── StepTimeout              a step ran longer than its timeout (recorded, then retried)
+    └── NonRetryableError        raise it (or a subclass) from a step to fail without retrying
+
+Each error keeps its context as keyword-only attributes (``saga``,
+``instance_id``, ``state``, ``key``...), and its message says what to do.
+
+>>> try:
+...     raise EntityBusy("cart:complete:42 is busy", key="cart:complete:42")
+... except ConcurrencyError as error:
+...     error.key
+'cart:complete:42'
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CancelNotAllowed",
+    "ConcurrencyError",
+    "DefinitionError",
+    "EntityBusy",
+    "EventNotAllowed",
+    "FencedOut",
+    "InputError",
+    "InstanceNotFound",
+    "InvalidOperation",
+    "LeaseLost",
+    "NonRetryableError",
+    "NotFound",
+    "RetryNotAllowed",
+    "SagaNotRegistered",
+    "StateSagaError",
+    "StepTimeout",
+    "StoreError",
+]
+
+
+class StateSagaError(Exception):
+    """Root of every statesaga error.
+
+    Args:
+        message: what went wrong and what to do about it.
+        saga: the saga name involved, when known.
+        instance_id: the instance involved, when known.
+        state: the state involved, when known.
+        key: the entity key involved, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        saga: str | None = None,
+        instance_id: str | None = None,
+        state: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.saga = saga
+        self.instance_id = instance_id
+        self.state = state
+        self.key = key
+
+
+class DefinitionError(StateSagaError):
+    """A saga definition is malformed; raised when the ``Saga`` class is created.
+
+    The message names the saga, the state or transition at fault, and the fix.
+    ``transition`` holds the transition name when one is at fault.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        saga: str | None = None,
+        state: str | None = None,
+        transition: str | None = None,
+    ) -> None:
+        super().__init__(message, saga=saga, state=state)
+        self.transition = transition
+
+
+class InputError(StateSagaError, ValueError):
+    """Input, context or an event payload could not be structured into its type.
+
+    Nothing was written: a rejected ``start`` or ``send`` leaves the store as it was.
+    """
+
+
+class NotFound(StateSagaError, LookupError):
+    """Something asked for does not exist."""
+
+
+class SagaNotRegistered(NotFound):
+    """No saga with that name (and version) is registered with the engine."""
+
+
+class InstanceNotFound(NotFound):
+    """No instance with that id (or open instance with that entity key)."""
+
+
+class InvalidOperation(StateSagaError):
+    """The operation does not fit the instance's current status or state."""
+
+
+class EventNotAllowed(InvalidOperation):
+    """The instance's current state does not accept that event."""
+
+
+class CancelNotAllowed(InvalidOperation):
+    """The instance is terminal, or has passed its pivot and can only go forward."""
+
+
+class RetryNotAllowed(InvalidOperation):
+    """Only a ``failed`` instance can be retried."""
+
+
+class ConcurrencyError(StateSagaError):
+    """Another holder got there first."""
+
+
+class EntityBusy(ConcurrencyError):
+    """Another run holds the entity key; retry later or pass a ``wait`` timeout."""
+
+
+class FencedOut(ConcurrencyError):
+    """This holder's claim was superseded (its epoch is stale); its write was rejected.
+
+    The instance is in the hands of whoever claimed it since; nothing was written.
+    """
+
+
+class LeaseLost(ConcurrencyError):
+    """The lease on the entity expired or was taken while work was running."""
+
+
+class StoreError(StateSagaError):
+    """The store could not be used: its schema is missing or out of date, or it is unreachable."""
+
+
+class StepTimeout(StateSagaError, TimeoutError):
+    """A step or compensation ran longer than its timeout."""
+
+
+class NonRetryableError(StateSagaError):
+    """Raise this (or a subclass) from a step to fail at once, without retries.
+
+    Business errors such as "insufficient stock" or "payment declined" are
+    non-retryable: retrying cannot make them succeed, so the saga
+    compensates straight away.
+
+    >>> class PaymentDeclined(NonRetryableError):
+    ...     pass
+    >>> issubclass(PaymentDeclined, StateSagaError)
+    True
+    """

@@ -12,6 +12,8 @@ True
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from statesaga.context import StepContext
 from statesaga.core import ErrorInfo, HistoryKind, Status
 from statesaga.definition import Definition
@@ -20,6 +22,7 @@ from statesaga.errors import (
     CancelNotAllowed,
     ConcurrencyError,
     DefinitionError,
+    DuplicateStart,
     EntityBusy,
     EventNotAllowed,
     FencedOut,
@@ -36,10 +39,23 @@ from statesaga.errors import (
     StoreError,
 )
 from statesaga.retry import Retry
+from statesaga.run import HistoryEntry, Run
+
+if TYPE_CHECKING:
+    from statesaga.aio import AsyncEngine
+    from statesaga.engine import Engine
+    from statesaga.locks import InProcessLocks, SqlLocks
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # running
+    "Engine",
+    "AsyncEngine",
+    "Run",
+    "HistoryEntry",
+    "InProcessLocks",
+    "SqlLocks",
     # declaring
     "Saga",
     "State",
@@ -54,6 +70,7 @@ __all__ = [
     # errors
     "StateSagaError",
     "DefinitionError",
+    "DuplicateStart",
     "InputError",
     "NotFound",
     "SagaNotRegistered",
@@ -70,3 +87,23 @@ __all__ = [
     "StepTimeout",
     "NonRetryableError",
 ]
+
+# the engines pull in SQLAlchemy: load them on first use, so that declaring
+# and validating sagas stays light
+_LAZY = {
+    "Engine": "statesaga.engine",
+    "AsyncEngine": "statesaga.aio",
+    "InProcessLocks": "statesaga.locks",
+    "SqlLocks": "statesaga.locks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'statesaga' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -169,6 +169,15 @@ class _Compiler:
                     "choose one",
                     transition=attr,
                 )
+            if value.guard is not None and (value.event is not None or value.timeout_edge):
+                # the interpreter evaluates guards only to choose among automatic transitions
+                trigger = ".on_timeout()" if value.timeout_edge else f".on({value.event!r})"
+                raise self.fail(
+                    f"transition {attr!r} is taken {trigger} but also has a guard, which would "
+                    "never be evaluated; drop .when()/.unless() and branch with guarded "
+                    "automatic transitions out of its target state instead",
+                    transition=attr,
+                )
             result[attr] = TransitionDef(
                 name=attr,
                 source=source,
@@ -185,9 +194,15 @@ class _Compiler:
     def state_name(self, state: State, transition: str, direction: str) -> str:
         name = self.state_names.get(id(state))
         if name is None:
+            if not state.names:
+                unknown = "a State() that is not a class attribute"
+            elif state.owner is not None and not issubclass(self.cls, state.owner):
+                unknown = f"state {state.name!r} of {state.owner.__name__}"
+            else:
+                unknown = f"state {state.name!r}"
             raise self.fail(
-                f"transition {transition!r} goes {direction} unknown state {state.name!r}, which "
-                "is not declared on this saga; declare it as a class attribute of the saga",
+                f"transition {transition!r} goes {direction} {unknown}, which is not declared on "
+                "this saga; declare it as a class attribute of the saga",
                 transition=transition,
             )
         return name
@@ -357,7 +372,11 @@ class _Compiler:
         self.check_type(self.context_type, "context type")
         for t in transitions.values():
             if t.payload_type is not None:
-                self.check_type(t.payload_type, f"payload type of event {t.event!r}", t.name)
+                self.check_type(
+                    t.payload_type,
+                    f"payload type of event {t.event!r} on transition {t.name!r}",
+                    t.name,
+                )
 
     def check_type(self, type_: Any, what: str, transition: str | None = None) -> None:
         name = getattr(type_, "__name__", repr(type_))

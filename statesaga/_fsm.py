@@ -20,8 +20,8 @@ class Graph:
     """A directed graph of named states and named edges, backed by ``transitions.Machine``.
 
     >>> g = Graph(["a", "b", "c"], [("go", "a", "b"), ("stop", "b", "c")], initial="a")
-    >>> g.reachable_from(["a"])
-    {'a', 'b', 'c'}
+    >>> sorted(g.reachable_from(["a"]))
+    ['a', 'b', 'c']
     >>> g.triggers("b")
     ('stop',)
     """

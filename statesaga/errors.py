@@ -11,7 +11,8 @@
     ├── InvalidOperation
     │   ├── EventNotAllowed      the instance's current state does not accept that event
     │   ├── CancelNotAllowed     the instance is terminal or already past its pivot
-    │   └── RetryNotAllowed      only a ``failed`` instance can be retried
+    │   ├── RetryNotAllowed      only a ``failed`` instance can be retried
+    │   └── DuplicateStart       an idempotency key was reused with a different input
     ├── ConcurrencyError
     │   ├── EntityBusy           another run holds the entity key (lease or open instance)
     │   ├── FencedOut            this holder's claim was superseded; its write was rejected
@@ -36,6 +37,7 @@ __all__ = [
     "CancelNotAllowed",
     "ConcurrencyError",
     "DefinitionError",
+    "DuplicateStart",
     "EntityBusy",
     "EventNotAllowed",
     "FencedOut",
@@ -133,6 +135,10 @@ class CancelNotAllowed(InvalidOperation):
 
 class RetryNotAllowed(InvalidOperation):
     """Only a ``failed`` instance can be retried."""
+
+
+class DuplicateStart(InvalidOperation):
+    """An idempotency key was reused for a different saga input; use a new key."""
 
 
 class ConcurrencyError(StateSagaError):

@@ -108,7 +108,7 @@ class Retry:
 
     def is_retryable(self, error: BaseException) -> bool:
         """Whether ``error`` may be retried under this policy."""
-        return not isinstance(error, NonRetryableError | self.non_retryable)
+        return not isinstance(error, (NonRetryableError, *self.non_retryable))
 
 
 DEFAULT_STEP_RETRY = Retry()

@@ -1,0 +1,846 @@
+"""What the sync and async engines share: the registry, persistence and the drive loop.
+
+The drive loop is written once, as generators that *yield* the two things an
+engine does differently (call a user function; pause) and receive the
+result. ``Engine`` pumps them with plain calls and ``time.sleep``;
+``AsyncEngine`` awaits coroutines and ``asyncio.sleep``. Store and lock calls
+are made directly: they are short and the same for both.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterable
+from datetime import datetime, timedelta
+from typing import Any, TypeAlias
+
+import attrs
+
+from statesaga.context import StepContext
+from statesaga.core import (
+    BranchChosen,
+    ChooseBranch,
+    CompensationFailed,
+    CompensationSucceeded,
+    Done,
+    ErrorInfo,
+    Finish,
+    HistoryKind,
+    Interpreter,
+    Next,
+    Outcome,
+    RunCompensation,
+    RunStep,
+    Sleep,
+    Snapshot,
+    Status,
+    StepFailed,
+    StepSucceeded,
+    Wait,
+)
+from statesaga.definition import Definition, TransitionDef
+from statesaga.errors import (
+    DuplicateStart,
+    EntityBusy,
+    InputError,
+    InstanceNotFound,
+    SagaNotRegistered,
+    StateSagaError,
+    StepTimeout,
+)
+from statesaga.locks.base import Lease, Locks
+from statesaga.run import HistoryEntry, Run
+from statesaga.serde import converter, structure
+from statesaga.store.base import HistoryRow, InstanceRow, Store, Write
+from statesaga.store.sql import SqlStore
+
+__all__ = ["Call", "Pause", "Response", "Runtime"]
+
+log = logging.getLogger("statesaga.engine")
+
+SagaRef: TypeAlias = "type | Definition | str"
+
+
+@attrs.frozen
+class Call:
+    """Request to the engine: call ``function(ctx)`` within ``timeout`` seconds."""
+
+    function: Callable[..., Any]
+    ctx: StepContext[Any, Any]
+    timeout: float | None
+
+
+@attrs.frozen
+class Pause:
+    """Request to the engine: sleep ``seconds``."""
+
+    seconds: float
+
+
+@attrs.frozen
+class Response:
+    """What a call gave: its value, or the exception it raised (``StepTimeout`` if too slow)."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+
+Request = Call | Pause
+Driver: TypeAlias = Generator[Request, Any, Any]
+
+
+@attrs.define
+class _Active:
+    """A run this engine holds while it works on it."""
+
+    definition: Definition
+    core: Interpreter
+    id: str
+    version: int
+    epoch: int
+    snapshot: Snapshot
+    input: Any
+    correlation_id: str
+    key: str | None
+    lease: Lease | None = None
+    output: Any = None
+    renewed_at: float = 0.0
+    step_deadline: float | None = None
+    lost: bool = False
+
+
+class _Discard(Exception):
+    """Roll back a transactional step's transaction and report ``outcome`` instead."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+
+
+class Runtime:
+    """The engine's state and its I/O-agnostic operations (see ``Engine``)."""
+
+    def __init__(
+        self,
+        database: str | Store = "sqlite:///statesaga.db",
+        *,
+        sagas: Iterable[type | Definition] = (),
+        locks: Locks | None = None,
+        lease_ttl: float = 30.0,
+        owner: str | None = None,
+        clock: Callable[[], float] = time.time,
+        max_inline_sleep: float = 5.0,
+    ) -> None:
+        self.store: Store = SqlStore(database) if isinstance(database, str) else database
+        if locks is None:
+            from statesaga.locks.sql import SqlLocks
+
+            if not isinstance(self.store, SqlStore):
+                raise StateSagaError("pass locks=... for a store that is not a SqlStore")
+            locks = SqlLocks(self.store)
+        self.locks = locks
+        if lease_ttl <= 0:
+            raise ValueError(f"lease_ttl={lease_ttl!r} must be positive")
+        self.lease_ttl = lease_ttl
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.clock = clock
+        self.max_inline_sleep = max_inline_sleep
+        self._definitions: dict[tuple[str, int], tuple[Definition, Interpreter]] = {}
+        self._latest: dict[str, int] = {}
+        self._active: dict[str, _Active] = {}
+        self._active_lock = threading.Lock()
+        self._keeper: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self.register(*sagas)
+
+    # -- registry ----------------------------------------------------------------------
+
+    def register(self, *sagas: type | Definition) -> None:
+        """Register saga classes (or definitions); several versions of one saga may coexist."""
+        for saga in sagas:
+            definition = _definition_of(saga)
+            known = self._definitions.get(definition.key)
+            if known is not None and known[0].graph_hash != definition.graph_hash:
+                raise StateSagaError(
+                    f"saga {definition.name!r} version {definition.version} is already "
+                    "registered with a different graph; bump `version` for a changed graph",
+                    saga=definition.name,
+                )
+            self._definitions[definition.key] = (definition, Interpreter(definition))
+            if definition.version >= self._latest.get(definition.name, 0):
+                self._latest[definition.name] = definition.version
+
+    @property
+    def definitions(self) -> list[Definition]:
+        """Every registered definition."""
+        return [definition for definition, _ in self._definitions.values()]
+
+    def _resolve(self, saga: SagaRef) -> tuple[Definition, Interpreter]:
+        if not isinstance(saga, str):
+            definition = _definition_of(saga)
+            if definition.key not in self._definitions:
+                self.register(definition)
+            return self._definitions[definition.key]
+        version = self._latest.get(saga)
+        if version is None:
+            known = ", ".join(sorted(self._latest)) or "none"
+            raise SagaNotRegistered(
+                f"no saga named {saga!r} is registered (registered: {known}); pass the Saga "
+                "class or register it with engine.register(...)",
+                saga=saga,
+            )
+        return self._definitions[(saga, version)]
+
+    def _for_row(self, row: InstanceRow) -> tuple[Definition, Interpreter]:
+        found = self._definitions.get((row.saga, row.saga_version))
+        if found is None:
+            raise SagaNotRegistered(
+                f"instance {row.id} runs saga {row.saga!r} version {row.saga_version}, which "
+                "this engine has not registered; register that version to drive it",
+                saga=row.saga,
+                instance_id=row.id,
+            )
+        if found[0].graph_hash != row.graph_hash:
+            raise SagaNotRegistered(
+                f"instance {row.id} was started on a different graph of saga {row.saga!r} "
+                f"version {row.saga_version} (hash {row.graph_hash}, registered "
+                f"{found[0].graph_hash}); register the original definition, and bump `version` "
+                "when a graph changes",
+                saga=row.saga,
+                instance_id=row.id,
+            )
+        return found
+
+    # -- operations as generators --------------------------------------------------------
+
+    def _start(
+        self,
+        saga: SagaRef,
+        saga_input: Any,
+        *,
+        key: str | None,
+        idempotency_key: str | None,
+        correlation_id: str | None,
+        deadline: float | timedelta | datetime | None,
+        wait: float,
+    ) -> Driver:
+        definition, core = self._resolve(saga)
+        typed_input = structure(saga_input, definition.input_type, what="input", saga=definition.name)
+        input_json = converter.unstructure(typed_input, definition.input_type)
+        if idempotency_key is not None:
+            existing = self.store.find(definition.name, idempotency_key=idempotency_key)
+            if existing is not None:
+                return self._existing(existing, input_json)
+        try:
+            data = definition.make_initial_context(typed_input)
+        except Exception as error:
+            raise InputError(
+                f"initial_context of saga {definition.name!r} rejected the input: {error}",
+                saga=definition.name,
+            ) from error
+        now = self.clock()
+        instance_id = uuid.uuid4().hex
+        correlation_id = correlation_id or instance_id
+        lease = yield from self._acquire(key, wait) if key is not None else _nothing()
+        try:
+            nxt = core.start(instance_id, typed_input, data, now=now, deadline=self._deadline(definition, deadline, now))
+            run = _Active(
+                definition, core, instance_id, 1, 1, nxt.snapshot, typed_input, correlation_id, key, lease
+            )
+            row = self._new_row(run, nxt, input_json, idempotency_key, now)
+            try:
+                self.store.insert(row, self._history_rows(run, nxt, now, now, version=1))
+            except DuplicateStart:
+                existing = self.store.find(definition.name, idempotency_key=idempotency_key)
+                if existing is None:  # pragma: no cover - the index said it exists
+                    raise
+                return self._existing(existing, input_json)
+            log.info(
+                "started %s %s", definition.name, instance_id,
+                extra=_log_extra(run),
+            )
+            return (yield from self._hold(run, nxt))
+        finally:
+            if lease is not None:
+                self.locks.release(lease)
+
+    def _existing(self, row: InstanceRow, input_json: Any) -> Run:
+        if row.input != input_json:
+            raise DuplicateStart(
+                f"idempotency key {row.idempotency_key!r} was used by instance {row.id} with a "
+                "different input; use a new key for a new checkout",
+                saga=row.saga,
+                instance_id=row.id,
+            )
+        return self._run_of(row)
+
+    def _acquire(self, key: str, wait: float) -> Generator[Request, Any, Lease]:
+        give_up = self.clock() + wait
+        delay = 0.005
+        while True:
+            now = self.clock()
+            lease = self.locks.try_acquire(key, self.owner, self.lease_ttl, now)
+            if lease is not None:
+                return lease
+            if now >= give_up:
+                raise EntityBusy(
+                    f"{key} is busy: another run holds it; retry later, or pass wait=seconds "
+                    "to wait for it",
+                    key=key,
+                )
+            yield Pause(min(delay, max(give_up - now, 0.0)))
+            delay = min(delay * 2, 0.25)
+
+    def _claimed(self, instance_id: str, wait: float) -> Generator[Request, Any, tuple[_Active, InstanceRow]]:
+        """Take the entity lease and the instance's claim (bumping its epoch)."""
+        row = self._get_row(instance_id)
+        definition, core = self._for_row(row)
+        lease_key = row.entity_key or f"instance:{row.id}"
+        lease = yield from self._acquire(lease_key, wait)
+        try:
+            now = self.clock()
+            claimed = self.store.claim(row.id, row.version, self.owner, now + self.lease_ttl, now)
+        except BaseException:
+            self.locks.release(lease)
+            raise
+        run = self._active_of(claimed, definition, core)
+        run.lease = lease
+        return run, claimed
+
+    def _operate(self, instance_id: str, outcome: Outcome | None, wait: float) -> Driver:
+        """Claim an instance, apply ``outcome`` (or just decide), and drive it."""
+        row = self._get_row(instance_id)
+        definition, core = self._for_row(row)
+        if outcome is not None:  # reject a bad event/cancel/retry before writing anything
+            core.next(self._snapshot(row, definition), outcome, self.clock())
+        run, _ = yield from self._claimed(instance_id, wait)
+        try:
+            now = self.clock()
+            if outcome is None:
+                nxt = core.decide(run.snapshot, now)
+            else:
+                try:
+                    nxt = core.next(run.snapshot, outcome, now)
+                except StateSagaError:
+                    self._release_claim(run)
+                    raise
+            return (yield from self._hold(run, nxt, started=now))
+        finally:
+            if run.lease is not None:
+                self.locks.release(run.lease)
+
+    def _release_claim(self, run: _Active) -> None:
+        now = self.clock()
+        self.store.transition(run.id, run.version, run.epoch, self._write(run, run.snapshot, Finish(run.snapshot.status), now), [])
+        run.version += 1
+
+    def _hold(self, run: _Active, nxt: Next, *, started: float | None = None) -> Driver:
+        """Drive ``run`` from ``nxt`` while the keeper renews its leases."""
+        self._track(run)
+        try:
+            return (yield from self._drive(run, nxt, started))
+        finally:
+            self._untrack(run)
+
+    def _drive(self, run: _Active, nxt: Next, started: float | None) -> Driver:
+        if started is not None:
+            self._persist(run, nxt, started)
+        else:
+            run.snapshot = nxt.snapshot
+        while True:
+            decision = nxt.decision
+            if isinstance(decision, RunStep):
+                nxt = yield from self._run_step(run, decision)
+            elif isinstance(decision, RunCompensation):
+                nxt = yield from self._run_compensation(run, decision)
+            elif isinstance(decision, ChooseBranch):
+                nxt = yield from self._choose(run, decision)
+            elif isinstance(decision, Sleep):
+                delay = decision.until - self.clock()
+                if delay > self.max_inline_sleep:
+                    return self._result(run)
+                if delay > 0:
+                    yield Pause(delay)
+                now = self.clock()
+                nxt = run.core.decide(run.snapshot, now)
+                self._persist(run, nxt, now)
+            else:
+                return self._result(run)
+
+    def _context(self, run: _Active, name: str, attempt: int, key: str) -> StepContext[Any, Any]:
+        return StepContext(
+            input=run.input,
+            data=run.snapshot.data,
+            instance_id=run.id,
+            saga=run.definition.name,
+            step=name,
+            attempt=attempt,
+            idempotency_key=key,
+            correlation_id=run.correlation_id,
+            event=run.snapshot.event,
+        )
+
+    def _run_step(self, run: _Active, decision: RunStep) -> Generator[Request, Any, Next]:
+        t = run.definition.transitions[decision.transition]
+        step = t.step
+        assert step is not None
+        ctx = self._context(run, t.name, decision.attempt, decision.idempotency_key)
+        started = self.clock()
+        run.step_deadline = None if step.timeout is None else started + step.timeout
+        try:
+            if step.transactional:
+                try:
+                    with self.store.transaction() as connection:
+                        call = Call(step.function, attrs.evolve(ctx, connection=connection), step.timeout)
+                        outcome = self._step_outcome(run, t, (yield call))
+                        if isinstance(outcome, StepFailed):
+                            raise _Discard(outcome)
+                        nxt = run.core.next(run.snapshot, outcome, self.clock())
+                        self._persist(run, nxt, started, connection=connection)
+                    return nxt
+                except _Discard as discard:
+                    outcome = discard.outcome
+            else:
+                outcome = self._step_outcome(run, t, (yield Call(step.function, ctx, step.timeout)))
+        finally:
+            run.step_deadline = None
+        if isinstance(outcome, StepFailed):
+            log.warning(
+                "step %s of %s %s failed (attempt %d): %s",
+                t.name, run.definition.name, run.id, decision.attempt, outcome.error.message,
+                extra=_log_extra(run, t.name),
+            )
+        nxt = run.core.next(run.snapshot, outcome, self.clock())
+        self._persist(run, nxt, started)
+        return nxt
+
+    def _step_outcome(self, run: _Active, t: TransitionDef, response: Response) -> Outcome:
+        assert t.step is not None
+        if response.error is not None:
+            return StepFailed(_error_info(response.error, t.step.retry.is_retryable(response.error)))
+        data = response.value
+        definition = run.definition
+        if data is None:
+            data = run.snapshot.data
+        elif not isinstance(data, definition.context_type):
+            return StepFailed(
+                ErrorInfo(
+                    "TypeError",
+                    f"step {t.name!r} returned {type(data).__name__}; return the saga's "
+                    f"context ({definition.context_type.__name__}) or None",
+                    retryable=False,
+                )
+            )
+        if definition.output is not None and definition.states[t.target].final:
+            try:
+                run.output = definition.output(run.input, data)
+            except Exception as error:
+                return StepFailed(_error_info(error, retryable=False))
+        return StepSucceeded(data)
+
+    def _run_compensation(self, run: _Active, decision: RunCompensation) -> Generator[Request, Any, Next]:
+        t = run.definition.transitions[decision.transition]
+        assert t.step is not None and t.step.compensation is not None
+        ctx = self._context(run, f"{t.name}.undo", decision.attempt, decision.idempotency_key)
+        started = self.clock()
+        response = yield Call(t.step.compensation, ctx, t.step.timeout)
+        if response.error is None:
+            outcome: Outcome = CompensationSucceeded()
+            if isinstance(response.value, run.definition.context_type):
+                run.snapshot = attrs.evolve(run.snapshot, data=response.value)
+        else:
+            retryable = t.step.compensation_retry.is_retryable(response.error)
+            outcome = CompensationFailed(_error_info(response.error, retryable))
+            log.warning(
+                "compensation %s.undo of %s %s failed (attempt %d): %s",
+                t.name, run.definition.name, run.id, decision.attempt, response.error,
+                extra=_log_extra(run, t.name),
+            )
+        nxt = run.core.next(run.snapshot, outcome, self.clock())
+        self._persist(run, nxt, started)
+        return nxt
+
+    def _choose(self, run: _Active, decision: ChooseBranch) -> Generator[Request, Any, Next]:
+        started = self.clock()
+        chosen: str | None = None
+        for name in decision.transitions:
+            t = run.definition.transitions[name]
+            if t.guard is None:
+                chosen = name
+                break
+            ctx = self._context(run, name, 1, f"{run.id}:{run.snapshot.seq}:{name}:guard")
+            response = yield Call(t.guard, ctx, None)
+            if response.error is not None:
+                outcome: Outcome = StepFailed(_error_info(response.error, retryable=False))
+                # a guard that raises ends the forward path like a failing step
+                nxt = run.core.next(
+                    attrs.evolve(run.snapshot, pending=name, attempt=1), outcome, self.clock()
+                )
+                self._persist(run, nxt, started)
+                return nxt
+            if bool(response.value) != t.guard_negated:
+                chosen = name
+                break
+        nxt = run.core.next(run.snapshot, BranchChosen(chosen), self.clock())
+        self._persist(run, nxt, started)
+        return nxt
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def _persist(self, run: _Active, nxt: Next, started: float, connection: Any = None) -> None:
+        if not nxt.records:
+            run.snapshot = nxt.snapshot
+            return
+        now = self.clock()
+        write = self._write(run, nxt.snapshot, nxt.decision, now)
+        rows = self._history_rows(run, nxt, started, now, version=run.version + 1)
+        self.store.transition(run.id, run.version, run.epoch, write, rows, connection)
+        run.version += 1
+        run.snapshot = nxt.snapshot
+        run.renewed_at = now
+
+    def _write(self, run: _Active, snapshot: Snapshot, decision: Any, now: float) -> Write:
+        release = isinstance(decision, Wait | Finish) or (
+            isinstance(decision, Sleep) and decision.until - now > self.max_inline_sleep
+        )
+        due = decision.until if isinstance(decision, Sleep | Wait) else None
+        definition = run.definition
+        output = None
+        if snapshot.status is Status.COMPLETED and run.output is not None:
+            output = json.dumps(converter.unstructure(run.output, definition.output_type or type(run.output)))
+        return Write(
+            state=snapshot.state,
+            status=snapshot.status.value,
+            context=json.dumps(converter.unstructure(snapshot.data, definition.context_type)),
+            machine=json.dumps(_machine(snapshot, definition)),
+            error=None if snapshot.error is None else json.dumps(converter.unstructure(snapshot.error)),
+            output=output,
+            attempt=snapshot.attempt,
+            due_at=due,
+            lease_owner=None if release else self.owner,
+            lease_expires_at=None if release else now + self.lease_ttl,
+            updated_at=now,
+        )
+
+    def _new_row(
+        self, run: _Active, nxt: Next, input_json: Any, idempotency_key: str | None, now: float
+    ) -> InstanceRow:
+        write = self._write(run, nxt.snapshot, nxt.decision, now)
+        definition = run.definition
+        return InstanceRow(
+            id=run.id,
+            saga=definition.name,
+            saga_version=definition.version,
+            graph_hash=definition.graph_hash,
+            entity_key=run.key,
+            idempotency_key=idempotency_key,
+            correlation_id=run.correlation_id,
+            state=write.state,
+            status=write.status,
+            input=input_json,
+            context=json.loads(write.context),
+            output=None,
+            machine=json.loads(write.machine),
+            error=None if write.error is None else json.loads(write.error),
+            attempt=write.attempt,
+            version=1,
+            epoch=1,
+            lease_owner=write.lease_owner,
+            lease_expires_at=write.lease_expires_at,
+            due_at=write.due_at,
+            deadline=nxt.snapshot.deadline,
+            created_at=now,
+            updated_at=now,
+        )
+
+    def _history_rows(
+        self, run: _Active, nxt: Next, started: float, now: float, *, version: int
+    ) -> list[HistoryRow]:
+        rows = []
+        transitions = run.definition.transitions
+        for record in nxt.records:
+            step_name = None
+            t = transitions.get(record.transition) if record.transition else None
+            if t is not None and t.step is not None:
+                undo = record.kind in (HistoryKind.COMPENSATE, HistoryKind.COMPENSATION_RETRY) or (
+                    record.error is not None and (record.error.step or "").endswith(".undo")
+                )
+                step_name = t.step.compensation_name if undo else t.step.function_name
+            rows.append(
+                HistoryRow(
+                    instance_id=run.id,
+                    version=version,
+                    kind=record.kind.value,
+                    transition=record.transition,
+                    step=step_name,
+                    from_state=record.from_state,
+                    to_state=record.to_state,
+                    attempt=record.attempt,
+                    event=record.event,
+                    error=None if record.error is None else converter.unstructure(record.error),
+                    epoch=run.epoch,
+                    correlation_id=run.correlation_id,
+                    started_at=started,
+                    finished_at=now,
+                )
+            )
+        return rows
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _get_row(self, instance_id: str) -> InstanceRow:
+        row = self.store.get(instance_id)
+        if row is None:
+            raise InstanceNotFound(
+                f"no instance with id {instance_id!r}; list instances with `statesaga list`",
+                instance_id=instance_id,
+            )
+        return row
+
+    def _find_id(self, instance_id: str | None, saga: SagaRef | None, key: str | None) -> str:
+        if instance_id is not None:
+            return instance_id
+        if saga is None or key is None:
+            raise InstanceNotFound("pass instance_id=..., or both saga=... and key=...")
+        definition, _ = self._resolve(saga)
+        row = self.store.find(definition.name, entity_key=key)
+        if row is None:
+            raise InstanceNotFound(
+                f"saga {definition.name!r} has no open instance on {key!r}",
+                saga=definition.name,
+                key=key,
+            )
+        return row.id
+
+    def _snapshot(self, row: InstanceRow, definition: Definition) -> Snapshot:
+        machine = row.machine
+        pending = machine.get("pending")
+        event = machine.get("event")
+        if event is not None and pending is not None:
+            payload_type = definition.transitions[pending].payload_type
+            if payload_type is not None:
+                event = converter.structure(event, payload_type)
+        return Snapshot(
+            instance_id=row.id,
+            state=row.state,
+            status=Status(row.status),
+            data=converter.structure(row.context, definition.context_type),
+            pending=pending,
+            attempt=row.attempt,
+            wake_at=machine.get("wake_at"),
+            deadline=row.deadline,
+            stack=tuple(Done(t, seq) for t, seq in machine.get("stack", ())),
+            pivoted=bool(machine.get("pivoted")),
+            seq=int(machine.get("seq", 0)),
+            error=None if row.error is None else converter.structure(row.error, ErrorInfo),
+            event=event,
+        )
+
+    def _active_of(self, row: InstanceRow, definition: Definition, core: Interpreter) -> _Active:
+        return _Active(
+            definition,
+            core,
+            row.id,
+            row.version,
+            row.epoch,
+            self._snapshot(row, definition),
+            converter.structure(row.input, definition.input_type),
+            row.correlation_id,
+            row.entity_key,
+            renewed_at=self.clock(),
+        )
+
+    def _run_of(self, row: InstanceRow, history: list[HistoryRow] | None = None) -> Run:
+        found = self._definitions.get((row.saga, row.saga_version))
+        saga_input, data, output = row.input, row.context, row.output
+        if found is not None:
+            definition = found[0]
+            saga_input = converter.structure(row.input, definition.input_type)
+            data = converter.structure(row.context, definition.context_type)
+            if row.output is not None and definition.output_type is not None:
+                output = converter.structure(row.output, definition.output_type)
+        return Run(
+            id=row.id,
+            saga=row.saga,
+            version=row.saga_version,
+            status=Status(row.status),
+            state=row.state,
+            key=row.entity_key,
+            correlation_id=row.correlation_id,
+            input=saga_input,
+            data=data,
+            output=output,
+            error=None if row.error is None else converter.structure(row.error, ErrorInfo),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            history=tuple(_entry(h) for h in history or ()),
+        )
+
+    def _result(self, run: _Active) -> Run:
+        row = self.store.get(run.id)
+        assert row is not None
+        return self._run_of(row)
+
+    def get(self, instance_id: str) -> Run:
+        """The run with that id, with its history."""
+        row = self._get_row(instance_id)
+        return self._run_of(row, self.store.history(instance_id))
+
+    def history(self, instance_id: str) -> list[HistoryEntry]:
+        """The run's persisted transitions, oldest first."""
+        self._get_row(instance_id)
+        return [_entry(h) for h in self.store.history(instance_id)]
+
+    def list(
+        self,
+        *,
+        saga: str | None = None,
+        status: Status | str | None = None,
+        key: str | None = None,
+        correlation_id: str | None = None,
+        limit: int = 100,
+    ) -> list[Run]:
+        """Runs matching every filter given, newest first (without their history)."""
+        rows = self.store.list(
+            saga=saga,
+            status=None if status is None else Status(status).value,
+            entity_key=key,
+            correlation_id=correlation_id,
+            limit=limit,
+        )
+        return [self._run_of(row) for row in rows]
+
+    # -- time helpers -------------------------------------------------------------------------
+
+    def _deadline(
+        self, definition: Definition, deadline: float | timedelta | datetime | None, now: float
+    ) -> float | None:
+        if deadline is None:
+            return None if definition.deadline is None else now + definition.deadline
+        if isinstance(deadline, datetime):
+            return deadline.timestamp()
+        seconds = deadline.total_seconds() if isinstance(deadline, timedelta) else float(deadline)
+        if seconds <= 0:
+            raise InputError(f"deadline={deadline!r} must be positive", saga=definition.name)
+        return now + seconds
+
+    # -- the lease keeper ------------------------------------------------------------------------
+
+    def _track(self, run: _Active) -> None:
+        run.renewed_at = self.clock()
+        with self._active_lock:
+            self._active[run.id] = run
+            if self._keeper is None or not self._keeper.is_alive():
+                self._keeper = threading.Thread(
+                    target=self._keep_leases, name="statesaga-lease-keeper", daemon=True
+                )
+                self._keeper.start()
+
+    def _untrack(self, run: _Active) -> None:
+        with self._active_lock:
+            self._active.pop(run.id, None)
+
+    def _keep_leases(self) -> None:
+        """Renew the leases of runs whose steps outlive a third of the lease."""
+        interval = self.lease_ttl / 3
+        while not self._stopping.wait(interval / 2):
+            now = self.clock()
+            with self._active_lock:
+                runs = list(self._active.values())
+            for run in runs:
+                if now - run.renewed_at < interval:
+                    continue
+                if run.step_deadline is not None and now > run.step_deadline:
+                    continue  # an overrunning step loses its lease; recovery takes over
+                try:
+                    ok = self.store.extend_lease(run.id, run.epoch, now + self.lease_ttl)
+                    if run.lease is not None:
+                        renewed = self.locks.renew(run.lease, self.lease_ttl, now)
+                        ok = ok and renewed is not None
+                        run.lease = renewed or run.lease
+                except Exception:  # the next transition's compare-and-set has the last word
+                    log.exception("renewing the lease of %s failed", run.id)
+                    continue
+                run.renewed_at = now
+                if not ok and not run.lost:
+                    run.lost = True
+                    log.warning("lost the lease of %s", run.id, extra=_log_extra(run))
+
+    def close(self) -> None:
+        """Stop the lease keeper and close the store."""
+        self._stopping.set()
+        self.store.close()
+
+    # -- recovery -----------------------------------------------------------------------------
+
+    def _due(self, limit: int) -> list[InstanceRow]:
+        return self.store.due(self.clock(), limit)
+
+
+def _nothing() -> Generator[Request, Any, None]:
+    return None
+    yield  # pragma: no cover - makes this a generator
+
+
+def _definition_of(saga: type | Definition) -> Definition:
+    if isinstance(saga, Definition):
+        return saga
+    definition = getattr(saga, "definition", None)
+    if not isinstance(definition, Definition):
+        raise SagaNotRegistered(f"{saga!r} is not a Saga class or a Definition")
+    return definition
+
+
+def _machine(snapshot: Snapshot, definition: Definition) -> dict[str, Any]:
+    event = snapshot.event
+    if event is not None and snapshot.pending is not None:
+        payload_type = definition.transitions[snapshot.pending].payload_type
+        event = converter.unstructure(event, payload_type) if payload_type else event
+    return {
+        "pending": snapshot.pending,
+        "wake_at": snapshot.wake_at,
+        "stack": [[done.transition, done.seq] for done in snapshot.stack],
+        "pivoted": snapshot.pivoted,
+        "seq": snapshot.seq,
+        "event": event,
+    }
+
+
+def _error_info(error: BaseException, retryable: bool) -> ErrorInfo:
+    kind = type(error)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    if isinstance(error, StepTimeout):
+        name = "StepTimeout"
+    return ErrorInfo(name, str(error) or kind.__name__, retryable)
+
+
+def _entry(row: HistoryRow) -> HistoryEntry:
+    return HistoryEntry(
+        kind=HistoryKind(row.kind),
+        from_state=row.from_state,
+        to_state=row.to_state,
+        transition=row.transition,
+        step=row.step,
+        attempt=row.attempt,
+        event=row.event,
+        error=None if row.error is None else converter.structure(row.error, ErrorInfo),
+        version=row.version,
+        epoch=row.epoch,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )
+
+
+def _log_extra(run: _Active, step: str | None = None) -> dict[str, Any]:
+    return {
+        "instance_id": run.id,
+        "saga": run.definition.name,
+        "state": run.snapshot.state,
+        "step": step,
+        "correlation_id": run.correlation_id,
+    }

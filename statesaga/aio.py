@@ -1,0 +1,169 @@
+"""``AsyncEngine``: the asyncio runtime, the same semantics as ``Engine``.
+
+Async steps are awaited on the running loop (a timeout cancels them); sync
+steps run in a worker thread so they do not block the loop. Store and lock
+operations are short transactions made directly from the loop.
+
+>>> import asyncio, attrs
+>>> from statesaga import AsyncEngine, Saga, State
+>>> @attrs.define
+... class In:
+...     n: int
+>>> @attrs.define
+... class Data:
+...     doubled: int = 0
+>>> async def double(ctx):
+...     return Data(ctx.input.n * 2)
+>>> class Double(Saga[In, Data]):
+...     name = "double"
+...     new = State(initial=True)
+...     done = State(final=True)
+...     work = new.to(done).run(double, read_only=True)
+>>> async def main():
+...     async with AsyncEngine("sqlite://") as engine:
+...         run = await engine.start(Double, In(21))
+...         return run.status.value, run.data.doubled
+>>> asyncio.run(main())
+('completed', 42)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from statesaga._runtime import Call, Driver, Pause, Response, Runtime, SagaRef, log
+from statesaga.core import CancelRequested, EventArrived, RetryRequested
+from statesaga.errors import ConcurrencyError, InstanceNotFound, SagaNotRegistered, StepTimeout
+from statesaga.run import Run
+from statesaga.serde import structure
+
+__all__ = ["AsyncEngine"]
+
+
+class AsyncEngine(Runtime):
+    """The asyncio engine; takes the same arguments as :class:`~statesaga.Engine`."""
+
+    async def __aenter__(self) -> AsyncEngine:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def _pump(self, driver: Driver) -> Any:
+        try:
+            request = next(driver)
+            while True:
+                if isinstance(request, Pause):
+                    await asyncio.sleep(request.seconds)
+                    response: Response | None = None
+                else:
+                    response = await _call(request)
+                request = driver.send(response)
+        except StopIteration as stop:
+            return stop.value
+
+    async def start(
+        self,
+        saga: SagaRef,
+        input: Any,
+        *,
+        key: str | None = None,
+        idempotency_key: str | None = None,
+        correlation_id: str | None = None,
+        deadline: float | timedelta | datetime | None = None,
+        wait: float = 0.0,
+    ) -> Run:
+        """Start a run and drive it until it waits or ends (see ``Engine.start``)."""
+        return await self._pump(  # type: ignore[no-any-return]
+            self._start(
+                saga,
+                input,
+                key=key,
+                idempotency_key=idempotency_key,
+                correlation_id=correlation_id,
+                deadline=deadline,
+                wait=wait,
+            )
+        )
+
+    async def send(
+        self,
+        event: str,
+        payload: Any = None,
+        *,
+        instance_id: str | None = None,
+        saga: SagaRef | None = None,
+        key: str | None = None,
+        wait: float = 0.0,
+    ) -> Run:
+        """Send an event to a waiting run and drive it on (see ``Engine.send``)."""
+        target = self._find_id(instance_id, saga, key)
+        row = self._get_row(target)
+        definition, _ = self._for_row(row)
+        t = definition.events_from.get(row.state, {}).get(event)
+        if t is not None and t.payload_type is not None:
+            payload = structure(
+                payload, t.payload_type, what=f"payload of {event!r}", saga=definition.name
+            )
+        return await self._pump(  # type: ignore[no-any-return]
+            self._operate(target, EventArrived(event, payload), wait)
+        )
+
+    async def cancel(self, instance_id: str, *, reason: str = "cancelled", wait: float = 0.0) -> Run:
+        """Cancel a run before its pivot; it compensates (see ``Engine.cancel``)."""
+        return await self._pump(  # type: ignore[no-any-return]
+            self._operate(instance_id, CancelRequested(reason), wait)
+        )
+
+    async def retry(self, instance_id: str, *, wait: float = 0.0) -> Run:
+        """Try a ``failed`` run again (see ``Engine.retry``)."""
+        return await self._pump(self._operate(instance_id, RetryRequested(), wait))  # type: ignore[no-any-return]
+
+    async def resume(self, instance_id: str, *, wait: float = 0.0) -> Run:
+        """Claim a run and drive it from its last persisted transition."""
+        return await self._pump(self._operate(instance_id, None, wait))  # type: ignore[no-any-return]
+
+    async def recover(self, *, limit: int = 1000) -> list[Run]:
+        """Resume every run that needs it (see ``Engine.recover``)."""
+        results = []
+        for row in self._due(limit):
+            try:
+                results.append(await self.resume(row.id))
+            except (ConcurrencyError, InstanceNotFound):
+                continue
+            except SagaNotRegistered as error:
+                log.warning("not recovering %s: %s", row.id, error)
+        return results
+
+
+async def _call(request: Call) -> Response:
+    started = time.monotonic()
+    function = request.function
+    try:
+        if inspect.iscoroutinefunction(function):
+            value = await asyncio.wait_for(function(request.ctx), request.timeout)
+        else:
+            value = await asyncio.wait_for(
+                asyncio.to_thread(function, request.ctx), request.timeout
+            )
+            if inspect.isawaitable(value):
+                value = await asyncio.wait_for(value, request.timeout)
+    except TimeoutError as error:
+        if request.timeout is not None and time.monotonic() - started >= request.timeout:
+            return Response(error=_timeout(request))
+        return Response(error=error)
+    except Exception as error:
+        return Response(error=error)
+    return Response(value)
+
+
+def _timeout(request: Call) -> StepTimeout:
+    return StepTimeout(
+        f"{request.ctx.step} ran longer than its timeout of {request.timeout:g}s and was "
+        "cancelled",
+        instance_id=request.ctx.instance_id,
+    )

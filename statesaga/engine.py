@@ -1,0 +1,212 @@
+"""``Engine``: the synchronous runtime.
+
+>>> import attrs
+>>> from statesaga import Engine, Saga, State
+>>> @attrs.define
+... class Greeting:
+...     name: str
+>>> @attrs.define
+... class Said:
+...     text: str = ""
+>>> def greet(ctx):
+...     return Said(f"hello {ctx.input.name}")
+>>> class Greet(Saga[Greeting, Said]):
+...     name = "greet"
+...     new = State(initial=True)
+...     done = State(final=True)
+...     say = new.to(done).run(greet, read_only=True)
+>>> with Engine("sqlite://") as engine:
+...     run = engine.start(Greet, {"name": "shop"})
+...     (run.status, run.data.text, [h.kind.value for h in engine.get(run.id).history])
+(<Status.COMPLETED: 'completed'>, 'hello shop', ['start', 'forward'])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from statesaga._runtime import Call, Driver, Pause, Response, Runtime, SagaRef, log
+from statesaga.core import CancelRequested, EventArrived, RetryRequested
+from statesaga.errors import (
+    ConcurrencyError,
+    InstanceNotFound,
+    SagaNotRegistered,
+    StepTimeout,
+)
+from statesaga.run import Run
+from statesaga.serde import structure
+
+__all__ = ["Engine"]
+
+
+class Engine(Runtime):
+    """Runs sagas: persists every transition, locks per entity, retries, compensates.
+
+    Args:
+        database: a SQLAlchemy URL (default ``sqlite:///statesaga.db``, migrated
+            on open) or a ``Store``.
+        sagas: saga classes to register now (``start`` also registers what it is given).
+        locks: entity leases; default: SQL leases in the store's database.
+        lease_ttl: seconds a lease lasts; renewed while a step runs longer.
+        owner: this engine's name on leases (default ``host:pid:random``).
+        clock: returns the time in epoch seconds (inject a fake one in tests).
+        max_inline_sleep: retry delays up to this many seconds are slept in
+            place; longer ones release the run for ``recover`` (or a worker).
+
+    Sync steps run in the calling thread; ``async`` steps run to completion on
+    a fresh event loop. A step's ``timeout`` cancels an async step; a sync step
+    that overruns has its result discarded (and a transactional step's writes
+    rolled back), and its lease is no longer renewed, so another engine may
+    recover the run; if this engine then writes late, the epoch check rejects it.
+    """
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _pump(self, driver: Driver) -> Any:
+        try:
+            request = next(driver)
+            while True:
+                if isinstance(request, Pause):
+                    time.sleep(request.seconds)
+                    response: Response | None = None
+                else:
+                    response = _call(request)
+                request = driver.send(response)
+        except StopIteration as stop:
+            return stop.value
+
+    def start(
+        self,
+        saga: SagaRef,
+        input: Any,
+        *,
+        key: str | None = None,
+        idempotency_key: str | None = None,
+        correlation_id: str | None = None,
+        deadline: float | timedelta | datetime | None = None,
+        wait: float = 0.0,
+    ) -> Run:
+        """Start a run and drive it until it waits for an event or ends.
+
+        Args:
+            saga: the Saga class (registered on first use), its definition, or
+                the name of a registered saga (its newest version).
+            input: an instance of the saga's input type, or a dict cattrs
+                structures into one (bad input raises ``InputError``, nothing written).
+            key: the entity key (``cart:complete:42``): at most one open run per
+                saga and key; a second start raises ``EntityBusy``.
+            idempotency_key: a start with a key already used returns that run.
+            correlation_id: carried on every record and log line (default: the run id).
+            deadline: seconds, ``timedelta`` or a ``datetime``; when it passes before
+                the pivot, the run compensates (default: the saga's ``deadline``).
+            wait: seconds to wait for a busy key before raising ``EntityBusy``.
+        """
+        return self._pump(  # type: ignore[no-any-return]
+            self._start(
+                saga,
+                input,
+                key=key,
+                idempotency_key=idempotency_key,
+                correlation_id=correlation_id,
+                deadline=deadline,
+                wait=wait,
+            )
+        )
+
+    def send(
+        self,
+        event: str,
+        payload: Any = None,
+        *,
+        instance_id: str | None = None,
+        saga: SagaRef | None = None,
+        key: str | None = None,
+        wait: float = 0.0,
+    ) -> Run:
+        """Send ``event`` (with its payload) to a waiting run, and drive it on.
+
+        Address the run by ``instance_id``, or by ``saga`` and entity ``key``.
+        An event the current state does not accept raises ``EventNotAllowed``;
+        a payload that does not fit raises ``InputError``; neither writes anything.
+        """
+        target = self._find_id(instance_id, saga, key)
+        return self._pump(self._send(target, event, payload, wait))  # type: ignore[no-any-return]
+
+    def _send(self, instance_id: str, event: str, payload: Any, wait: float) -> Driver:
+        row = self._get_row(instance_id)
+        definition, core = self._for_row(row)
+        t = definition.events_from.get(row.state, {}).get(event)
+        if t is not None and t.payload_type is not None:
+            payload = structure(
+                payload, t.payload_type, what=f"payload of {event!r}", saga=definition.name
+            )
+        return (yield from self._operate(instance_id, EventArrived(event, payload), wait))
+
+    def cancel(self, instance_id: str, *, reason: str = "cancelled", wait: float = 0.0) -> Run:
+        """Cancel a run before its pivot: it compensates what it did, in reverse."""
+        return self._pump(  # type: ignore[no-any-return]
+            self._operate(instance_id, CancelRequested(reason), wait)
+        )
+
+    def retry(self, instance_id: str, *, wait: float = 0.0) -> Run:
+        """Try a ``failed`` run again: its compensation, or (past the pivot) its step."""
+        return self._pump(self._operate(instance_id, RetryRequested(), wait))  # type: ignore[no-any-return]
+
+    def resume(self, instance_id: str, *, wait: float = 0.0) -> Run:
+        """Claim a run and drive it from its last persisted transition."""
+        return self._pump(self._operate(instance_id, None, wait))  # type: ignore[no-any-return]
+
+    def recover(self, *, limit: int = 1000) -> list[Run]:
+        """Resume every run that needs it: crashed holders, due retries, timeouts, deadlines.
+
+        Safe to call from several processes at once: each run is claimed by
+        exactly one of them (the others skip it). Runs of sagas this engine
+        has not registered are logged and left alone.
+        """
+        results = []
+        for row in self._due(limit):
+            try:
+                results.append(self.resume(row.id))
+            except (ConcurrencyError, InstanceNotFound):
+                continue  # another engine got there first
+            except SagaNotRegistered as error:
+                log.warning("not recovering %s: %s", row.id, error)
+        return results
+
+
+def _call(request: Call) -> Response:
+    started = time.monotonic()
+    try:
+        value = request.function(request.ctx)
+        if inspect.isawaitable(value):
+            value = asyncio.run(_bounded(value, request))
+    except Exception as error:
+        return Response(error=error)
+    if request.timeout is not None and time.monotonic() - started > request.timeout:
+        return Response(error=_timeout(request))
+    return Response(value)
+
+
+async def _bounded(awaitable: Any, request: Call) -> Any:
+    try:
+        return await asyncio.wait_for(awaitable, request.timeout)
+    except TimeoutError:
+        if request.timeout is None:
+            raise
+        raise _timeout(request) from None
+
+
+def _timeout(request: Call) -> StepTimeout:
+    return StepTimeout(
+        f"{request.ctx.step} ran longer than its timeout of {request.timeout:g}s; its "
+        "result was discarded",
+        instance_id=request.ctx.instance_id,
+    )

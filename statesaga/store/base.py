@@ -1,0 +1,151 @@
+"""The ``Store`` protocol and the records it reads and writes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+import attrs
+
+__all__ = ["HistoryRow", "InstanceRow", "Store", "Write"]
+
+
+@attrs.frozen
+class InstanceRow:
+    """One instance as stored. JSON fields hold unstructured (primitive) values."""
+
+    id: str
+    saga: str
+    saga_version: int
+    graph_hash: str
+    entity_key: str | None
+    idempotency_key: str | None
+    correlation_id: str
+    state: str
+    status: str
+    input: Any
+    context: Any
+    output: Any
+    machine: dict[str, Any]
+    error: dict[str, Any] | None
+    attempt: int
+    version: int
+    epoch: int
+    lease_owner: str | None
+    lease_expires_at: float | None
+    due_at: float | None
+    deadline: float | None
+    created_at: float
+    updated_at: float
+
+
+@attrs.frozen
+class HistoryRow:
+    """One persisted transition (or failed attempt) of an instance."""
+
+    instance_id: str
+    version: int
+    kind: str
+    transition: str | None
+    step: str | None
+    from_state: str
+    to_state: str
+    attempt: int
+    event: str | None
+    error: dict[str, Any] | None
+    epoch: int
+    correlation_id: str
+    started_at: float
+    finished_at: float
+    id: int | None = None
+
+    @property
+    def duration(self) -> float:
+        """Seconds between the start of the work and its commit."""
+        return self.finished_at - self.started_at
+
+
+@attrs.frozen
+class Write:
+    """The columns a transition changes (JSON columns as already-encoded text)."""
+
+    state: str
+    status: str
+    context: str
+    machine: str
+    error: str | None
+    output: str | None
+    attempt: int
+    due_at: float | None
+    lease_owner: str | None
+    lease_expires_at: float | None
+    updated_at: float
+
+
+class Store(Protocol):
+    """Where instances and their history live. ``SqlStore`` implements it."""
+
+    def insert(self, row: InstanceRow, history: Sequence[HistoryRow]) -> None:
+        """Insert a new instance with its first history rows, in one transaction.
+
+        Raises ``EntityBusy`` when the (saga, entity key) already has an open
+        instance, and ``DuplicateStart`` when the idempotency key is taken.
+        """
+
+    def transaction(self) -> AbstractContextManager[Any]:
+        """A transaction whose connection a transactional step can write through."""
+
+    def transition(
+        self,
+        instance_id: str,
+        version: int,
+        epoch: int,
+        write: Write,
+        history: Sequence[HistoryRow],
+        connection: Any = None,
+    ) -> None:
+        """Compare-and-set the instance on (version, epoch) and append history rows.
+
+        Raises ``FencedOut`` when the row's version or epoch moved on.
+        """
+
+    def claim(
+        self, instance_id: str, version: int, owner: str, expires_at: float, now: float
+    ) -> InstanceRow:
+        """Take the instance's lease and bump its epoch (the fencing token)."""
+
+    def extend_lease(self, instance_id: str, epoch: int, expires_at: float) -> bool:
+        """Push the lease's expiry out; ``False`` when the epoch moved on."""
+
+    def get(self, instance_id: str) -> InstanceRow | None:
+        """The instance with that id."""
+
+    def find(
+        self, saga: str, *, entity_key: str | None = None, idempotency_key: str | None = None
+    ) -> InstanceRow | None:
+        """The open instance holding an entity key, or the one with an idempotency key."""
+
+    def list(
+        self,
+        *,
+        saga: str | None = None,
+        status: str | None = None,
+        entity_key: str | None = None,
+        correlation_id: str | None = None,
+        limit: int = 100,
+    ) -> list[InstanceRow]:
+        """Instances, newest first."""
+
+    def history(self, instance_id: str) -> list[HistoryRow]:
+        """An instance's history, oldest first."""
+
+    def due(self, now: float, limit: int) -> list[InstanceRow]:
+        """Instances that need work now: expired leases, due retries, timeouts, deadlines."""
+
+    def dump(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row of every table (for tests comparing before and after)."""
+
+    def close(self) -> None:
+        """Release the store's connections."""
+

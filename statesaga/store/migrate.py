@@ -1,0 +1,52 @@
+"""Schema migrations: alembic, behind two functions.
+
+``ensure_schema`` checks the store's revision cheaply (one query) and only
+imports alembic when there is something to do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from statesaga.errors import StoreError
+
+__all__ = ["HEAD", "current_revision", "ensure_schema", "upgrade"]
+
+#: the newest migration; a test checks it against the migration scripts
+HEAD = "0001"
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def current_revision(engine: sa.Engine) -> str | None:
+    """The store's alembic revision, or ``None`` for an empty database."""
+    with engine.connect() as connection:
+        if not sa.inspect(connection).has_table("alembic_version"):
+            return None
+        return connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def upgrade(engine: sa.Engine, revision: str = "head") -> None:
+    """Apply the migrations up to ``revision`` (the newest by default)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def ensure_schema(engine: sa.Engine, *, upgrade: bool) -> None:
+    """Make sure the store's schema is current, migrating it when ``upgrade`` is true."""
+    if current_revision(engine) == HEAD:
+        return
+    if not upgrade:
+        raise StoreError(
+            f"the store at {engine.url.render_as_string(hide_password=True)} has no current "
+            "statesaga schema; run `statesaga db upgrade --db URL` first"
+        )
+    globals()["upgrade"](engine)

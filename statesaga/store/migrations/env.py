@@ -1,0 +1,15 @@
+"""Alembic environment: statesaga passes the connection in ``config.attributes``."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from statesaga.store.schema import metadata
+
+connection = context.config.attributes.get("connection")
+if connection is None:  # pragma: no cover - statesaga always passes one
+    raise RuntimeError("run statesaga migrations through `statesaga db upgrade`")
+
+context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,445 @@
+"""``SqlStore``: the store over SQLAlchemy, SQLite first (the embedded default).
+
+The transition hot path (insert a new instance, compare-and-set a transition)
+runs hand-written statements straight on the DBAPI connection SQLAlchemy
+holds: SQLAlchemy's per-statement overhead would otherwise dominate a
+SQLite commit. Everything else (reads, claims, listings) uses SQLAlchemy
+Core as usual.
+
+>>> store = SqlStore("sqlite://")  # an in-memory database, migrated on open
+>>> store.get("nope") is None
+True
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from statesaga.errors import DuplicateStart, EntityBusy, FencedOut, StoreError
+from statesaga.store.base import HistoryRow, InstanceRow, Write
+from statesaga.store.migrate import ensure_schema
+from statesaga.store.schema import OPEN_STATUSES, history, instances, metadata
+
+__all__ = ["SqlStore"]
+
+_WRITE_COLUMNS = (
+    "state",
+    "status",
+    "context",
+    "machine",
+    "error",
+    "output",
+    "attempt",
+    "due_at",
+    "lease_owner",
+    "lease_expires_at",
+    "updated_at",
+)
+_INSTANCE_COLUMNS = tuple(c.name for c in instances.columns)
+_HISTORY_COLUMNS = tuple(c.name for c in history.columns if c.name != "id")
+_JSON_INSTANCE = frozenset({"input", "context", "output", "machine", "error"})
+
+
+class SqlStore:
+    """Instances and history in a SQL database through SQLAlchemy.
+
+    Args:
+        url: a SQLAlchemy URL (``sqlite:///statesaga.db``) or an ``Engine``.
+        auto_migrate: apply the alembic migrations on open. Default: on for
+            SQLite, off elsewhere (run ``statesaga db upgrade``).
+        sqlite_synchronous: SQLite's ``synchronous`` pragma. ``NORMAL`` (the
+            default) in WAL mode survives a process crash at any point; ``FULL``
+            also survives power loss, at the cost of an fsync per commit.
+        busy_timeout: seconds a SQLite writer waits for the write lock.
+    """
+
+    def __init__(
+        self,
+        url: str | sa.Engine,
+        *,
+        auto_migrate: bool | None = None,
+        sqlite_synchronous: str = "NORMAL",
+        busy_timeout: float = 10.0,
+    ) -> None:
+        self.engine = url if isinstance(url, sa.Engine) else _create_engine(url)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        if self.is_sqlite:
+            _configure_sqlite(self.engine, sqlite_synchronous, busy_timeout)
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        self._begin_sql = "BEGIN IMMEDIATE" if self.is_sqlite else None
+        assigns = ", ".join(f"{c} = {mark}" for c in _WRITE_COLUMNS)
+        self._update_sql = (
+            f"UPDATE statesaga_instances SET {assigns}, version = version + 1 "
+            f"WHERE id = {mark} AND version = {mark} AND epoch = {mark}"
+        )
+        self._insert_instance_sql = (
+            f"INSERT INTO statesaga_instances ({', '.join(_INSTANCE_COLUMNS)}) "
+            f"VALUES ({', '.join([mark] * len(_INSTANCE_COLUMNS))})"
+        )
+        self._insert_history_sql = (
+            f"INSERT INTO statesaga_history ({', '.join(_HISTORY_COLUMNS)}) "
+            f"VALUES ({', '.join([mark] * len(_HISTORY_COLUMNS))})"
+        )
+        if auto_migrate is None:
+            auto_migrate = self.is_sqlite
+        ensure_schema(self.engine, upgrade=auto_migrate)
+
+    # -- the hot path: raw DBAPI ----------------------------------------------------------
+
+    def _raw(self) -> Any:
+        """A DBAPI connection from SQLAlchemy's pool; the caller closes it (back to the pool)."""
+        return self.engine.raw_connection()
+
+    def insert(self, row: InstanceRow, history_rows: Sequence[HistoryRow]) -> None:
+        """Insert a new instance and its first history rows in one transaction."""
+        values = [
+            _dump(getattr(row, c)) if c in _JSON_INSTANCE else getattr(row, c)
+            for c in _INSTANCE_COLUMNS
+        ]
+        raw = self._raw()
+        try:
+            cursor = raw.cursor()
+            try:
+                self._begin(cursor)
+                cursor.execute(self._insert_instance_sql, values)
+                cursor.executemany(
+                    self._insert_history_sql, [_history_values(h) for h in history_rows]
+                )
+            except Exception as error:
+                self._rollback(raw, cursor)
+                raise self._translate_insert(error, row) from error
+            self._commit(raw, cursor)
+        finally:
+            raw.close()
+
+    def transition(
+        self,
+        instance_id: str,
+        version: int,
+        epoch: int,
+        write: Write,
+        history_rows: Sequence[HistoryRow],
+        connection: Any = None,
+    ) -> None:
+        """Compare-and-set the instance on (version, epoch) and append its history rows.
+
+        With ``connection`` (from :meth:`transaction`), the writes join that
+        transaction and commit with it; otherwise they commit at once.
+        """
+        params = (
+            write.state,
+            write.status,
+            write.context,
+            write.machine,
+            write.error,
+            write.output,
+            write.attempt,
+            write.due_at,
+            write.lease_owner,
+            write.lease_expires_at,
+            write.updated_at,
+            instance_id,
+            version,
+            epoch,
+        )
+        rows = [_history_values(h) for h in history_rows]
+        if connection is not None:
+            cursor = connection.connection.dbapi_connection.cursor()
+            cursor.execute(self._update_sql, params)
+            if cursor.rowcount != 1:
+                raise _fenced(instance_id, version, epoch)
+            cursor.executemany(self._insert_history_sql, rows)
+            return
+        raw = self._raw()
+        try:
+            cursor = raw.cursor()
+            try:
+                self._begin(cursor)
+                cursor.execute(self._update_sql, params)
+                if cursor.rowcount != 1:
+                    raise _fenced(instance_id, version, epoch)
+                cursor.executemany(self._insert_history_sql, rows)
+            except BaseException:
+                self._rollback(raw, cursor)
+                raise
+            self._commit(raw, cursor)
+        finally:
+            raw.close()
+
+    def _begin(self, cursor: Any) -> None:
+        if self._begin_sql is not None:
+            cursor.execute(self._begin_sql)
+
+    def _commit(self, raw: Any, cursor: Any) -> None:
+        if self.is_sqlite:
+            cursor.execute("COMMIT")
+        else:
+            raw.commit()
+        cursor.close()
+
+    def _rollback(self, raw: Any, cursor: Any) -> None:
+        try:
+            if self.is_sqlite:
+                if raw.driver_connection.in_transaction:
+                    cursor.execute("ROLLBACK")
+            else:
+                raw.rollback()
+        finally:
+            cursor.close()
+
+    def _translate_insert(self, error: Exception, row: InstanceRow) -> Exception:
+        text = str(error).lower()
+        if "idempotency" in text:
+            return DuplicateStart(
+                f"idempotency key {row.idempotency_key!r} of saga {row.saga!r} is already taken",
+                saga=row.saga,
+                key=row.entity_key,
+            )
+        if "entity" in text or "unique" in text:
+            return EntityBusy(
+                f"{row.entity_key} is busy: saga {row.saga!r} already has an open instance for "
+                "it; wait for it to finish or send it events",
+                saga=row.saga,
+                key=row.entity_key,
+            )
+        return StoreError(f"could not insert instance {row.id}: {error}", saga=row.saga)
+
+    # -- transactions for transactional steps --------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        """A SQLAlchemy connection inside a transaction (``BEGIN IMMEDIATE`` on SQLite)."""
+        with self.engine.connect() as connection, connection.begin():
+            yield connection
+
+    # -- claims and leases (SQLAlchemy Core) ----------------------------------------------
+
+    def claim(
+        self, instance_id: str, version: int, owner: str, expires_at: float, now: float
+    ) -> InstanceRow:
+        """Take the instance's lease and bump its epoch; the row as it now is."""
+        statement = (
+            sa.update(instances)
+            .where(
+                instances.c.id == instance_id,
+                instances.c.version == version,
+                sa.or_(
+                    instances.c.lease_owner.is_(None),
+                    instances.c.lease_expires_at < now,
+                    instances.c.lease_owner == owner,
+                ),
+            )
+            .values(
+                epoch=instances.c.epoch + 1,
+                version=instances.c.version + 1,
+                lease_owner=owner,
+                lease_expires_at=expires_at,
+                updated_at=now,
+            )
+        )
+        with self.engine.begin() as connection:
+            if connection.execute(statement).rowcount == 1:
+                row = connection.execute(
+                    sa.select(instances).where(instances.c.id == instance_id)
+                ).one()
+                return _instance(row)
+            current = connection.execute(
+                sa.select(instances).where(instances.c.id == instance_id)
+            ).one_or_none()
+        if current is not None and current.version == version:
+            raise EntityBusy(
+                f"instance {instance_id} is held by {current.lease_owner} until its lease "
+                "expires; try again later",
+                instance_id=instance_id,
+                key=current.entity_key,
+            )
+        raise _fenced(instance_id, version, None)
+
+    def extend_lease(self, instance_id: str, epoch: int, expires_at: float) -> bool:
+        """Push the lease out, unless the epoch moved on (another holder claimed it)."""
+        statement = (
+            sa.update(instances)
+            .where(instances.c.id == instance_id, instances.c.epoch == epoch)
+            .values(lease_expires_at=expires_at)
+        )
+        with self.engine.begin() as connection:
+            return bool(connection.execute(statement).rowcount == 1)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get(self, instance_id: str) -> InstanceRow | None:
+        """The instance with that id, or ``None``."""
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                sa.select(instances).where(instances.c.id == instance_id)
+            ).one_or_none()
+        return None if row is None else _instance(row)
+
+    def find(
+        self, saga: str, *, entity_key: str | None = None, idempotency_key: str | None = None
+    ) -> InstanceRow | None:
+        """The open instance on ``entity_key``, or the instance with ``idempotency_key``."""
+        query = sa.select(instances).where(instances.c.saga == saga)
+        if idempotency_key is not None:
+            query = query.where(instances.c.idempotency_key == idempotency_key)
+        elif entity_key is not None:
+            query = query.where(
+                instances.c.entity_key == entity_key, instances.c.status.in_(OPEN_STATUSES)
+            )
+        else:
+            return None
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else _instance(row)
+
+    def list(
+        self,
+        *,
+        saga: str | None = None,
+        status: str | None = None,
+        entity_key: str | None = None,
+        correlation_id: str | None = None,
+        limit: int = 100,
+    ) -> list[InstanceRow]:
+        """Instances matching every filter given, newest first."""
+        query = sa.select(instances)
+        for column, value in (
+            (instances.c.saga, saga),
+            (instances.c.status, status),
+            (instances.c.entity_key, entity_key),
+            (instances.c.correlation_id, correlation_id),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        query = query.order_by(instances.c.created_at.desc(), instances.c.id).limit(limit)
+        with self.engine.connect() as connection:
+            return [_instance(row) for row in connection.execute(query)]
+
+    def history(self, instance_id: str) -> list[HistoryRow]:
+        """The instance's history, oldest first."""
+        query = (
+            sa.select(history)
+            .where(history.c.instance_id == instance_id)
+            .order_by(history.c.id)
+        )
+        with self.engine.connect() as connection:
+            return [HistoryRow(**row._asdict()) for row in connection.execute(query)]
+
+    def due(self, now: float, limit: int) -> list[InstanceRow]:
+        """Instances that need work now and nobody holds.
+
+        Running or compensating ones whose holder's lease expired (a crash), or
+        that were released until a retry's time; waiting ones whose timeout or
+        deadline passed; running ones whose deadline passed.
+        """
+        c = instances.c
+        free = sa.or_(c.lease_owner.is_(None), c.lease_expires_at < now)
+        active = c.status.in_(("running", "compensating"))
+        needs_work = sa.or_(
+            sa.and_(active, sa.or_(c.lease_owner.is_not(None), c.due_at.is_(None))),
+            sa.and_(c.status.in_(("running", "compensating", "waiting")), c.due_at <= now),
+            sa.and_(c.status.in_(("running", "waiting")), c.deadline <= now),
+        )
+        query = (
+            sa.select(instances).where(free, needs_work).order_by(c.due_at, c.id).limit(limit)
+        )
+        with self.engine.connect() as connection:
+            return [_instance(row) for row in connection.execute(query)]
+
+    def dump(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row of every table, ordered, for tests that compare before and after."""
+        result: dict[str, list[tuple[Any, ...]]] = {}
+        with self.engine.connect() as connection:
+            for table in metadata.sorted_tables:
+                order = list(table.primary_key.columns)
+                rows = connection.execute(sa.select(table).order_by(*order))
+                result[table.name] = [tuple(row) for row in rows]
+        return result
+
+    def close(self) -> None:
+        """Dispose of the connection pool."""
+        self.engine.dispose()
+
+
+def _create_engine(url: str) -> sa.Engine:
+    try:
+        parsed = sa.make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+            # one shared in-memory database for every thread, not one per thread
+            return sa.create_engine(
+                url, poolclass=sa.StaticPool, connect_args={"check_same_thread": False}
+            )
+        return sa.create_engine(url)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as error:
+        raise StoreError(
+            f"cannot open a store at {url!r}: {error}; use a SQLAlchemy URL such as "
+            "sqlite:///statesaga.db or postgresql+psycopg://user@host/db"
+        ) from error
+
+
+def _configure_sqlite(engine: sa.Engine, synchronous: str, busy_timeout: float) -> None:
+    if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+        raise StoreError(
+            f"sqlite_synchronous={synchronous!r} is not a SQLite synchronous mode; "
+            "use NORMAL or FULL"
+        )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # statesaga issues BEGIN IMMEDIATE itself: the write lock is taken up front,
+        # so two writers never deadlock upgrading a read lock
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if engine.url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _dump(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def _history_values(row: HistoryRow) -> tuple[Any, ...]:
+    return (
+        row.instance_id,
+        row.version,
+        row.kind,
+        row.transition,
+        row.step,
+        row.from_state,
+        row.to_state,
+        row.attempt,
+        row.event,
+        _dump(row.error),
+        row.epoch,
+        row.correlation_id,
+        row.started_at,
+        row.finished_at,
+    )
+
+
+def _instance(row: sa.Row[Any]) -> InstanceRow:
+    return InstanceRow(**row._asdict())
+
+
+def _fenced(instance_id: str, version: int, epoch: int | None) -> FencedOut:
+    held = f"version {version}" + ("" if epoch is None else f", epoch {epoch}")
+    return FencedOut(
+        f"instance {instance_id} moved on since this holder read it ({held}): another "
+        "engine claimed it; this write was rejected and nothing was written",
+        instance_id=instance_id,
+    )
+

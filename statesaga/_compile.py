@@ -96,7 +96,7 @@ class _Compiler:
             events_from=_event_table(states, transitions),
             timeout_from={t.source: t for t in transitions.values() if t.on_timeout},
         )
-        return definition
+        return attrs.evolve(definition, graph_hash=definition.shape_hash())
 
     def positive(self, value: Any, what: str, **where: str) -> float | None:
         try:

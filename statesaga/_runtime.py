@@ -9,6 +9,7 @@ are made directly: they are short and the same for both.
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from statesaga.core import (
     CompensationSucceeded,
     Done,
     ErrorInfo,
+    EventArrived,
     Finish,
     HistoryKind,
     Interpreter,
@@ -110,6 +112,8 @@ class _Active:
     key: str | None
     lease: Lease | None = None
     output: Any = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
     renewed_at: float = 0.0
     step_deadline: float | None = None
     lost: bool = False
@@ -137,12 +141,8 @@ class Runtime:
         max_inline_sleep: float = 5.0,
     ) -> None:
         self.store: Store = SqlStore(database) if isinstance(database, str) else database
-        if locks is None:
-            from statesaga.locks.sql import SqlLocks
-
-            if not isinstance(self.store, SqlStore):
-                raise StateSagaError("pass locks=... for a store that is not a SqlStore")
-            locks = SqlLocks(self.store)
+        # None: the store's own lease on the instance row (claim with expiry, epoch bump)
+        # is the only lock, and the unique open-instance index makes a busy key fail fast
         self.locks = locks
         if lease_ttl <= 0:
             raise ValueError(f"lease_ttl={lease_ttl!r} must be positive")
@@ -176,7 +176,7 @@ class Runtime:
                 self._latest[definition.name] = definition.version
 
     @property
-    def definitions(self) -> list[Definition]:
+    def definitions(self) -> builtins.list[Definition]:
         """Every registered definition."""
         return [definition for definition, _ in self._definitions.values()]
 
@@ -230,7 +230,9 @@ class Runtime:
         wait: float,
     ) -> Driver:
         definition, core = self._resolve(saga)
-        typed_input = structure(saga_input, definition.input_type, what="input", saga=definition.name)
+        typed_input = structure(
+            saga_input, definition.input_type, what="input", saga=definition.name
+        )
         input_json = converter.unstructure(typed_input, definition.input_type)
         if idempotency_key is not None:
             existing = self.store.find(definition.name, idempotency_key=idempotency_key)
@@ -246,28 +248,66 @@ class Runtime:
         now = self.clock()
         instance_id = uuid.uuid4().hex
         correlation_id = correlation_id or instance_id
-        lease = yield from self._acquire(key, wait) if key is not None else _nothing()
+        give_up = now + wait
+        locked = key is not None and self.locks is not None
+        lease = yield from self._acquire(key, wait) if locked and key else _nothing()
         try:
-            nxt = core.start(instance_id, typed_input, data, now=now, deadline=self._deadline(definition, deadline, now))
+            nxt = core.start(
+                instance_id,
+                typed_input,
+                data,
+                now=now,
+                deadline=self._deadline(definition, deadline, now),
+            )
             run = _Active(
-                definition, core, instance_id, 1, 1, nxt.snapshot, typed_input, correlation_id, key, lease
+                definition,
+                core,
+                instance_id,
+                1,
+                1,
+                nxt.snapshot,
+                typed_input,
+                correlation_id,
+                key,
+                lease,
+                created_at=now,
+                updated_at=now,
             )
             row = self._new_row(run, nxt, input_json, idempotency_key, now)
+            history_rows = self._history_rows(run, nxt, now, now, version=1)
             try:
-                self.store.insert(row, self._history_rows(run, nxt, now, now, version=1))
+                yield from self._insert(row, history_rows, give_up if not locked else now)
             except DuplicateStart:
                 existing = self.store.find(definition.name, idempotency_key=idempotency_key)
                 if existing is None:  # pragma: no cover - the index said it exists
                     raise
                 return self._existing(existing, input_json)
             log.info(
-                "started %s %s", definition.name, instance_id,
+                "started %s %s",
+                definition.name,
+                instance_id,
                 extra=_log_extra(run),
             )
             return (yield from self._hold(run, nxt))
         finally:
-            if lease is not None:
+            if lease is not None and self.locks is not None:
                 self.locks.release(lease)
+
+    def _insert(
+        self, row: InstanceRow, history_rows: builtins.list[HistoryRow], give_up: float
+    ) -> Generator[Request, Any, None]:
+        """Insert a new instance; while its key is busy, retry until ``give_up``."""
+        delay = 0.005
+        while True:
+            try:
+                self.store.insert(row, history_rows)
+                return
+            except EntityBusy:
+                now = self.clock()
+                if now >= give_up:
+                    raise
+                yield Pause(min(delay, give_up - now))
+                delay = min(delay * 2, 0.25)
 
     def _existing(self, row: InstanceRow, input_json: Any) -> Run:
         if row.input != input_json:
@@ -280,6 +320,7 @@ class Runtime:
         return self._run_of(row)
 
     def _acquire(self, key: str, wait: float) -> Generator[Request, Any, Lease]:
+        assert self.locks is not None
         give_up = self.clock() + wait
         delay = 0.005
         while True:
@@ -296,17 +337,34 @@ class Runtime:
             yield Pause(min(delay, max(give_up - now, 0.0)))
             delay = min(delay * 2, 0.25)
 
-    def _claimed(self, instance_id: str, wait: float) -> Generator[Request, Any, tuple[_Active, InstanceRow]]:
+    def _claimed(
+        self, instance_id: str, wait: float
+    ) -> Generator[Request, Any, tuple[_Active, InstanceRow]]:
         """Take the entity lease and the instance's claim (bumping its epoch)."""
         row = self._get_row(instance_id)
         definition, core = self._for_row(row)
-        lease_key = row.entity_key or f"instance:{row.id}"
-        lease = yield from self._acquire(lease_key, wait)
+        lease = None
+        if self.locks is not None:
+            lease = yield from self._acquire(row.entity_key or f"instance:{row.id}", wait)
+        give_up = self.clock() + (wait if lease is None else 0.0)
+        delay = 0.005
         try:
-            now = self.clock()
-            claimed = self.store.claim(row.id, row.version, self.owner, now + self.lease_ttl, now)
+            while True:
+                now = self.clock()
+                try:
+                    claimed = self.store.claim(
+                        row.id, row.version, self.owner, now + self.lease_ttl, now
+                    )
+                    break
+                except EntityBusy:
+                    if now >= give_up:
+                        raise
+                yield Pause(min(delay, give_up - now))
+                delay = min(delay * 2, 0.25)
+                row = self._get_row(instance_id)
         except BaseException:
-            self.locks.release(lease)
+            if lease is not None and self.locks is not None:
+                self.locks.release(lease)
             raise
         run = self._active_of(claimed, definition, core)
         run.lease = lease
@@ -331,12 +389,18 @@ class Runtime:
                     raise
             return (yield from self._hold(run, nxt, started=now))
         finally:
-            if run.lease is not None:
+            if run.lease is not None and self.locks is not None:
                 self.locks.release(run.lease)
 
     def _release_claim(self, run: _Active) -> None:
         now = self.clock()
-        self.store.transition(run.id, run.version, run.epoch, self._write(run, run.snapshot, Finish(run.snapshot.status), now), [])
+        self.store.transition(
+            run.id,
+            run.version,
+            run.epoch,
+            self._write(run, run.snapshot, Finish(run.snapshot.status), now),
+            [],
+        )
         run.version += 1
 
     def _hold(self, run: _Active, nxt: Next, *, started: float | None = None) -> Driver:
@@ -396,7 +460,9 @@ class Runtime:
             if step.transactional:
                 try:
                     with self.store.transaction() as connection:
-                        call = Call(step.function, attrs.evolve(ctx, connection=connection), step.timeout)
+                        call = Call(
+                            step.function, attrs.evolve(ctx, connection=connection), step.timeout
+                        )
                         outcome = self._step_outcome(run, t, (yield call))
                         if isinstance(outcome, StepFailed):
                             raise _Discard(outcome)
@@ -412,7 +478,11 @@ class Runtime:
         if isinstance(outcome, StepFailed):
             log.warning(
                 "step %s of %s %s failed (attempt %d): %s",
-                t.name, run.definition.name, run.id, decision.attempt, outcome.error.message,
+                t.name,
+                run.definition.name,
+                run.id,
+                decision.attempt,
+                outcome.error.message,
                 extra=_log_extra(run, t.name),
             )
         nxt = run.core.next(run.snapshot, outcome, self.clock())
@@ -422,7 +492,9 @@ class Runtime:
     def _step_outcome(self, run: _Active, t: TransitionDef, response: Response) -> Outcome:
         assert t.step is not None
         if response.error is not None:
-            return StepFailed(_error_info(response.error, t.step.retry.is_retryable(response.error)))
+            return StepFailed(
+                _error_info(response.error, t.step.retry.is_retryable(response.error))
+            )
         data = response.value
         definition = run.definition
         if data is None:
@@ -443,9 +515,12 @@ class Runtime:
                 return StepFailed(_error_info(error, retryable=False))
         return StepSucceeded(data)
 
-    def _run_compensation(self, run: _Active, decision: RunCompensation) -> Generator[Request, Any, Next]:
+    def _run_compensation(
+        self, run: _Active, decision: RunCompensation
+    ) -> Generator[Request, Any, Next]:
         t = run.definition.transitions[decision.transition]
-        assert t.step is not None and t.step.compensation is not None
+        assert t.step is not None
+        assert t.step.compensation is not None
         ctx = self._context(run, f"{t.name}.undo", decision.attempt, decision.idempotency_key)
         started = self.clock()
         response = yield Call(t.step.compensation, ctx, t.step.timeout)
@@ -458,7 +533,11 @@ class Runtime:
             outcome = CompensationFailed(_error_info(response.error, retryable))
             log.warning(
                 "compensation %s.undo of %s %s failed (attempt %d): %s",
-                t.name, run.definition.name, run.id, decision.attempt, response.error,
+                t.name,
+                run.definition.name,
+                run.id,
+                decision.attempt,
+                response.error,
                 extra=_log_extra(run, t.name),
             )
         nxt = run.core.next(run.snapshot, outcome, self.clock())
@@ -502,35 +581,54 @@ class Runtime:
         self.store.transition(run.id, run.version, run.epoch, write, rows, connection)
         run.version += 1
         run.snapshot = nxt.snapshot
-        run.renewed_at = now
+        run.renewed_at = run.updated_at = now
+        if nxt.snapshot.status is not Status.COMPLETED:
+            run.output = None
 
-    def _write(self, run: _Active, snapshot: Snapshot, decision: Any, now: float) -> Write:
+    def _lease_fields(
+        self, decision: Any, now: float
+    ) -> tuple[str | None, float | None, float | None]:
+        """(lease owner, lease expiry, due at) after a transition that leads to ``decision``.
+
+        The lease is let go when the run waits, ends, or sleeps longer than
+        ``max_inline_sleep`` (then ``due_at`` tells ``recover`` when to wake it).
+        """
         release = isinstance(decision, Wait | Finish) or (
             isinstance(decision, Sleep) and decision.until - now > self.max_inline_sleep
         )
         due = decision.until if isinstance(decision, Sleep | Wait) else None
+        if release:
+            return None, None, due
+        return self.owner, now + self.lease_ttl, due
+
+    def _write(self, run: _Active, snapshot: Snapshot, decision: Any, now: float) -> Write:
+        owner, expires, due = self._lease_fields(decision, now)
         definition = run.definition
         output = None
         if snapshot.status is Status.COMPLETED and run.output is not None:
-            output = json.dumps(converter.unstructure(run.output, definition.output_type or type(run.output)))
+            output = json.dumps(
+                converter.unstructure(run.output, definition.output_type or type(run.output))
+            )
         return Write(
             state=snapshot.state,
             status=snapshot.status.value,
             context=json.dumps(converter.unstructure(snapshot.data, definition.context_type)),
             machine=json.dumps(_machine(snapshot, definition)),
-            error=None if snapshot.error is None else json.dumps(converter.unstructure(snapshot.error)),
+            error=None
+            if snapshot.error is None
+            else json.dumps(converter.unstructure(snapshot.error)),
             output=output,
             attempt=snapshot.attempt,
             due_at=due,
-            lease_owner=None if release else self.owner,
-            lease_expires_at=None if release else now + self.lease_ttl,
+            lease_owner=owner,
+            lease_expires_at=expires,
             updated_at=now,
         )
 
     def _new_row(
         self, run: _Active, nxt: Next, input_json: Any, idempotency_key: str | None, now: float
     ) -> InstanceRow:
-        write = self._write(run, nxt.snapshot, nxt.decision, now)
+        write = self._lease_fields(nxt.decision, now)
         definition = run.definition
         return InstanceRow(
             id=run.id,
@@ -540,19 +638,19 @@ class Runtime:
             entity_key=run.key,
             idempotency_key=idempotency_key,
             correlation_id=run.correlation_id,
-            state=write.state,
-            status=write.status,
+            state=nxt.snapshot.state,
+            status=nxt.snapshot.status.value,
             input=input_json,
-            context=json.loads(write.context),
+            context=converter.unstructure(nxt.snapshot.data, definition.context_type),
             output=None,
-            machine=json.loads(write.machine),
-            error=None if write.error is None else json.loads(write.error),
-            attempt=write.attempt,
+            machine=_machine(nxt.snapshot, definition),
+            error=None if nxt.snapshot.error is None else converter.unstructure(nxt.snapshot.error),
+            attempt=nxt.snapshot.attempt,
             version=1,
             epoch=1,
-            lease_owner=write.lease_owner,
-            lease_expires_at=write.lease_expires_at,
-            due_at=write.due_at,
+            lease_owner=write[0],
+            lease_expires_at=write[1],
+            due_at=write[2],
             deadline=nxt.snapshot.deadline,
             created_at=now,
             updated_at=now,
@@ -560,7 +658,7 @@ class Runtime:
 
     def _history_rows(
         self, run: _Active, nxt: Next, started: float, now: float, *, version: int
-    ) -> list[HistoryRow]:
+    ) -> builtins.list[HistoryRow]:
         rows = []
         transitions = run.definition.transitions
         for record in nxt.records:
@@ -592,6 +690,17 @@ class Runtime:
         return rows
 
     # -- reading ----------------------------------------------------------------------------
+
+    def _event(self, instance_id: str, event: str, payload: Any) -> EventArrived:
+        """The outcome of sending ``event``, its payload structured into the declared type."""
+        row = self._get_row(instance_id)
+        definition, _ = self._for_row(row)
+        t = definition.events_from.get(row.state, {}).get(event)
+        if t is not None and t.payload_type is not None:
+            payload = structure(
+                payload, t.payload_type, what=f"payload of event {event!r}", saga=definition.name
+            )
+        return EventArrived(event, payload)
 
     def _get_row(self, instance_id: str) -> InstanceRow:
         row = self.store.get(instance_id)
@@ -652,10 +761,12 @@ class Runtime:
             converter.structure(row.input, definition.input_type),
             row.correlation_id,
             row.entity_key,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
             renewed_at=self.clock(),
         )
 
-    def _run_of(self, row: InstanceRow, history: list[HistoryRow] | None = None) -> Run:
+    def _run_of(self, row: InstanceRow, history: builtins.list[HistoryRow] | None = None) -> Run:
         found = self._definitions.get((row.saga, row.saga_version))
         saga_input, data, output = row.input, row.context, row.output
         if found is not None:
@@ -682,16 +793,30 @@ class Runtime:
         )
 
     def _result(self, run: _Active) -> Run:
-        row = self.store.get(run.id)
-        assert row is not None
-        return self._run_of(row)
+        """The run as this engine just persisted it (no need to read it back)."""
+        snapshot = run.snapshot
+        return Run(
+            id=run.id,
+            saga=run.definition.name,
+            version=run.definition.version,
+            status=snapshot.status,
+            state=snapshot.state,
+            key=run.key,
+            correlation_id=run.correlation_id,
+            input=run.input,
+            data=snapshot.data,
+            output=run.output if snapshot.status is Status.COMPLETED else None,
+            error=snapshot.error,
+            created_at=run.created_at,
+            updated_at=run.updated_at,
+        )
 
     def get(self, instance_id: str) -> Run:
         """The run with that id, with its history."""
         row = self._get_row(instance_id)
         return self._run_of(row, self.store.history(instance_id))
 
-    def history(self, instance_id: str) -> list[HistoryEntry]:
+    def history(self, instance_id: str) -> builtins.list[HistoryEntry]:
         """The run's persisted transitions, oldest first."""
         self._get_row(instance_id)
         return [_entry(h) for h in self.store.history(instance_id)]
@@ -704,7 +829,7 @@ class Runtime:
         key: str | None = None,
         correlation_id: str | None = None,
         limit: int = 100,
-    ) -> list[Run]:
+    ) -> builtins.list[Run]:
         """Runs matching every filter given, newest first (without their history)."""
         rows = self.store.list(
             saga=saga,
@@ -759,7 +884,7 @@ class Runtime:
                     continue  # an overrunning step loses its lease; recovery takes over
                 try:
                     ok = self.store.extend_lease(run.id, run.epoch, now + self.lease_ttl)
-                    if run.lease is not None:
+                    if run.lease is not None and self.locks is not None:
                         renewed = self.locks.renew(run.lease, self.lease_ttl, now)
                         ok = ok and renewed is not None
                         run.lease = renewed or run.lease
@@ -778,7 +903,7 @@ class Runtime:
 
     # -- recovery -----------------------------------------------------------------------------
 
-    def _due(self, limit: int) -> list[InstanceRow]:
+    def _due(self, limit: int) -> builtins.list[InstanceRow]:
         return self.store.due(self.clock(), limit)
 
 
@@ -813,7 +938,11 @@ def _machine(snapshot: Snapshot, definition: Definition) -> dict[str, Any]:
 
 def _error_info(error: BaseException, retryable: bool) -> ErrorInfo:
     kind = type(error)
-    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
     if isinstance(error, StepTimeout):
         name = "StepTimeout"
     return ErrorInfo(name, str(error) or kind.__name__, retryable)

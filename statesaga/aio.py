@@ -30,16 +30,16 @@ operations are short transactions made directly from the loop.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import inspect
 import time
 from datetime import datetime, timedelta
 from typing import Any
 
 from statesaga._runtime import Call, Driver, Pause, Response, Runtime, SagaRef, log
-from statesaga.core import CancelRequested, EventArrived, RetryRequested
+from statesaga.core import CancelRequested, RetryRequested
 from statesaga.errors import ConcurrencyError, InstanceNotFound, SagaNotRegistered, StepTimeout
 from statesaga.run import Run
-from statesaga.serde import structure
 
 __all__ = ["AsyncEngine"]
 
@@ -102,18 +102,14 @@ class AsyncEngine(Runtime):
     ) -> Run:
         """Send an event to a waiting run and drive it on (see ``Engine.send``)."""
         target = self._find_id(instance_id, saga, key)
-        row = self._get_row(target)
-        definition, _ = self._for_row(row)
-        t = definition.events_from.get(row.state, {}).get(event)
-        if t is not None and t.payload_type is not None:
-            payload = structure(
-                payload, t.payload_type, what=f"payload of {event!r}", saga=definition.name
-            )
+        outcome = self._event(target, event, payload)
         return await self._pump(  # type: ignore[no-any-return]
-            self._operate(target, EventArrived(event, payload), wait)
+            self._operate(target, outcome, wait)
         )
 
-    async def cancel(self, instance_id: str, *, reason: str = "cancelled", wait: float = 0.0) -> Run:
+    async def cancel(
+        self, instance_id: str, *, reason: str = "cancelled", wait: float = 0.0
+    ) -> Run:
         """Cancel a run before its pivot; it compensates (see ``Engine.cancel``)."""
         return await self._pump(  # type: ignore[no-any-return]
             self._operate(instance_id, CancelRequested(reason), wait)
@@ -127,7 +123,7 @@ class AsyncEngine(Runtime):
         """Claim a run and drive it from its last persisted transition."""
         return await self._pump(self._operate(instance_id, None, wait))  # type: ignore[no-any-return]
 
-    async def recover(self, *, limit: int = 1000) -> list[Run]:
+    async def recover(self, *, limit: int = 1000) -> builtins.list[Run]:
         """Resume every run that needs it (see ``Engine.recover``)."""
         results = []
         for row in self._due(limit):
@@ -163,7 +159,6 @@ async def _call(request: Call) -> Response:
 
 def _timeout(request: Call) -> StepTimeout:
     return StepTimeout(
-        f"{request.ctx.step} ran longer than its timeout of {request.timeout:g}s and was "
-        "cancelled",
+        f"{request.ctx.step} ran longer than its timeout of {request.timeout:g}s and was cancelled",
         instance_id=request.ctx.instance_id,
     )

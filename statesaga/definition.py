@@ -112,20 +112,18 @@ class Definition:
     automatic_from: Mapping[str, tuple[TransitionDef, ...]] = attrs.field(factory=dict)
     events_from: Mapping[str, Mapping[str, TransitionDef]] = attrs.field(factory=dict)
     timeout_from: Mapping[str, TransitionDef] = attrs.field(factory=dict)
+    #: a short hash of the graph's shape: states, edges, steps, markers. The
+    #: runtime records it with each instance and refuses to drive an instance
+    #: with a graph whose hash differs.
+    graph_hash: str = ""
 
     @property
     def key(self) -> tuple[str, int]:
         """``(name, version)``, how the registry finds this definition."""
         return (self.name, self.version)
 
-    @property
-    def graph_hash(self) -> str:
-        """A short hash of the graph's shape: states, edges, steps, markers.
-
-        Two definitions with the same hash drive an instance the same way, so
-        the runtime records it with each instance and refuses to drive an
-        instance with a graph whose hash differs.
-        """
+    def shape_hash(self) -> str:
+        """Hash the graph's shape (what ``graph_hash`` holds once compiled)."""
         shape = {
             "states": [attrs.astuple(s) for s in self.states.values()],
             "transitions": [

@@ -24,13 +24,14 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import inspect
 import time
 from datetime import datetime, timedelta
 from typing import Any
 
 from statesaga._runtime import Call, Driver, Pause, Response, Runtime, SagaRef, log
-from statesaga.core import CancelRequested, EventArrived, RetryRequested
+from statesaga.core import CancelRequested, RetryRequested
 from statesaga.errors import (
     ConcurrencyError,
     InstanceNotFound,
@@ -38,7 +39,6 @@ from statesaga.errors import (
     StepTimeout,
 )
 from statesaga.run import Run
-from statesaga.serde import structure
 
 __all__ = ["Engine"]
 
@@ -138,17 +138,8 @@ class Engine(Runtime):
         a payload that does not fit raises ``InputError``; neither writes anything.
         """
         target = self._find_id(instance_id, saga, key)
-        return self._pump(self._send(target, event, payload, wait))  # type: ignore[no-any-return]
-
-    def _send(self, instance_id: str, event: str, payload: Any, wait: float) -> Driver:
-        row = self._get_row(instance_id)
-        definition, core = self._for_row(row)
-        t = definition.events_from.get(row.state, {}).get(event)
-        if t is not None and t.payload_type is not None:
-            payload = structure(
-                payload, t.payload_type, what=f"payload of {event!r}", saga=definition.name
-            )
-        return (yield from self._operate(instance_id, EventArrived(event, payload), wait))
+        outcome = self._event(target, event, payload)
+        return self._pump(self._operate(target, outcome, wait))  # type: ignore[no-any-return]
 
     def cancel(self, instance_id: str, *, reason: str = "cancelled", wait: float = 0.0) -> Run:
         """Cancel a run before its pivot: it compensates what it did, in reverse."""
@@ -164,7 +155,7 @@ class Engine(Runtime):
         """Claim a run and drive it from its last persisted transition."""
         return self._pump(self._operate(instance_id, None, wait))  # type: ignore[no-any-return]
 
-    def recover(self, *, limit: int = 1000) -> list[Run]:
+    def recover(self, *, limit: int = 1000) -> builtins.list[Run]:
         """Resume every run that needs it: crashed holders, due retries, timeouts, deadlines.
 
         Safe to call from several processes at once: each run is claimed by

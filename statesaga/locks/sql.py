@@ -45,29 +45,7 @@ class SqlLocks:
         self._release_sql = f"DELETE FROM statesaga_locks WHERE key = {mark} AND token = {mark}"
 
     def _execute(self, sql: str, params: tuple[Any, ...]) -> int:
-        raw = self.store.engine.raw_connection()
-        try:
-            cursor = raw.cursor()
-            try:
-                if self.store.is_sqlite:
-                    cursor.execute("BEGIN IMMEDIATE")
-                cursor.execute(sql, params)
-                count = int(cursor.rowcount)
-                if self.store.is_sqlite:
-                    cursor.execute("COMMIT")
-                else:
-                    raw.commit()
-            except BaseException:
-                if not self.store.is_sqlite:
-                    raw.rollback()
-                elif raw.driver_connection.in_transaction:
-                    cursor.execute("ROLLBACK")
-                raise
-            finally:
-                cursor.close()
-        finally:
-            raw.close()
-        return count
+        return self.store.execute_raw(sql, params)
 
     def try_acquire(self, key: str, owner: str, ttl: float, now: float) -> Lease | None:
         token = uuid.uuid4().hex

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
@@ -134,18 +135,17 @@ class Store(Protocol):
         entity_key: str | None = None,
         correlation_id: str | None = None,
         limit: int = 100,
-    ) -> list[InstanceRow]:
+    ) -> builtins.list[InstanceRow]:
         """Instances, newest first."""
 
-    def history(self, instance_id: str) -> list[HistoryRow]:
+    def history(self, instance_id: str) -> builtins.list[HistoryRow]:
         """An instance's history, oldest first."""
 
-    def due(self, now: float, limit: int) -> list[InstanceRow]:
+    def due(self, now: float, limit: int) -> builtins.list[InstanceRow]:
         """Instances that need work now: expired leases, due retries, timeouts, deadlines."""
 
-    def dump(self) -> dict[str, list[tuple[Any, ...]]]:
+    def dump(self) -> dict[str, builtins.list[tuple[Any, ...]]]:
         """Every row of every table (for tests comparing before and after)."""
 
     def close(self) -> None:
         """Release the store's connections."""
-

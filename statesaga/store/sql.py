@@ -13,7 +13,9 @@ True
 
 from __future__ import annotations
 
+import builtins
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -69,6 +71,8 @@ class SqlStore:
     ) -> None:
         self.engine = url if isinstance(url, sa.Engine) else _create_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self._connections: dict[int, Any] = {}
+        self._connections_lock = threading.Lock()
         if self.is_sqlite:
             _configure_sqlite(self.engine, sqlite_synchronous, busy_timeout)
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
@@ -93,8 +97,23 @@ class SqlStore:
     # -- the hot path: raw DBAPI ----------------------------------------------------------
 
     def _raw(self) -> Any:
-        """A DBAPI connection from SQLAlchemy's pool; the caller closes it (back to the pool)."""
-        return self.engine.raw_connection()
+        """This thread's own DBAPI connection for the hot path, opened once.
+
+        It is detached from SQLAlchemy's pool: checking a connection out and
+        back in for every transition costs more than the SQLite commit itself.
+        """
+        ident = threading.get_ident()
+        raw = self._connections.get(ident)
+        if raw is None:
+            fairy = self.engine.raw_connection()
+            if isinstance(self.engine.pool, sa.StaticPool):
+                self._static = fairy  # the one shared in-memory database: keep it checked out
+            else:
+                fairy.detach()
+            raw = fairy.dbapi_connection
+            with self._connections_lock:
+                self._connections[ident] = raw
+        return raw
 
     def insert(self, row: InstanceRow, history_rows: Sequence[HistoryRow]) -> None:
         """Insert a new instance and its first history rows in one transaction."""
@@ -103,20 +122,15 @@ class SqlStore:
             for c in _INSTANCE_COLUMNS
         ]
         raw = self._raw()
+        cursor = raw.cursor()
         try:
-            cursor = raw.cursor()
-            try:
-                self._begin(cursor)
-                cursor.execute(self._insert_instance_sql, values)
-                cursor.executemany(
-                    self._insert_history_sql, [_history_values(h) for h in history_rows]
-                )
-            except Exception as error:
-                self._rollback(raw, cursor)
-                raise self._translate_insert(error, row) from error
-            self._commit(raw, cursor)
-        finally:
-            raw.close()
+            self._begin(cursor)
+            cursor.execute(self._insert_instance_sql, values)
+            cursor.executemany(self._insert_history_sql, [_history_values(h) for h in history_rows])
+        except Exception as error:
+            self._rollback(raw, cursor)
+            raise self._translate_insert(error, row) from error
+        self._commit(raw, cursor)
 
     def transition(
         self,
@@ -157,20 +171,17 @@ class SqlStore:
             cursor.executemany(self._insert_history_sql, rows)
             return
         raw = self._raw()
+        cursor = raw.cursor()
         try:
-            cursor = raw.cursor()
-            try:
-                self._begin(cursor)
-                cursor.execute(self._update_sql, params)
-                if cursor.rowcount != 1:
-                    raise _fenced(instance_id, version, epoch)
-                cursor.executemany(self._insert_history_sql, rows)
-            except BaseException:
-                self._rollback(raw, cursor)
-                raise
-            self._commit(raw, cursor)
-        finally:
-            raw.close()
+            self._begin(cursor)
+            cursor.execute(self._update_sql, params)
+            if cursor.rowcount != 1:
+                raise _fenced(instance_id, version, epoch)
+            cursor.executemany(self._insert_history_sql, rows)
+        except BaseException:
+            self._rollback(raw, cursor)
+            raise
+        self._commit(raw, cursor)
 
     def _begin(self, cursor: Any) -> None:
         if self._begin_sql is not None:
@@ -186,7 +197,7 @@ class SqlStore:
     def _rollback(self, raw: Any, cursor: Any) -> None:
         try:
             if self.is_sqlite:
-                if raw.driver_connection.in_transaction:
+                if raw.in_transaction:
                     cursor.execute("ROLLBACK")
             else:
                 raw.rollback()
@@ -306,7 +317,7 @@ class SqlStore:
         entity_key: str | None = None,
         correlation_id: str | None = None,
         limit: int = 100,
-    ) -> list[InstanceRow]:
+    ) -> builtins.list[InstanceRow]:
         """Instances matching every filter given, newest first."""
         query = sa.select(instances)
         for column, value in (
@@ -321,17 +332,15 @@ class SqlStore:
         with self.engine.connect() as connection:
             return [_instance(row) for row in connection.execute(query)]
 
-    def history(self, instance_id: str) -> list[HistoryRow]:
+    def history(self, instance_id: str) -> builtins.list[HistoryRow]:
         """The instance's history, oldest first."""
         query = (
-            sa.select(history)
-            .where(history.c.instance_id == instance_id)
-            .order_by(history.c.id)
+            sa.select(history).where(history.c.instance_id == instance_id).order_by(history.c.id)
         )
         with self.engine.connect() as connection:
             return [HistoryRow(**row._asdict()) for row in connection.execute(query)]
 
-    def due(self, now: float, limit: int) -> list[InstanceRow]:
+    def due(self, now: float, limit: int) -> builtins.list[InstanceRow]:
         """Instances that need work now and nobody holds.
 
         Running or compensating ones whose holder's lease expired (a crash), or
@@ -346,15 +355,13 @@ class SqlStore:
             sa.and_(c.status.in_(("running", "compensating", "waiting")), c.due_at <= now),
             sa.and_(c.status.in_(("running", "waiting")), c.deadline <= now),
         )
-        query = (
-            sa.select(instances).where(free, needs_work).order_by(c.due_at, c.id).limit(limit)
-        )
+        query = sa.select(instances).where(free, needs_work).order_by(c.due_at, c.id).limit(limit)
         with self.engine.connect() as connection:
             return [_instance(row) for row in connection.execute(query)]
 
-    def dump(self) -> dict[str, list[tuple[Any, ...]]]:
+    def dump(self) -> dict[str, builtins.list[tuple[Any, ...]]]:
         """Every row of every table, ordered, for tests that compare before and after."""
-        result: dict[str, list[tuple[Any, ...]]] = {}
+        result: dict[str, builtins.list[tuple[Any, ...]]] = {}
         with self.engine.connect() as connection:
             for table in metadata.sorted_tables:
                 order = list(table.primary_key.columns)
@@ -362,8 +369,30 @@ class SqlStore:
                 result[table.name] = [tuple(row) for row in rows]
         return result
 
+    def execute_raw(self, sql: str, params: tuple[Any, ...]) -> int:
+        """Run one write statement in its own transaction on this thread's connection.
+
+        Returns the number of rows it touched.
+        """
+        raw = self._raw()
+        cursor = raw.cursor()
+        try:
+            self._begin(cursor)
+            cursor.execute(sql, params)
+            count = int(cursor.rowcount)
+        except BaseException:
+            self._rollback(raw, cursor)
+            raise
+        self._commit(raw, cursor)
+        return count
+
     def close(self) -> None:
-        """Dispose of the connection pool."""
+        """Close the hot-path connections and dispose of the connection pool."""
+        with self._connections_lock:
+            connections, self._connections = list(self._connections.values()), {}
+        if not isinstance(self.engine.pool, sa.StaticPool):
+            for raw in connections:
+                raw.close()
         self.engine.dispose()
 
 
@@ -442,4 +471,3 @@ def _fenced(instance_id: str, version: int, epoch: int | None) -> FencedOut:
         "engine claimed it; this write was rejected and nothing was written",
         instance_id=instance_id,
     )
-

@@ -12,6 +12,7 @@ True
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from statesaga.context import StepContext
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
     from statesaga.locks import InProcessLocks, SqlLocks
 
 __version__ = "0.1.0"
+
+# a library logs, the application decides where it goes
+logging.getLogger("statesaga").addHandler(logging.NullHandler())
 
 __all__ = [
     # running

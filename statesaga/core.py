@@ -616,10 +616,7 @@ class Interpreter:
             # past the pivot nothing is undone: stop, keep the step pending for a retry
             failed = attrs.evolve(snapshot, status=Status.FAILED, error=error, wake_at=None)
             return Next(failed, Finish(Status.FAILED), tuple(records))
-        if t.step.compensate_on_failure:
-            # its effect may be partial: undo it too, under this try's idempotency key
-            snapshot = attrs.evolve(snapshot, stack=(*snapshot.stack, Done(t.name, snapshot.seq)))
-        compensating = self._begin_compensation(snapshot, error, None, records)
+        compensating = self._begin_compensation(snapshot, error, None, records, step_failed=True)
         return self._settle(compensating, now, records)
 
     def _begin_compensation(
@@ -628,12 +625,29 @@ class Interpreter:
         error: ErrorInfo,
         kind: HistoryKind | None,
         records: list[Record],
+        *,
+        step_failed: bool = False,
     ) -> Snapshot:
+        """Start compensating (or, past the pivot, fail); ``step_failed``: the pending step's
+        latest try just failed."""
         if kind is not None:
             records.append(Record(kind, snapshot.state, snapshot.state, snapshot.pending, 0, error))
         if snapshot.pivoted:
             # past the pivot nothing is undone: stop and wait for someone to retry
             return attrs.evolve(snapshot, status=Status.FAILED, error=error, wake_at=None)
+        stack = snapshot.stack
+        t = self._transitions[snapshot.pending] if snapshot.pending is not None else None
+        tried = step_failed or snapshot.attempt > 1  # attempt > 1: an earlier try failed
+        if (
+            snapshot.status is Status.RUNNING
+            and t is not None
+            and t.step is not None
+            and t.step.compensate_on_failure
+            and tried
+        ):
+            # a failed try may have left a partial effect, also when a cancel or the
+            # deadline cuts its retries short: undo it too, under its idempotency key
+            stack = (*stack, Done(t.name, snapshot.seq))
         return attrs.evolve(
             snapshot,
             status=Status.COMPENSATING,
@@ -642,6 +656,7 @@ class Interpreter:
             wake_at=None,
             error=error,
             event=None,
+            stack=stack,
         )
 
     # -- cancel, compensation, retry -----------------------------------------------------

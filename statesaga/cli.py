@@ -1,0 +1,454 @@
+"""The ``statesaga`` command: check, run, inspect and recover sagas.
+
+Every command works on ``sqlite:///statesaga.db`` unless ``--db`` or
+``STATESAGA_DATABASE_URL`` says otherwise; tables are for people, ``--json``
+is for scripts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from statesaga.definition import Definition
+from statesaga.errors import StateSagaError
+from statesaga.serde import converter
+
+__all__ = ["app", "main"]
+
+DEFAULT_DB = "sqlite:///statesaga.db"
+
+app = typer.Typer(
+    name="statesaga",
+    help="Durable sagas as declarative state machines: check, run, inspect and recover them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Manage the store's schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DbOption = Annotated[
+    str,
+    typer.Option(
+        "--db",
+        envvar="STATESAGA_DATABASE_URL",
+        help="SQLAlchemy URL of the store.",
+        show_default=True,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+SagaOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--saga",
+        "-s",
+        envvar="STATESAGA_SAGAS",
+        help="MODULE:ATTR of a saga to register (repeatable); needed to drive its runs.",
+    ),
+]
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Print statesaga's errors as one clear line and exit non-zero."""
+    try:
+        yield
+    except StateSagaError as error:
+        err.print(f"[bold red]error:[/] {type(error).__name__}: {error}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def load_sagas(reference: str) -> list[Definition]:
+    """Import ``MODULE:ATTR`` (one saga) or ``MODULE`` (every saga it defines)."""
+    module_name, _, attr = reference.partition(":")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise StateSagaError(
+            f"cannot import {module_name!r} ({error}); pass MODULE:ATTR of a module on the "
+            "Python path, e.g. definitions.checkout:CompleteCart"
+        ) from None
+    if attr:
+        value = getattr(module, attr, None)
+        definition = getattr(value, "definition", value)
+        if not isinstance(definition, Definition):
+            raise StateSagaError(f"{reference} is not a Saga class; point at one")
+        return [definition]
+    found = []
+    for value in vars(module).values():
+        definition = getattr(value, "definition", None)
+        if isinstance(definition, Definition) and definition not in found:
+            found.append(definition)
+    if not found:
+        raise StateSagaError(f"module {module_name!r} defines no Saga class")
+    return found
+
+
+def _engine(db: str, sagas: list[str] | None = None) -> Any:
+    from statesaga.engine import Engine
+
+    engine = Engine(db)
+    for reference in sagas or ():
+        for item in reference.split(","):
+            if item.strip():
+                engine.register(*load_sagas(item.strip()))
+    return engine
+
+
+def _parse_json(value: str | None, what: str) -> Any:
+    if value is None:
+        return None
+    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise StateSagaError(f"{what} is not valid JSON ({error}); pass e.g. '{{\"id\": 1}}'") from None
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return ""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _print_run(run: Any, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(_run_json(run)))
+        return
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("id", run.id)
+    table.add_row("saga", f"{run.saga} v{run.version}")
+    table.add_row("status", _status(run.status.value))
+    table.add_row("state", run.state)
+    table.add_row("key", run.key or "")
+    table.add_row("correlation id", run.correlation_id)
+    if run.output is not None:
+        table.add_row("output", json.dumps(converter.unstructure(run.output)))
+    if run.error is not None:
+        table.add_row("error", f"{run.error.type}: {run.error.message}")
+    out.print(table)
+
+
+def _status(status: str) -> str:
+    colour = {
+        "completed": "green",
+        "compensated": "yellow",
+        "failed": "red",
+        "waiting": "cyan",
+    }.get(status, "blue")
+    return f"[{colour}]{status}[/]"
+
+
+def _run_json(run: Any) -> dict[str, Any]:
+    data: dict[str, Any] = converter.unstructure(run)
+    data["status"] = run.status.value
+    for entry in data.get("history", ()):
+        entry["kind"] = str(entry["kind"])
+    return data
+
+
+@app.command()
+def check(
+    reference: Annotated[str, typer.Argument(help="MODULE:ATTR of a saga, or MODULE.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Import and validate saga definitions; print their states and transitions."""
+    with _errors():
+        definitions = load_sagas(reference)
+    if as_json:
+        out.print_json(
+            json.dumps(
+                [
+                    {
+                        "name": d.name,
+                        "version": d.version,
+                        "graph_hash": d.graph_hash,
+                        "states": list(d.states),
+                        "transitions": list(d.transitions),
+                    }
+                    for d in definitions
+                ]
+            )
+        )
+        return
+    for d in definitions:
+        table = Table(title=f"{d.name} v{d.version}  (graph {d.graph_hash})")
+        for column in ("transition", "from", "to", "trigger", "step", "compensation", "marks"):
+            table.add_column(column)
+        for t in d.transitions.values():
+            trigger = (
+                f"event {t.event}"
+                if t.event
+                else "timeout"
+                if t.on_timeout
+                else f"when {t.guard_name}"
+                if t.guard
+                else "auto"
+            )
+            marks = []
+            if t.step is not None:
+                marks += [m for m, on in (("pivot", t.step.pivot), ("read-only", t.step.read_only), ("transactional", t.step.transactional)) if on]
+            table.add_row(
+                t.name,
+                t.source,
+                t.target,
+                trigger,
+                t.step.function_name if t.step else "",
+                (t.step.compensation_name or "") if t.step else "",
+                ", ".join(marks),
+            )
+        out.print(table)
+        out.print(f"[green]ok[/]: {len(d.states)} states, {len(d.transitions)} transitions")
+
+
+@app.command()
+def start(
+    reference: Annotated[str, typer.Argument(help="MODULE:ATTR of the saga to start.")],
+    input: Annotated[str, typer.Option("--input", "-i", help="Input as JSON, or @file.json.")] = "{}",
+    key: Annotated[str | None, typer.Option(help="Entity key the run locks.")] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="Returns the existing run if reused.")] = None,
+    correlation_id: Annotated[str | None, typer.Option(help="Carried on every record.")] = None,
+    deadline: Annotated[float | None, typer.Option(help="Run deadline in seconds.")] = None,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Start a run and drive it until it waits or ends."""
+    with _errors():
+        (definition,) = load_sagas(reference)[:1]
+        engine = _engine(db)
+        try:
+            run = engine.start(
+                definition,
+                _parse_json(input, "--input"),
+                key=key,
+                idempotency_key=idempotency_key,
+                correlation_id=correlation_id,
+                deadline=deadline,
+            )
+        finally:
+            engine.close()
+    _print_run(run, as_json)
+
+
+@app.command()
+def send(
+    event: Annotated[str, typer.Argument(help="The event's name.")],
+    instance_id: Annotated[str | None, typer.Option("--id", help="The run's id.")] = None,
+    key: Annotated[str | None, typer.Option(help="The run's entity key (with --saga).")] = None,
+    payload: Annotated[str | None, typer.Option(help="Payload as JSON, or @file.json.")] = None,
+    saga: SagaOption = None,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Send an event to a waiting run and drive it on."""
+    with _errors():
+        engine = _engine(db, saga)
+        try:
+            target_saga = None
+            if key is not None:
+                if not engine.definitions:
+                    raise StateSagaError("--key needs --saga MODULE:ATTR to know which saga")
+                target_saga = engine.definitions[0]
+            run = engine.send(
+                event,
+                _parse_json(payload, "--payload"),
+                instance_id=instance_id,
+                saga=target_saga,
+                key=key,
+            )
+        finally:
+            engine.close()
+    _print_run(run, as_json)
+
+
+@app.command()
+def show(
+    instance_id: Annotated[str, typer.Argument(help="The run's id.")],
+    saga: SagaOption = None,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a run: its status, error, context and history."""
+    with _errors():
+        engine = _engine(db, saga)
+        try:
+            run = engine.get(instance_id)
+        finally:
+            engine.close()
+    if as_json:
+        out.print_json(json.dumps(_run_json(run)))
+        return
+    _print_run(run, False)
+    out.print("[bold]context[/] " + json.dumps(converter.unstructure(run.data)), highlight=False)
+    table = Table(title="history")
+    for column in ("#", "kind", "transition", "step", "from", "to", "attempt", "ms", "error", "at"):
+        table.add_column(column)
+    for number, entry in enumerate(run.history, 1):
+        table.add_row(
+            str(number),
+            entry.kind.value,
+            entry.transition or "",
+            entry.step or "",
+            entry.from_state,
+            entry.to_state,
+            str(entry.attempt),
+            f"{entry.duration * 1000:.1f}",
+            "" if entry.error is None else f"{entry.error.type}: {entry.error.message}",
+            _when(entry.finished_at),
+        )
+    out.print(table)
+
+
+@app.command("list")
+def list_runs(
+    status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
+    saga_name: Annotated[str | None, typer.Option("--saga-name", help="Only this saga.")] = None,
+    key: Annotated[str | None, typer.Option(help="Only runs on this entity key.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """List runs, newest first."""
+    with _errors():
+        engine = _engine(db)
+        try:
+            runs = engine.list(saga=saga_name, status=status, key=key, limit=limit)
+        except ValueError:
+            raise StateSagaError(
+                f"--status {status!r} is not a status; use running, waiting, compensating, "
+                "completed, compensated or failed"
+            ) from None
+        finally:
+            engine.close()
+    if as_json:
+        out.print_json(json.dumps([_run_json(run) for run in runs]))
+        return
+    table = Table(title=f"{len(runs)} run(s)")
+    for column in ("id", "saga", "status", "state", "key", "updated"):
+        table.add_column(column)
+    for run in runs:
+        table.add_row(
+            run.id, f"{run.saga} v{run.version}", _status(run.status.value), run.state,
+            run.key or "", _when(run.updated_at),
+        )
+    out.print(table)
+
+
+def _act(name: str, instance_id: str, saga: list[str] | None, db: str, as_json: bool) -> None:
+    with _errors():
+        engine = _engine(db, saga)
+        try:
+            run = getattr(engine, name)(instance_id)
+        finally:
+            engine.close()
+    _print_run(run, as_json)
+
+
+@app.command()
+def cancel(
+    instance_id: Annotated[str, typer.Argument(help="The run's id.")],
+    saga: SagaOption = None,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Cancel a run before its pivot; it compensates what it did."""
+    _act("cancel", instance_id, saga, db, as_json)
+
+
+@app.command()
+def retry(
+    instance_id: Annotated[str, typer.Argument(help="The run's id.")],
+    saga: SagaOption = None,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Try a failed run again (its compensation, or its step past the pivot)."""
+    _act("retry", instance_id, saga, db, as_json)
+
+
+@app.command()
+def recover(
+    saga: SagaOption = None,
+    limit: Annotated[int, typer.Option(help="At most this many runs.")] = 1000,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Resume every run that needs it: crashed holders, due retries, timeouts, deadlines."""
+    with _errors():
+        engine = _engine(db, saga)
+        if not engine.definitions:
+            engine.close()
+            raise StateSagaError("recover needs the sagas' code: pass --saga MODULE:ATTR")
+        try:
+            runs = engine.recover(limit=limit)
+        finally:
+            engine.close()
+    if as_json:
+        out.print_json(json.dumps([_run_json(run) for run in runs]))
+        return
+    table = Table(title=f"recovered {len(runs)} run(s)")
+    for column in ("id", "saga", "status", "state"):
+        table.add_column(column)
+    for run in runs:
+        table.add_row(run.id, run.saga, _status(run.status.value), run.state)
+    out.print(table)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    db: DbOption = DEFAULT_DB,
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+) -> None:
+    """Create or migrate the store's tables (alembic)."""
+    import sqlalchemy as sa
+
+    from statesaga.store.migrate import current_revision, upgrade
+
+    with _errors():
+        try:
+            engine = sa.create_engine(db)
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as error:
+            raise StateSagaError(f"--db {db!r} is not a usable SQLAlchemy URL: {error}") from None
+        try:
+            upgrade(engine, revision)
+            out.print(f"[green]store at revision {current_revision(engine)}[/]")
+        finally:
+            engine.dispose()
+
+
+@app.command()
+def demo(
+    db: DbOption = "sqlite:///statesaga-demo.db",
+) -> None:
+    """Run the checkout demo on a SQLite file: success, decline, 3-D Secure, a race."""
+    from definitions.checkout.demo import run_demo
+
+    with _errors():
+        run_demo(db, out)
+
+
+def main() -> None:
+    """Entry point of the ``statesaga`` console script."""
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()

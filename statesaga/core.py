@@ -637,7 +637,7 @@ class Interpreter:
             return attrs.evolve(snapshot, status=Status.FAILED, error=error, wake_at=None)
         stack = snapshot.stack
         t = self._transitions[snapshot.pending] if snapshot.pending is not None else None
-        tried = step_failed or snapshot.attempt > 1  # attempt > 1: an earlier try failed
+        tried = step_failed
         if (
             snapshot.status is Status.RUNNING
             and t is not None

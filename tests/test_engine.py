@@ -1,0 +1,480 @@
+"""The sync engine over SQLite: every runtime promise, through the public API."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import sagas
+from sagas import Boom, Confirmation, Fatal, Linear, Order, Pivoted, Progress, Receipt, journal
+
+from statesaga import (
+    CancelNotAllowed,
+    DuplicateStart,
+    Engine,
+    EntityBusy,
+    EventNotAllowed,
+    FencedOut,
+    HistoryKind,
+    InputError,
+    InstanceNotFound,
+    RetryNotAllowed,
+    SagaNotRegistered,
+    Status,
+)
+
+
+class FakeClock:
+    """Time that moves only when a test says so (the engine's sleeps still really sleep)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(autouse=True)
+def _fresh_journal() -> Iterator[None]:
+    journal.calls.clear()
+    journal.fail.clear()
+    journal.error.clear()
+    journal.hooks.clear()
+    yield
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'sagas.db'}"
+
+
+@pytest.fixture
+def engine(db: str) -> Iterator[Engine]:
+    with Engine(db) as engine:
+        yield engine
+
+
+def kinds(engine: Engine, run_id: str) -> list[str]:
+    return [entry.kind.value for entry in engine.get(run_id).history]
+
+
+# -- the happy path ------------------------------------------------------------------------
+
+
+def test_a_run_completes_with_typed_output_and_one_history_row_per_transition(
+    engine: Engine,
+) -> None:
+    run = engine.start(Linear, Order("o-1"), key="order:o-1", correlation_id="req-1")
+
+    assert run.status is Status.COMPLETED
+    assert run.state == "shipped"
+    assert run.output == Receipt("o-1", 3)
+    assert run.data == Progress(["reserve", "charge", "ship"])
+    stored = engine.get(run.id)
+    assert [(h.kind, h.transition) for h in stored.history] == [
+        (HistoryKind.START, None),
+        (HistoryKind.FORWARD, "reserve"),
+        (HistoryKind.FORWARD, "charge"),
+        (HistoryKind.FORWARD, "ship"),
+    ]
+    assert [h.version for h in stored.history] == [1, 2, 3, 4]
+    assert stored.output == Receipt("o-1", 3)
+    assert stored.correlation_id == "req-1"
+
+
+def test_input_may_be_a_dict_that_cattrs_structures(engine: Engine) -> None:
+    run = engine.start(Linear, {"order_id": "o-2", "amount": 5})
+    assert run.input == Order("o-2", 5)
+
+
+def test_steps_get_stable_idempotency_keys_across_retries(engine: Engine) -> None:
+    journal.fail["charge"] = 2
+
+    run = engine.start(Linear, Order("o-3"))
+
+    assert run.status is Status.COMPLETED
+    charge_keys = {key for name, key in journal.calls if name == "charge"}
+    assert journal.names().count("charge") == 3
+    assert charge_keys == {f"{run.id}:1:charge"}
+    assert kinds(engine, run.id) == ["start", "forward", "retry", "retry", "forward", "forward"]
+
+
+# -- bad input leaves the database as it was -------------------------------------------------
+
+
+def test_malformed_input_is_rejected_and_nothing_is_written(engine: Engine) -> None:
+    before = engine.store.dump()
+    with pytest.raises(InputError, match=r"input does not fit Order.*order_id"):
+        engine.start(Linear, {"amount": "lots"})
+    assert engine.store.dump() == before
+
+
+def test_an_unknown_saga_is_rejected_and_nothing_is_written(engine: Engine) -> None:
+    before = engine.store.dump()
+    with pytest.raises(SagaNotRegistered, match="no saga named 'nope'"):
+        engine.start("nope", {})
+    assert engine.store.dump() == before
+
+
+def test_a_busy_key_fails_fast_and_nothing_is_written(engine: Engine) -> None:
+    first = engine.start(sagas.Waiting, Order("o-4"), key="order:o-4")
+    assert first.status is Status.WAITING
+    before = engine.store.dump()
+
+    with pytest.raises(EntityBusy, match="order:o-4 is busy") as caught:
+        engine.start(sagas.Waiting, Order("o-4"), key="order:o-4")
+
+    assert caught.value.key == "order:o-4"
+    assert engine.store.dump() == before
+
+
+def test_a_busy_key_can_be_waited_for(engine: Engine) -> None:
+    first = engine.start(sagas.Waiting, Order("o-5"), key="order:o-5")
+    timer = threading.Timer(
+        0.1, lambda: engine.send("confirmed", {"code": "ok"}, instance_id=first.id)
+    )
+    timer.start()
+    second = engine.start(Linear, Order("o-5"), key="order:o-5", wait=5)
+    timer.join()
+    assert second.status is Status.COMPLETED  # a different saga: keys are per saga
+    third = engine.start(sagas.Waiting, Order("o-5"), key="order:o-5", wait=5)
+    assert third.status is Status.WAITING
+
+
+def test_an_idempotent_start_returns_the_existing_run(engine: Engine) -> None:
+    first = engine.start(Linear, Order("o-6"), idempotency_key="req-6")
+    again = engine.start(Linear, Order("o-6"), idempotency_key="req-6")
+
+    assert again.id == first.id
+    assert journal.names().count("reserve") == 1
+    before = engine.store.dump()
+    with pytest.raises(DuplicateStart, match="different input"):
+        engine.start(Linear, Order("o-other"), idempotency_key="req-6")
+    assert engine.store.dump() == before
+
+
+# -- events --------------------------------------------------------------------------------
+
+
+def test_a_waiting_run_takes_its_event_with_a_typed_payload(engine: Engine) -> None:
+    run = engine.start(sagas.Waiting, Order("o-7"), key="order:o-7")
+    assert (run.status, run.state) == (Status.WAITING, "awaiting")
+
+    done = engine.send("confirmed", {"code": "A1"}, saga=sagas.Waiting, key="order:o-7")
+
+    assert done.status is Status.COMPLETED
+    entry = engine.get(run.id).history[-1]
+    assert (entry.kind, entry.event, entry.transition) == (HistoryKind.EVENT, "confirmed", "confirm")
+
+
+def test_a_wrong_event_or_payload_is_rejected_and_nothing_is_written(engine: Engine) -> None:
+    run = engine.start(sagas.Waiting, Order("o-8"))
+    before = engine.store.dump()
+
+    with pytest.raises(EventNotAllowed, match="accepts confirmed"):
+        engine.send("shipped", instance_id=run.id)
+    with pytest.raises(InputError, match="payload of event 'confirmed'"):
+        engine.send("confirmed", {"code": 7, "extra": True}, instance_id=run.id)
+    with pytest.raises(InstanceNotFound):
+        engine.send("confirmed", {"code": "x"}, instance_id="missing")
+
+    assert engine.store.dump() == before
+    assert engine.send("confirmed", Confirmation("ok"), instance_id=run.id).status is Status.COMPLETED
+
+
+def test_an_event_to_a_finished_run_is_rejected(engine: Engine) -> None:
+    run = engine.start(Linear, Order("o-9"))
+    with pytest.raises(EventNotAllowed, match="completed, not waiting"):
+        engine.send("confirmed", instance_id=run.id)
+
+
+# -- failure and compensation ------------------------------------------------------------------
+
+
+def test_a_failure_compensates_completed_steps_in_reverse_order(engine: Engine) -> None:
+    journal.fail["ship"] = -1
+    journal.error["ship"] = Fatal
+
+    run = engine.start(Linear, Order("o-10"))
+
+    assert run.status is Status.COMPENSATED
+    assert run.error is not None
+    assert (run.error.step, run.error.retryable) == ("ship", False)
+    assert journal.names() == ["reserve", "charge", "ship", "undo_charge", "undo_reserve"]
+    assert kinds(engine, run.id)[-3:] == ["failure", "compensate", "compensate"]
+
+
+def test_retries_exhausted_compensate(engine: Engine) -> None:
+    journal.fail["charge"] = -1
+
+    run = engine.start(Linear, Order("o-11"))
+
+    assert run.status is Status.COMPENSATED
+    assert journal.names() == ["reserve", "charge", "charge", "charge", "undo_reserve"]
+
+
+def test_a_compensation_that_keeps_failing_leaves_the_run_failed_and_retriable(
+    engine: Engine,
+) -> None:
+    journal.fail["charge"] = -1
+    journal.error["charge"] = Fatal
+    journal.fail["undo_reserve"] = -1
+
+    run = engine.start(Linear, Order("o-12"), key="order:o-12")
+
+    assert run.status is Status.FAILED
+    assert run.error is not None
+    assert run.error.step == "reserve.undo"
+    assert journal.names().count("undo_reserve") == 5
+    with pytest.raises(EntityBusy):  # a failed run keeps its key until someone resolves it
+        engine.start(Linear, Order("o-12"), key="order:o-12")
+
+    journal.fail["undo_reserve"] = 0
+    retried = engine.retry(run.id)
+
+    assert retried.status is Status.COMPENSATED
+    assert kinds(engine, run.id)[-2:] == ["resume", "compensate"]
+    with pytest.raises(RetryNotAllowed):
+        engine.retry(run.id)
+
+
+def test_after_the_pivot_failures_go_forward_never_back(engine: Engine) -> None:
+    journal.fail["notify"] = -1
+
+    run = engine.start(Pivoted, Order("o-13"))
+
+    assert run.status is Status.FAILED
+    assert "undo_reserve" not in journal.names()
+    with pytest.raises(CancelNotAllowed, match="cannot be cancelled: it is failed"):
+        engine.cancel(run.id)
+    journal.fail["notify"] = 0
+    assert engine.retry(run.id).status is Status.COMPLETED
+
+
+def test_cancel_compensates_a_waiting_run(engine: Engine) -> None:
+    run = engine.start(sagas.Waiting, Order("o-14"))
+
+    cancelled = engine.cancel(run.id, reason="customer changed their mind")
+
+    assert cancelled.status is Status.COMPENSATED
+    assert cancelled.error is not None
+    assert cancelled.error.message == "customer changed their mind"
+    assert journal.names() == ["reserve", "undo_reserve"]
+    with pytest.raises(CancelNotAllowed):
+        engine.cancel(run.id)
+
+
+# -- the transition's own transaction ---------------------------------------------------------
+
+
+def effect_rows(engine: Engine) -> list[tuple[str, str]]:
+    with engine.store.engine.connect() as connection:  # type: ignore[attr-defined]
+        return [tuple(row) for row in connection.execute(sa.select(sagas.effects.c.instance_id, sagas.effects.c.step))]  # type: ignore[misc]
+
+
+@pytest.fixture
+def effects_table(engine: Engine) -> None:
+    sagas.effects.metadata.create_all(engine.store.engine)  # type: ignore[attr-defined]
+
+
+@pytest.mark.usefixtures("effects_table")
+def test_a_transactional_step_commits_its_writes_with_the_transition(engine: Engine) -> None:
+    run = engine.start(sagas.Transactional, Order("o-15"))
+    assert run.status is Status.COMPLETED
+    assert effect_rows(engine) == [(run.id, "reserve")]
+
+
+@pytest.mark.usefixtures("effects_table")
+def test_a_failing_transactional_step_rolls_its_writes_back(engine: Engine) -> None:
+    journal.fail["reserve"] = 1  # fails after writing; retried once
+
+    run = engine.start(sagas.Transactional, Order("o-16"))
+
+    assert run.status is Status.COMPLETED
+    assert effect_rows(engine) == [(run.id, "reserve")]  # the failed attempt's row is gone
+
+
+def test_a_holder_whose_run_was_claimed_mid_step_is_fenced_out(engine: Engine, db: str) -> None:
+    other = Engine(db)
+    run = engine.start(sagas.Waiting, Order("o-17"))
+
+    def steal(_ctx: object) -> None:  # another engine claims the run mid-step, lease expired
+        later = time.time() + 3600
+        version = other.store.get(run.id).version  # type: ignore[union-attr]
+        other.store.claim(run.id, version, "thief", later + 30, later)
+
+    journal.hooks["confirm"] = steal
+    with pytest.raises(FencedOut, match="this write was rejected"):
+        engine.send("confirmed", {"code": "x"}, instance_id=run.id)
+    assert engine.get(run.id).status is Status.WAITING
+    assert kinds(engine, run.id) == ["start", "forward", "forward"]
+    other.close()
+
+
+# -- time: timeouts, deadlines, delayed retries, recovery --------------------------------------
+
+
+def test_a_waiting_state_times_out_and_compensates(db: str) -> None:
+    clock = FakeClock()
+    with Engine(db, clock=clock) as engine:
+        run = engine.start(sagas.Waiting, Order("o-18"))
+        assert engine.recover() == []
+        clock.advance(61)
+
+        (recovered,) = engine.recover()
+
+    assert recovered.id == run.id
+    assert recovered.status is Status.COMPENSATED
+    assert recovered.error is not None
+    assert recovered.error.type == "WaitTimedOut"
+    assert journal.names() == ["reserve", "undo_reserve"]
+
+
+def test_the_run_deadline_compensates(db: str) -> None:
+    clock = FakeClock()
+    with Engine(db, clock=clock) as engine:
+        run = engine.start(sagas.Waiting, Order("o-19"), deadline=30)
+        clock.advance(31)
+        (recovered,) = engine.recover()
+    assert recovered.id == run.id
+    assert recovered.status is Status.COMPENSATED
+    assert recovered.error is not None
+    assert recovered.error.type == "DeadlinePassed"
+
+
+def test_a_long_retry_delay_releases_the_run_until_it_is_due(db: str) -> None:
+    clock = FakeClock()
+    journal.fail["charge"] = 1
+    with Engine(db, clock=clock, max_inline_sleep=0.0) as engine:
+        run = engine.start(Linear, Order("o-20"))
+        assert (run.status, run.state) == (Status.RUNNING, "reserved")
+        assert engine.recover() == []  # not due yet
+        clock.advance(1)
+        (recovered,) = engine.recover()
+    assert recovered.status is Status.COMPLETED
+
+
+def test_a_crashed_holder_is_recovered_after_its_lease_expires(db: str) -> None:
+    clock = FakeClock()
+
+    def crash(_ctx: object) -> None:
+        raise KeyboardInterrupt  # stands in for a process dying mid-step
+
+    journal.hooks["charge"] = crash
+    with Engine(db, clock=clock, lease_ttl=10) as engine:
+        with pytest.raises(KeyboardInterrupt):
+            engine.start(Linear, Order("o-21"))
+        (stuck,) = engine.list()
+        assert stuck.status is Status.RUNNING
+        assert engine.recover() == []  # the lease still holds
+        journal.hooks.clear()
+        clock.advance(11)
+        (recovered,) = engine.recover()
+    assert recovered.status is Status.COMPLETED
+    assert journal.names() == ["reserve", "charge", "charge", "ship"]
+    assert len({key for name, key in journal.calls if name == "charge"}) == 1
+
+
+def test_a_stale_holder_is_fenced_out_after_another_engine_recovers_its_run(db: str) -> None:
+    clock = FakeClock()
+    paused, release = threading.Event(), threading.Event()
+
+    def pause(_ctx: object) -> None:
+        paused.set()
+        release.wait(5)
+
+    journal.hooks["charge"] = pause
+    first = Engine(db, clock=clock, lease_ttl=10)
+    errors: list[BaseException] = []
+
+    def run_first() -> None:
+        try:
+            first.start(Linear, Order("o-22"))
+        except BaseException as error:
+            errors.append(error)
+
+    worker = threading.Thread(target=run_first)
+    worker.start()
+    assert paused.wait(5)
+    journal.hooks.clear()
+    clock.advance(60)  # the first holder's lease has long expired
+    with Engine(db, clock=clock, sagas=[Linear]) as second:
+        (recovered,) = second.recover()
+        assert recovered.status is Status.COMPLETED
+        release.set()
+        worker.join(5)
+        history = second.get(recovered.id).history
+    first.close()
+
+    assert len(errors) == 1
+    assert isinstance(errors[0], FencedOut)
+    assert [h.kind.value for h in history] == ["start", "forward", "forward", "forward"]
+    assert [h.epoch for h in history] == [1, 1, 2, 2]
+
+
+# -- versions -----------------------------------------------------------------------------------
+
+
+def test_an_instance_of_an_unregistered_version_is_reported_not_driven(db: str) -> None:
+    clock = FakeClock()
+    with Engine(db, clock=clock) as engine:
+        run = engine.start(sagas.Waiting, Order("o-23"))
+    with Engine(db, clock=clock, sagas=[Linear]) as other:
+        clock.advance(120)
+        assert other.recover() == []
+        with pytest.raises(SagaNotRegistered, match="has not registered"):
+            other.resume(run.id)
+        assert other.get(run.id).status is Status.WAITING
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def test_list_filters_by_status_saga_key_and_correlation_id(engine: Engine) -> None:
+    done = engine.start(Linear, Order("o-24"), key="order:o-24", correlation_id="c-24")
+    waiting = engine.start(sagas.Waiting, Order("o-25"), key="order:o-25")
+
+    assert [r.id for r in engine.list(status="waiting")] == [waiting.id]
+    assert [r.id for r in engine.list(saga="linear")] == [done.id]
+    assert [r.id for r in engine.list(key="order:o-25")] == [waiting.id]
+    assert [r.id for r in engine.list(correlation_id="c-24")] == [done.id]
+    assert len(engine.list(limit=1)) == 1
+    with pytest.raises(InstanceNotFound):
+        engine.get("missing")
+
+
+def test_history_rows_carry_the_correlation_id_and_timings(engine: Engine) -> None:
+    run = engine.start(Linear, Order("o-26"), correlation_id="req-26")
+    rows = engine.store.history(run.id)
+    assert {row.correlation_id for row in rows} == {"req-26"}
+    assert all(row.finished_at >= row.started_at for row in rows)
+    assert [row.step for row in rows][1:] == ["reserve", "charge", "ship"]
+
+
+# -- step timeouts -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("asynchronous", [True, False], ids=["async step", "sync step"])
+def test_a_step_that_overruns_its_timeout_fails_and_its_partial_effect_is_undone(
+    engine: Engine, asynchronous: bool
+) -> None:
+    run = engine.start(sagas.Sleepy, sagas.Nap(0.2, asynchronous))
+
+    assert run.status is Status.COMPENSATED
+    assert run.error is not None
+    assert run.error.type == "StepTimeout"
+    assert run.data == sagas.Naps(0)  # the late result was discarded
+    assert journal.names() == ["nap", "nap", "undo_nap"]
+    assert kinds(engine, run.id) == ["start", "retry", "failure", "compensate"]
+
+
+def test_a_step_within_its_timeout_completes(engine: Engine) -> None:
+    run = engine.start(sagas.Sleepy, sagas.Nap(0.0, False))
+    assert (run.status, run.data) == (Status.COMPLETED, sagas.Naps(1))

@@ -39,8 +39,20 @@ app = typer.Typer(
 db_app = typer.Typer(help="Manage the store's schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
-out = Console()
-err = Console(stderr=True)
+
+class _Consoles:
+    """Consoles made on use, so that the terminal's width is read when printing."""
+
+    @property
+    def out(self) -> Console:
+        return Console()
+
+    @property
+    def err(self) -> Console:
+        return Console(stderr=True)
+
+
+_consoles = _Consoles()
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,7 +83,7 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except StateSagaError as error:
-        err.print(f"[bold red]error:[/] {type(error).__name__}: {error}", highlight=False)
+        _consoles.err.print(f"[bold red]error:[/] {type(error).__name__}: {error}", highlight=False)
         raise typer.Exit(1) from None
 
 
@@ -121,7 +133,9 @@ def _parse_json(value: str | None, what: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        raise StateSagaError(f"{what} is not valid JSON ({error}); pass e.g. '{{\"id\": 1}}'") from None
+        raise StateSagaError(
+            f"{what} is not valid JSON ({error}); pass e.g. '{{\"id\": 1}}'"
+        ) from None
 
 
 def _when(timestamp: float | None) -> str:
@@ -132,7 +146,7 @@ def _when(timestamp: float | None) -> str:
 
 def _print_run(run: Any, as_json: bool) -> None:
     if as_json:
-        out.print_json(json.dumps(_run_json(run)))
+        _consoles.out.print_json(json.dumps(_run_json(run)))
         return
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
@@ -147,7 +161,7 @@ def _print_run(run: Any, as_json: bool) -> None:
         table.add_row("output", json.dumps(converter.unstructure(run.output)))
     if run.error is not None:
         table.add_row("error", f"{run.error.type}: {run.error.message}")
-    out.print(table)
+    _consoles.out.print(table)
 
 
 def _status(status: str) -> str:
@@ -177,7 +191,7 @@ def check(
     with _errors():
         definitions = load_sagas(reference)
     if as_json:
-        out.print_json(
+        _consoles.out.print_json(
             json.dumps(
                 [
                     {
@@ -208,7 +222,15 @@ def check(
             )
             marks = []
             if t.step is not None:
-                marks += [m for m, on in (("pivot", t.step.pivot), ("read-only", t.step.read_only), ("transactional", t.step.transactional)) if on]
+                marks += [
+                    m
+                    for m, on in (
+                        ("pivot", t.step.pivot),
+                        ("read-only", t.step.read_only),
+                        ("transactional", t.step.transactional),
+                    )
+                    if on
+                ]
             table.add_row(
                 t.name,
                 t.source,
@@ -218,16 +240,22 @@ def check(
                 (t.step.compensation_name or "") if t.step else "",
                 ", ".join(marks),
             )
-        out.print(table)
-        out.print(f"[green]ok[/]: {len(d.states)} states, {len(d.transitions)} transitions")
+        _consoles.out.print(table)
+        _consoles.out.print(
+            f"[green]ok[/]: {len(d.states)} states, {len(d.transitions)} transitions"
+        )
 
 
 @app.command()
 def start(
     reference: Annotated[str, typer.Argument(help="MODULE:ATTR of the saga to start.")],
-    input: Annotated[str, typer.Option("--input", "-i", help="Input as JSON, or @file.json.")] = "{}",
+    input: Annotated[
+        str, typer.Option("--input", "-i", help="Input as JSON, or @file.json.")
+    ] = "{}",
     key: Annotated[str | None, typer.Option(help="Entity key the run locks.")] = None,
-    idempotency_key: Annotated[str | None, typer.Option(help="Returns the existing run if reused.")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Returns the existing run if reused.")
+    ] = None,
     correlation_id: Annotated[str | None, typer.Option(help="Carried on every record.")] = None,
     deadline: Annotated[float | None, typer.Option(help="Run deadline in seconds.")] = None,
     db: DbOption = DEFAULT_DB,
@@ -297,10 +325,12 @@ def show(
         finally:
             engine.close()
     if as_json:
-        out.print_json(json.dumps(_run_json(run)))
+        _consoles.out.print_json(json.dumps(_run_json(run)))
         return
     _print_run(run, False)
-    out.print("[bold]context[/] " + json.dumps(converter.unstructure(run.data)), highlight=False)
+    _consoles.out.print(
+        "[bold]context[/] " + json.dumps(converter.unstructure(run.data)), highlight=False
+    )
     table = Table(title="history")
     for column in ("#", "kind", "transition", "step", "from", "to", "attempt", "ms", "error", "at"):
         table.add_column(column)
@@ -317,7 +347,7 @@ def show(
             "" if entry.error is None else f"{entry.error.type}: {entry.error.message}",
             _when(entry.finished_at),
         )
-    out.print(table)
+    _consoles.out.print(table)
 
 
 @app.command("list")
@@ -342,17 +372,21 @@ def list_runs(
         finally:
             engine.close()
     if as_json:
-        out.print_json(json.dumps([_run_json(run) for run in runs]))
+        _consoles.out.print_json(json.dumps([_run_json(run) for run in runs]))
         return
     table = Table(title=f"{len(runs)} run(s)")
     for column in ("id", "saga", "status", "state", "key", "updated"):
         table.add_column(column)
     for run in runs:
         table.add_row(
-            run.id, f"{run.saga} v{run.version}", _status(run.status.value), run.state,
-            run.key or "", _when(run.updated_at),
+            run.id,
+            f"{run.saga} v{run.version}",
+            _status(run.status.value),
+            run.state,
+            run.key or "",
+            _when(run.updated_at),
         )
-    out.print(table)
+    _consoles.out.print(table)
 
 
 def _act(name: str, instance_id: str, saga: list[str] | None, db: str, as_json: bool) -> None:
@@ -405,14 +439,14 @@ def recover(
         finally:
             engine.close()
     if as_json:
-        out.print_json(json.dumps([_run_json(run) for run in runs]))
+        _consoles.out.print_json(json.dumps([_run_json(run) for run in runs]))
         return
     table = Table(title=f"recovered {len(runs)} run(s)")
     for column in ("id", "saga", "status", "state"):
         table.add_column(column)
     for run in runs:
         table.add_row(run.id, run.saga, _status(run.status.value), run.state)
-    out.print(table)
+    _consoles.out.print(table)
 
 
 @db_app.command("upgrade")
@@ -432,7 +466,7 @@ def db_upgrade(
             raise StateSagaError(f"--db {db!r} is not a usable SQLAlchemy URL: {error}") from None
         try:
             upgrade(engine, revision)
-            out.print(f"[green]store at revision {current_revision(engine)}[/]")
+            _consoles.out.print(f"[green]store at revision {current_revision(engine)}[/]")
         finally:
             engine.dispose()
 
@@ -445,7 +479,7 @@ def demo(
     from definitions.checkout.demo import run_demo
 
     with _errors():
-        run_demo(db, out)
+        run_demo(db, _consoles.out)
 
 
 def main() -> None:

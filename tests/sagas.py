@@ -132,9 +132,15 @@ class Linear(Saga[Order, Progress]):
     charged = State()
     shipped = State(final=True)
 
-    reserve = new.to(reserved).run(step("reserve"), undo=undo("reserve"), retry=FAST, undo_retry=FAST_UNDO)
-    charge = reserved.to(charged).run(async_step("charge"), undo=undo("charge"), retry=FAST, undo_retry=FAST_UNDO)
-    ship = charged.to(shipped).run(step("ship"), undo=undo("ship"), retry=FAST, undo_retry=FAST_UNDO)
+    reserve = new.to(reserved).run(
+        step("reserve"), undo=undo("reserve"), retry=FAST, undo_retry=FAST_UNDO
+    )
+    charge = reserved.to(charged).run(
+        async_step("charge"), undo=undo("charge"), retry=FAST, undo_retry=FAST_UNDO
+    )
+    ship = charged.to(shipped).run(
+        step("ship"), undo=undo("ship"), retry=FAST, undo_retry=FAST_UNDO
+    )
 
     @staticmethod
     def output(order: Order, data: Progress) -> Receipt:
@@ -149,10 +155,10 @@ class Transactional(Saga[Order, Progress]):
     reserved = State()
     done = State(final=True)
 
-    reserve = new.to(reserved).run(
-        write_effect, undo=remove_effect, transactional=True, retry=FAST
+    reserve = new.to(reserved).run(write_effect, undo=remove_effect, transactional=True, retry=FAST)
+    charge = reserved.to(done).run(
+        step("charge"), undo=undo("charge"), retry=FAST, undo_retry=FAST_UNDO
     )
-    charge = reserved.to(done).run(step("charge"), undo=undo("charge"), retry=FAST, undo_retry=FAST_UNDO)
 
 
 class Pivoted(Saga[Order, Progress]):
@@ -164,7 +170,9 @@ class Pivoted(Saga[Order, Progress]):
     captured = State()
     notified = State(final=True)
 
-    reserve = new.to(reserved).run(step("reserve"), undo=undo("reserve"), retry=FAST, undo_retry=FAST_UNDO)
+    reserve = new.to(reserved).run(
+        step("reserve"), undo=undo("reserve"), retry=FAST, undo_retry=FAST_UNDO
+    )
     capture = reserved.to(captured).run(step("capture"), pivot=True, retry=FAST)
     notify = captured.to(notified).run(step("notify"), retry=FAST)
 
@@ -179,7 +187,9 @@ class Waiting(Saga[Order, Progress]):
     awaiting = State(timeout=60)
     done = State(final=True)
 
-    reserve = new.to(reserved).run(step("reserve"), undo=undo("reserve"), retry=FAST, undo_retry=FAST_UNDO)
+    reserve = new.to(reserved).run(
+        step("reserve"), undo=undo("reserve"), retry=FAST, undo_retry=FAST_UNDO
+    )
     ask = reserved.to(awaiting)
     confirm = (
         awaiting.to(done)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,12 +13,11 @@ from statesaga import AsyncEngine, EntityBusy, EventNotAllowed, InputError, Stat
 
 
 @pytest.fixture(autouse=True)
-def _fresh_journal() -> Iterator[None]:
+def _fresh_journal() -> None:
     journal.calls.clear()
     journal.fail.clear()
     journal.error.clear()
     journal.hooks.clear()
-    yield
 
 
 @pytest.fixture
@@ -35,7 +33,10 @@ def test_sync_and_async_steps_run_under_the_async_engine(db: str) -> None:
             assert run.output == Receipt("a-1", 3)
             assert run.data == Progress(["reserve", "charge", "ship"])
             assert [h.kind.value for h in engine.get(run.id).history] == [
-                "start", "forward", "forward", "forward",
+                "start",
+                "forward",
+                "forward",
+                "forward",
             ]
 
     asyncio.run(main())

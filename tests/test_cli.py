@@ -12,9 +12,7 @@ from typer.testing import CliRunner
 from statesaga.cli import app
 
 CHECKOUT = "definitions.checkout:CompleteCart"
-CART = json.dumps(
-    {"cart_id": "c-1", "lines": [{"sku": "mug", "quantity": 2, "unit_price": 1250}]}
-)
+CART = json.dumps({"cart_id": "c-1", "lines": [{"sku": "mug", "quantity": 2, "unit_price": 1250}]})
 
 
 @pytest.fixture
@@ -22,6 +20,7 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("STATESAGA_DATABASE_URL", raising=False)
     monkeypatch.delenv("STATESAGA_SAGAS", raising=False)
+    monkeypatch.setenv("COLUMNS", "200")  # wide tables: assertions see whole cells
     return CliRunner()
 
 
@@ -50,7 +49,9 @@ def test_check_of_something_that_is_not_a_saga_fails_clearly(cli: CliRunner) -> 
 def test_start_creates_the_default_database_and_show_prints_the_history(
     cli: CliRunner, tmp_path: Path
 ) -> None:
-    started = cli.invoke(app, ["start", CHECKOUT, "--input", CART, "--key", "cart:complete:c-1", "--json"])
+    started = cli.invoke(
+        app, ["start", CHECKOUT, "--input", CART, "--key", "cart:complete:c-1", "--json"]
+    )
     assert started.exit_code == 0, started.output
     run = json.loads(started.output)
     assert run["status"] == "completed"
@@ -89,8 +90,15 @@ def test_send_drives_a_waiting_run_by_key(cli: CliRunner) -> None:
     sent = cli.invoke(
         app,
         [
-            "send", "payment_succeeded", "--key", "cart:complete:c-1", "--saga", CHECKOUT,
-            "--payload", '{"payment_id": "p-1"}', "--json",
+            "send",
+            "payment_succeeded",
+            "--key",
+            "cart:complete:c-1",
+            "--saga",
+            CHECKOUT,
+            "--payload",
+            '{"payment_id": "p-1"}',
+            "--json",
         ],
     )
     assert sent.exit_code == 0, sent.output
@@ -125,5 +133,11 @@ def test_the_database_url_comes_from_the_environment(
 def test_the_demo_runs_every_checkout_scenario(cli: CliRunner) -> None:
     result = cli.invoke(app, ["demo"])
     assert result.exit_code == 0, result.output
-    for text in ("successful checkout", "payment declined", "empty cart", "3-D Secure", "EntityBusy"):
+    for text in (
+        "successful checkout",
+        "payment declined",
+        "empty cart",
+        "3-D Secure",
+        "EntityBusy",
+    ):
         assert text in result.output

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 import sagas
-from sagas import Boom, Confirmation, Fatal, Linear, Order, Pivoted, Progress, Receipt, journal
+import sqlalchemy as sa
+from sagas import Confirmation, Fatal, Linear, Order, Pivoted, Progress, Receipt, journal
 
 from statesaga import (
     CancelNotAllowed,
@@ -42,12 +42,11 @@ class FakeClock:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_journal() -> Iterator[None]:
+def _fresh_journal() -> None:
     journal.calls.clear()
     journal.fail.clear()
     journal.error.clear()
     journal.hooks.clear()
-    yield
 
 
 @pytest.fixture
@@ -171,7 +170,11 @@ def test_a_waiting_run_takes_its_event_with_a_typed_payload(engine: Engine) -> N
 
     assert done.status is Status.COMPLETED
     entry = engine.get(run.id).history[-1]
-    assert (entry.kind, entry.event, entry.transition) == (HistoryKind.EVENT, "confirmed", "confirm")
+    assert (entry.kind, entry.event, entry.transition) == (
+        HistoryKind.EVENT,
+        "confirmed",
+        "confirm",
+    )
 
 
 def test_a_wrong_event_or_payload_is_rejected_and_nothing_is_written(engine: Engine) -> None:
@@ -186,7 +189,9 @@ def test_a_wrong_event_or_payload_is_rejected_and_nothing_is_written(engine: Eng
         engine.send("confirmed", {"code": "x"}, instance_id="missing")
 
     assert engine.store.dump() == before
-    assert engine.send("confirmed", Confirmation("ok"), instance_id=run.id).status is Status.COMPLETED
+    assert (
+        engine.send("confirmed", Confirmation("ok"), instance_id=run.id).status is Status.COMPLETED
+    )
 
 
 def test_an_event_to_a_finished_run_is_rejected(engine: Engine) -> None:
@@ -276,7 +281,12 @@ def test_cancel_compensates_a_waiting_run(engine: Engine) -> None:
 
 def effect_rows(engine: Engine) -> list[tuple[str, str]]:
     with engine.store.engine.connect() as connection:  # type: ignore[attr-defined]
-        return [tuple(row) for row in connection.execute(sa.select(sagas.effects.c.instance_id, sagas.effects.c.step))]  # type: ignore[misc]
+        return [
+            tuple(row)
+            for row in connection.execute(
+                sa.select(sagas.effects.c.instance_id, sagas.effects.c.step)
+            )
+        ]  # type: ignore[misc]
 
 
 @pytest.fixture

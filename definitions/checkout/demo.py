@@ -80,7 +80,8 @@ def _race(engine: Engine, cart_id: str) -> Run:
         thread.join()
     runs = [o for o in outcomes if isinstance(o, Run)]
     busy = [o for o in outcomes if isinstance(o, EntityBusy)]
-    assert len(runs) == 1 and len(busy) == 1, outcomes
+    assert len(runs) == 1, outcomes
+    assert len(busy) == 1, outcomes
     return engine.send("payment_succeeded", {"payment_id": "pay-race"}, instance_id=runs[0].id)
 
 
@@ -90,7 +91,9 @@ def _print(engine: Engine, results: list[tuple[str, Run]], console: Console) -> 
         table.add_column(column)
     for scenario, run in results:
         if run.output is not None:
-            outcome = f"order {run.output.order_id}, {run.output.total / 100:.2f} {run.output.currency}"
+            outcome = (
+                f"order {run.output.order_id}, {run.output.total / 100:.2f} {run.output.currency}"
+            )
         elif run.error is not None:
             outcome = f"{run.error.type.rsplit('.', 1)[-1]}: {run.error.message}"
         else:
@@ -101,4 +104,6 @@ def _print(engine: Engine, results: list[tuple[str, Run]], console: Console) -> 
         "The second of two concurrent completes got EntityBusy: "
         "at most one open run per cart, enforced by the store."
     )
-    console.print(f"Inspect a run: statesaga show {results[0][1].id} --db {engine.store.engine.url}")
+    console.print(
+        f"Inspect a run: statesaga show {results[0][1].id} --db {engine.store.engine.url}"
+    )

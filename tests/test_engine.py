@@ -488,3 +488,59 @@ def test_a_step_that_overruns_its_timeout_fails_and_its_partial_effect_is_undone
 def test_a_step_within_its_timeout_completes(engine: Engine) -> None:
     run = engine.start(sagas.Sleepy, sagas.Nap(0.0, False))
     assert (run.status, run.data) == (Status.COMPLETED, sagas.Naps(1))
+
+
+# -- leases ---------------------------------------------------------------------------------------
+
+
+def test_a_long_step_keeps_its_lease_renewed_so_no_one_recovers_it(db: str) -> None:
+    started, recovered = threading.Event(), []
+
+    def slow(_ctx: object) -> None:
+        started.set()
+        time.sleep(0.9)  # three leases long
+
+    journal.hooks["charge"] = slow
+    with Engine(db, lease_ttl=0.3) as holder, Engine(db, sagas=[Linear]) as rescuer:
+        worker = threading.Thread(target=lambda: holder.start(Linear, Order("o-30")))
+        worker.start()
+        assert started.wait(5)
+        for _ in range(6):
+            time.sleep(0.1)
+            recovered.extend(rescuer.recover())
+        worker.join(5)
+        (run,) = holder.list()
+    assert recovered == []
+    assert run.status is Status.COMPLETED
+    assert journal.names().count("charge") == 1
+
+
+@pytest.mark.parametrize("locks", ["in-process", "sql"])
+def test_entity_locks_make_a_concurrent_start_fail_fast_or_wait(db: str, locks: str) -> None:
+    from statesaga import InProcessLocks, SqlLocks
+    from statesaga.store import SqlStore
+
+    store = SqlStore(db)
+    chosen = InProcessLocks() if locks == "in-process" else SqlLocks(store)
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(_ctx: object) -> None:
+        inside.set()
+        release.wait(5)
+
+    journal.hooks["reserve"] = hold
+    with Engine(store, locks=chosen) as engine:
+        worker = threading.Thread(target=lambda: engine.start(Linear, Order("o-31"), key="k-31"))
+        worker.start()
+        assert inside.wait(5)
+        before = engine.store.dump()
+        with pytest.raises(EntityBusy, match="k-31 is busy: another run holds it"):
+            engine.start(Linear, Order("o-31"), key="k-31")
+        assert engine.store.dump() == before
+        journal.hooks.clear()
+        threading.Timer(0.1, release.set).start()
+        second = engine.start(Linear, Order("o-31"), key="k-31", wait=5)
+        worker.join(5)
+    assert second.status is Status.COMPLETED
+    with Engine(db) as reader:
+        assert [r.status for r in reader.list()] == [Status.COMPLETED, Status.COMPLETED]

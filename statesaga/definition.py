@@ -141,6 +141,9 @@ class Definition:
                         t.step.compensation_name,
                         t.step.pivot,
                         t.step.read_only,
+                        t.step.transactional,
+                        t.step.compensate_on_failure,
+                        t.step.timeout,
                     ],
                 ]
                 for t in self.transitions.values()

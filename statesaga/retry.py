@@ -104,7 +104,7 @@ class Retry:
     def delay(self, attempt: int, rand: float) -> float:
         """Seconds to wait after failed try ``attempt``; ``rand`` is uniform in [0, 1)."""
         base = min(self.initial_interval * self.backoff ** (attempt - 1), self.max_interval)
-        return max(0.0, base * (1 + self.jitter * (2 * rand - 1)))
+        return min(max(0.0, base * (1 + self.jitter * (2 * rand - 1))), self.max_interval)
 
     def is_retryable(self, error: BaseException) -> bool:
         """Whether ``error`` may be retried under this policy."""

@@ -3,7 +3,8 @@
 On any failure the saga releases the reservations, cancels the payment,
 cancels the order and reopens the cart, in that (reverse) order. A payment
 that needs customer action waits for the provider's webhook
-(``payment_succeeded``) for up to 15 minutes, then compensates.
+(``payment_succeeded``) for up to 45 seconds, then compensates; the whole
+checkout has a 60-second deadline.
 
 The steps here keep their effects in the saga's context, with the payment
 outcome chosen by the cart's ``payment_method`` (``"card"`` approves,
@@ -170,7 +171,7 @@ class CompleteCart(Saga[CompleteCartInput, CheckoutData]):
     validated = State()
     reserved = State()
     authorizing = State()
-    awaiting_payment = State(timeout=timedelta(minutes=15))
+    awaiting_payment = State(timeout=timedelta(seconds=45))
     authorized = State()
     ordered = State()
     completed = State(final=True)

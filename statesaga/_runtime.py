@@ -111,6 +111,7 @@ class _Active:
     correlation_id: str
     key: str | None
     lease: Lease | None = None
+    leased: bool = True
     output: Any = None
     created_at: float = 0.0
     updated_at: float = 0.0
@@ -274,6 +275,7 @@ class Runtime:
                 updated_at=now,
             )
             row = self._new_row(run, nxt, input_json, idempotency_key, now)
+            run.leased = row.lease_owner is not None
             history_rows = self._history_rows(run, nxt, now, now, version=1)
             try:
                 yield from self._insert(row, history_rows, give_up if not locked else now)
@@ -338,11 +340,18 @@ class Runtime:
             delay = min(delay * 2, 0.25)
 
     def _claimed(
-        self, instance_id: str, wait: float
+        self, instance_id: str, wait: float, listed: InstanceRow | None = None
     ) -> Generator[Request, Any, tuple[_Active, InstanceRow]]:
-        """Take the entity lease and the instance's claim (bumping its epoch)."""
-        row = self._get_row(instance_id)
+        """Take the entity lease and the instance's claim (bumping its epoch).
+
+        With ``listed`` (a row as ``recover`` found it), the claim succeeds only if
+        the row has not moved on since: a run another engine finished or claimed in
+        the meantime is left alone (``FencedOut``).
+        """
+        row = listed or self._get_row(instance_id)
         definition, core = self._for_row(row)
+        if listed is not None:
+            wait = 0.0
         lease = None
         if self.locks is not None:
             lease = yield from self._acquire(row.entity_key or f"instance:{row.id}", wait)
@@ -370,13 +379,19 @@ class Runtime:
         run.lease = lease
         return run, claimed
 
-    def _operate(self, instance_id: str, outcome: Outcome | None, wait: float) -> Driver:
+    def _operate(
+        self,
+        instance_id: str,
+        outcome: Outcome | None,
+        wait: float,
+        listed: InstanceRow | None = None,
+    ) -> Driver:
         """Claim an instance, apply ``outcome`` (or just decide), and drive it."""
-        row = self._get_row(instance_id)
+        row = listed or self._get_row(instance_id)
         definition, core = self._for_row(row)
         if outcome is not None:  # reject a bad event/cancel/retry before writing anything
             core.next(self._snapshot(row, definition), outcome, self.clock())
-        run, _ = yield from self._claimed(instance_id, wait)
+        run, _ = yield from self._claimed(instance_id, wait, listed)
         try:
             now = self.clock()
             if outcome is None:
@@ -384,24 +399,27 @@ class Runtime:
             else:
                 try:
                     nxt = core.next(run.snapshot, outcome, now)
-                except StateSagaError:
-                    self._release_claim(run)
+                except StateSagaError:  # the run changed between the check and the claim
+                    self._release(run, core.decide(run.snapshot, now).decision)
                     raise
             return (yield from self._hold(run, nxt, started=now))
         finally:
             if run.lease is not None and self.locks is not None:
                 self.locks.release(run.lease)
 
-    def _release_claim(self, run: _Active) -> None:
+    def _release(self, run: _Active, decision: Any) -> None:
+        """Give up the instance row's lease without a transition (nothing to run now)."""
         now = self.clock()
-        self.store.transition(
-            run.id,
-            run.version,
-            run.epoch,
-            self._write(run, run.snapshot, Finish(run.snapshot.status), now),
-            [],
+        due = decision.until if isinstance(decision, Sleep | Wait) else None
+        write = attrs.evolve(
+            self._write(run, run.snapshot, decision, now),
+            lease_owner=None,
+            lease_expires_at=None,
+            due_at=due,
         )
+        self.store.transition(run.id, run.version, run.epoch, write, [])
         run.version += 1
+        run.leased = False
 
     def _hold(self, run: _Active, nxt: Next, *, started: float | None = None) -> Driver:
         """Drive ``run`` from ``nxt`` while the keeper renews its leases."""
@@ -427,14 +445,17 @@ class Runtime:
             elif isinstance(decision, Sleep):
                 delay = decision.until - self.clock()
                 if delay > self.max_inline_sleep:
-                    return self._result(run)
+                    break
                 if delay > 0:
                     yield Pause(delay)
                 now = self.clock()
                 nxt = run.core.decide(run.snapshot, now)
                 self._persist(run, nxt, now)
             else:
-                return self._result(run)
+                break
+        if run.leased:  # claimed, but nothing was persisted that let the lease go
+            self._release(run, decision)
+        return self._result(run)
 
     def _context(self, run: _Active, name: str, attempt: int, key: str) -> StepContext[Any, Any]:
         return StepContext(
@@ -525,9 +546,9 @@ class Runtime:
         started = self.clock()
         response = yield Call(t.step.compensation, ctx, t.step.timeout)
         if response.error is None:
-            outcome: Outcome = CompensationSucceeded()
-            if isinstance(response.value, run.definition.context_type):
-                run.snapshot = attrs.evolve(run.snapshot, data=response.value)
+            value = response.value
+            returned = value if isinstance(value, run.definition.context_type) else None
+            outcome: Outcome = CompensationSucceeded(returned)
         else:
             retryable = t.step.compensation_retry.is_retryable(response.error)
             outcome = CompensationFailed(_error_info(response.error, retryable))
@@ -581,6 +602,7 @@ class Runtime:
         self.store.transition(run.id, run.version, run.epoch, write, rows, connection)
         run.version += 1
         run.snapshot = nxt.snapshot
+        run.leased = write.lease_owner is not None
         run.renewed_at = run.updated_at = now
         if nxt.snapshot.status is not Status.COMPLETED:
             run.output = None

@@ -128,7 +128,7 @@ class AsyncEngine(Runtime):
         results = []
         for row in self._due(limit):
             try:
-                results.append(await self.resume(row.id))
+                results.append(await self._pump(self._operate(row.id, None, 0.0, listed=row)))
             except (ConcurrencyError, InstanceNotFound):
                 continue
             except SagaNotRegistered as error:

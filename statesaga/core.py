@@ -213,7 +213,10 @@ class CancelRequested:
 
 @attrs.frozen
 class CompensationSucceeded:
-    """The compensation on top of the stack returned."""
+    """The compensation on top of the stack returned; ``data`` is the new context
+    data if it returned some (``None``: unchanged)."""
+
+    data: Any = None
 
 
 @attrs.frozen
@@ -389,8 +392,8 @@ class Interpreter:
                 return self._event(snapshot, event, payload, now)
             case CancelRequested(reason):
                 return self._cancel(snapshot, reason, now)
-            case CompensationSucceeded():
-                return self._compensated(snapshot, now)
+            case CompensationSucceeded(data):
+                return self._compensated(snapshot, data, now)
             case CompensationFailed(error):
                 return self._compensation_failed(snapshot, error, now)
             case RetryRequested():
@@ -411,42 +414,80 @@ class Interpreter:
 
     def _enter(self, snapshot: Snapshot, state: str, now: float) -> Snapshot:
         """The snapshot on arriving in ``state``: its status and what is pending there."""
+        return self._arrive(
+            snapshot,
+            state,
+            now,
+            snapshot.data,
+            snapshot.stack,
+            snapshot.pivoted,
+            snapshot.seq,
+            snapshot.error,
+        )
+
+    def _arrive(
+        self,
+        s: Snapshot,
+        state: str,
+        now: float,
+        data: Any,
+        stack: tuple[Done, ...],
+        pivoted: bool,
+        seq: int,
+        error: ErrorInfo | None,
+    ) -> Snapshot:
+        # one constructor call: this is the interpreter's hot path, and attrs.evolve
+        # costs twice as much as building the snapshot directly
         spec = self._states[state]
         if spec.final:
-            return attrs.evolve(
-                snapshot,
-                state=state,
-                status=Status.COMPLETED,
-                pending=None,
-                attempt=0,
-                wake_at=None,
-                event=None,
-                stack=(),
+            return Snapshot(
+                s.instance_id,
+                state,
+                Status.COMPLETED,
+                data,
+                None,
+                0,
+                None,
+                s.deadline,
+                (),
+                pivoted,
+                seq,
+                error,
+                None,
             )
         automatic = self._automatic[state]
         if not automatic:
             wake_at = None if spec.timeout is None else now + spec.timeout
-            return attrs.evolve(
-                snapshot,
-                state=state,
-                status=Status.WAITING,
-                pending=None,
-                attempt=0,
-                wake_at=wake_at,
-                event=None,
+            return Snapshot(
+                s.instance_id,
+                state,
+                Status.WAITING,
+                data,
+                None,
+                0,
+                wake_at,
+                s.deadline,
+                stack,
+                pivoted,
+                seq,
+                error,
+                None,
             )
-        if len(automatic) == 1 and automatic[0].guard is None:
-            pending: str | None = automatic[0].name
-        else:
-            pending = None  # guards choose
-        return attrs.evolve(
-            snapshot,
-            state=state,
-            status=Status.RUNNING,
-            pending=pending,
-            attempt=1 if pending else 0,
-            wake_at=None,
-            event=None,
+        pending = automatic[0].name if len(automatic) == 1 and automatic[0].guard is None else None
+        return Snapshot(
+            s.instance_id,
+            state,
+            Status.RUNNING,
+            data,
+            pending,
+            1 if pending else 0,
+            None,
+            s.deadline,
+            stack,
+            pivoted,
+            seq,
+            error,
+            None,
         )
 
     def _advance(
@@ -460,11 +501,9 @@ class Interpreter:
                 stack, pivoted = (), True
             elif step.compensation is not None:
                 stack = (*stack, Done(t.name, snapshot.seq))
-        moved = attrs.evolve(
-            snapshot, data=data, stack=stack, pivoted=pivoted, seq=snapshot.seq + 1, error=None
-        )
-        record = Record(kind, t.source, t.target, t.name, snapshot.attempt, event=t.event)
-        return self._enter(moved, t.target, now), record
+        record = Record(kind, t.source, t.target, t.name, snapshot.attempt, None, t.event)
+        moved = self._arrive(snapshot, t.target, now, data, stack, pivoted, snapshot.seq + 1, None)
+        return moved, record
 
     def _settle(self, snapshot: Snapshot, now: float, records: list[Record]) -> Next:
         """Apply the rules that need no outcome (deadline, timeouts, step-less edges); decide."""
@@ -560,6 +599,9 @@ class Interpreter:
         )
 
     def _event(self, snapshot: Snapshot, event: str, payload: Any, now: float) -> Next:
+        if snapshot.status is Status.WAITING and self._overdue(snapshot, now):
+            # the deadline or the wait's timeout passed before the event came: time wins
+            return self._settle(snapshot, now, [])
         t = self._events[snapshot.state].get(event) if snapshot.status is Status.WAITING else None
         if t is None:
             accepted = self.definition.events_in(snapshot.state)
@@ -584,6 +626,13 @@ class Interpreter:
         )
         return self._settle(running, now, [])
 
+    @staticmethod
+    def _overdue(snapshot: Snapshot, now: float) -> bool:
+        deadline_passed = (
+            snapshot.deadline is not None and now >= snapshot.deadline and not snapshot.pivoted
+        )
+        return deadline_passed or (snapshot.wake_at is not None and now >= snapshot.wake_at)
+
     def _wait_timed_out(self, snapshot: Snapshot, now: float, records: list[Record]) -> Snapshot:
         t = self.definition.timeout_from.get(snapshot.state)
         if t is None:
@@ -601,10 +650,10 @@ class Interpreter:
 
     def _step_failed(self, snapshot: Snapshot, error: ErrorInfo, now: float) -> Next:
         t = self._pending(snapshot, Status.RUNNING)
-        assert t.step is not None
-        policy = t.step.retry
         error = attrs.evolve(error, step=t.name)
-        if error.retryable and not policy.exhausted(snapshot.attempt):
+        # a transition without a step fails only through its guard: never retried
+        policy = t.step.retry if t.step is not None else None
+        if policy is not None and error.retryable and not policy.exhausted(snapshot.attempt):
             delay = policy.delay(snapshot.attempt, self.rand())
             retried = attrs.evolve(
                 snapshot, attempt=snapshot.attempt + 1, wake_at=now + delay, error=error
@@ -637,7 +686,7 @@ class Interpreter:
             return attrs.evolve(snapshot, status=Status.FAILED, error=error, wake_at=None)
         stack = snapshot.stack
         t = self._transitions[snapshot.pending] if snapshot.pending is not None else None
-        tried = step_failed
+        tried = step_failed or snapshot.attempt > 1  # attempt > 1: an earlier try failed
         if (
             snapshot.status is Status.RUNNING
             and t is not None
@@ -689,11 +738,16 @@ class Interpreter:
             )
         return self._transitions[snapshot.stack[-1].transition]
 
-    def _compensated(self, snapshot: Snapshot, now: float) -> Next:
+    def _compensated(self, snapshot: Snapshot, data: Any, now: float) -> Next:
         t = self._top(snapshot)
         record = Record(HistoryKind.COMPENSATE, snapshot.state, t.source, t.name, snapshot.attempt)
         popped = attrs.evolve(
-            snapshot, state=t.source, stack=snapshot.stack[:-1], attempt=1, wake_at=None
+            snapshot,
+            state=t.source,
+            stack=snapshot.stack[:-1],
+            attempt=1,
+            wake_at=None,
+            data=snapshot.data if data is None else data,
         )
         return self._settle(popped, now, [record])
 

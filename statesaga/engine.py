@@ -165,7 +165,7 @@ class Engine(Runtime):
         results = []
         for row in self._due(limit):
             try:
-                results.append(self.resume(row.id))
+                results.append(self._pump(self._operate(row.id, None, 0.0, listed=row)))
             except (ConcurrencyError, InstanceNotFound):
                 continue  # another engine got there first
             except SagaNotRegistered as error:

@@ -246,3 +246,25 @@ class Sleepy(Saga[Nap, Naps]):
         retry=Retry(attempts=2, initial_interval=0.001, jitter=0),
         undo_retry=FAST_UNDO,
     )
+
+
+def is_big(ctx: StepContext[Order, Progress]) -> bool:
+    if ctx.input.amount < 0:
+        raise ValueError(f"amount {ctx.input.amount} is negative")
+    return ctx.input.amount > 1000
+
+
+class Branchy(Saga[Order, Progress]):
+    """reserve, then a guard picks the big or the small route (and may raise)."""
+
+    name = "branchy"
+    new = State(initial=True)
+    reserved = State()
+    big_done = State(final=True)
+    small_done = State(final=True)
+
+    reserve = new.to(reserved).run(
+        step("reserve"), undo=undo("reserve"), retry=FAST, undo_retry=FAST_UNDO
+    )
+    big = reserved.to(big_done).when(is_big)
+    small = reserved.to(small_done)

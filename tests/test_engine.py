@@ -544,3 +544,21 @@ def test_entity_locks_make_a_concurrent_start_fail_fast_or_wait(db: str, locks: 
     assert second.status is Status.COMPLETED
     with Engine(db) as reader:
         assert [r.status for r in reader.list()] == [Status.COMPLETED, Status.COMPLETED]
+
+
+# -- guards -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("amount", "state"), [(5000, "big_done"), (10, "small_done")])
+def test_guards_choose_the_branch(engine: Engine, amount: int, state: str) -> None:
+    run = engine.start(sagas.Branchy, Order("o-40", amount))
+    assert (run.status, run.state) == (Status.COMPLETED, state)
+
+
+def test_a_guard_that_raises_fails_the_run_and_compensates(engine: Engine) -> None:
+    run = engine.start(sagas.Branchy, Order("o-41", -1))
+
+    assert run.status is Status.COMPENSATED
+    assert run.error is not None
+    assert (run.error.type, run.error.retryable) == ("ValueError", False)
+    assert journal.names() == ["reserve", "undo_reserve"]

@@ -112,6 +112,8 @@ class _Active:
     key: str | None
     lease: Lease | None = None
     leased: bool = True
+    encoded_data: Any = None  # the data object whose JSON is ``encoded_context``
+    encoded_context: str = "null"
     output: Any = None
     created_at: float = 0.0
     updated_at: float = 0.0
@@ -628,17 +630,21 @@ class Runtime:
         definition = run.definition
         output = None
         if snapshot.status is Status.COMPLETED and run.output is not None:
-            output = json.dumps(
+            output = _encode(
                 converter.unstructure(run.output, definition.output_type or type(run.output))
             )
+        data = snapshot.data
+        if data is not run.encoded_data:  # steps that keep the data need no new encoding
+            run.encoded_context = _encode(converter.unstructure(data, definition.context_type))
+            run.encoded_data = data
         return Write(
             state=snapshot.state,
             status=snapshot.status.value,
-            context=json.dumps(converter.unstructure(snapshot.data, definition.context_type)),
-            machine=json.dumps(_machine(snapshot, definition)),
+            context=run.encoded_context,
+            machine=_encode(_machine(snapshot, definition)),
             error=None
             if snapshot.error is None
-            else json.dumps(converter.unstructure(snapshot.error)),
+            else _encode(converter.unstructure(snapshot.error)),
             output=output,
             attempt=snapshot.attempt,
             due_at=due,
@@ -927,6 +933,9 @@ class Runtime:
 
     def _due(self, limit: int) -> builtins.list[InstanceRow]:
         return self.store.due(self.clock(), limit)
+
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _nothing() -> Generator[Request, Any, None]:

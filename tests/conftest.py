@@ -27,3 +27,65 @@ def _hypothesis_profile() -> str:
 
 
 settings.load_profile(_hypothesis_profile())
+
+
+# -- backends ------------------------------------------------------------------------------------
+#
+# Engine tests run on every backend: SQLite always, PostgreSQL when it is reachable at
+# STATESAGA_TEST_POSTGRES_URL (default: the local test database). With
+# STATESAGA_REQUIRE_SERVICES=1 (CI) an unreachable service fails the tests instead of
+# skipping them.
+
+import pytest  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+
+POSTGRES_URL = os.environ.get(
+    "STATESAGA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REQUIRE_SERVICES = os.environ.get("STATESAGA_REQUIRE_SERVICES") == "1"
+STORE_TABLES = ("statesaga_history", "statesaga_locks", "statesaga_instances")
+
+
+def _unavailable(service: str, error: Exception) -> None:
+    message = f"{service} is not reachable ({error})"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message}; STATESAGA_REQUIRE_SERVICES=1 makes this a failure")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The test PostgreSQL database, migrated once per session."""
+    from statesaga.store.migrate import upgrade
+
+    engine = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except Exception as error:
+        engine.dispose()
+        _unavailable("PostgreSQL", error)
+    upgrade(engine)
+    engine.dispose()
+    return POSTGRES_URL
+
+
+def _truncate(url: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        extra = sa.inspect(connection).has_table("test_effects")
+        tables = ", ".join((*STORE_TABLES, *(("test_effects",) if extra else ())))
+        connection.exec_driver_sql(f"TRUNCATE {tables} CASCADE")
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> object:
+    """A fresh store URL on each backend: a new SQLite file, or an emptied PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{os.path.join(tmp_path, 'sagas.db')}"
+        return
+    url = request.getfixturevalue("postgres_url")
+    _truncate(url)
+    yield url
+    _truncate(url)

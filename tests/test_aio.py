@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 import sagas
@@ -18,11 +17,6 @@ def _fresh_journal() -> None:
     journal.fail.clear()
     journal.error.clear()
     journal.hooks.clear()
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'sagas.db'}"
 
 
 def test_sync_and_async_steps_run_under_the_async_engine(db: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sagas
@@ -47,11 +46,6 @@ def _fresh_journal() -> None:
     journal.fail.clear()
     journal.error.clear()
     journal.hooks.clear()
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'sagas.db'}"
 
 
 @pytest.fixture
@@ -546,7 +540,7 @@ def test_entity_locks_make_a_concurrent_start_fail_fast_or_wait(db: str, locks: 
         assert [r.status for r in reader.list()] == [Status.COMPLETED, Status.COMPLETED]
 
 
-# -- guards -----------------------------------------------------------------------------------------
+# -- guards ---------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("amount", "state"), [(5000, "big_done"), (10, "small_done")])

@@ -599,9 +599,6 @@ class Interpreter:
         )
 
     def _event(self, snapshot: Snapshot, event: str, payload: Any, now: float) -> Next:
-        if snapshot.status is Status.WAITING and self._overdue(snapshot, now):
-            # the deadline or the wait's timeout passed before the event came: time wins
-            return self._settle(snapshot, now, [])
         t = self._events[snapshot.state].get(event) if snapshot.status is Status.WAITING else None
         if t is None:
             accepted = self.definition.events_in(snapshot.state)
@@ -618,6 +615,9 @@ class Interpreter:
                 instance_id=snapshot.instance_id,
                 state=snapshot.state,
             )
+        if self._overdue(snapshot, now):
+            # the deadline or the wait's timeout passed before the event came: time wins
+            return self._settle(snapshot, now, [])
         if t.step is None:
             moved, record = self._advance(snapshot, t, snapshot.data, now, HistoryKind.EVENT)
             return self._settle(moved, now, [record])

@@ -54,20 +54,31 @@ def _unavailable(service: str, error: Exception) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """The test PostgreSQL database, migrated once per session."""
+def postgres_url() -> object:
+    """The test PostgreSQL database, in a schema of this session's own, migrated once.
+
+    A schema per session keeps concurrent test runs on one server apart.
+    """
     from statesaga.store.migrate import upgrade
 
-    engine = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+    admin = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+    schema = f"statesaga_test_{os.getpid()}"
     try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
     except Exception as error:
-        engine.dispose()
+        admin.dispose()
         _unavailable("PostgreSQL", error)
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    url = f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    engine = sa.create_engine(url)
     upgrade(engine)
     engine.dispose()
-    return POSTGRES_URL
+    yield url
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    admin.dispose()
 
 
 def _truncate(url: str) -> None:

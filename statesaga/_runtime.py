@@ -62,9 +62,12 @@ from statesaga.serde import converter, structure
 from statesaga.store.base import HistoryRow, InstanceRow, Store, Write
 from statesaga.store.sql import SqlStore
 
-__all__ = ["Call", "Pause", "Response", "Runtime"]
+__all__ = ["RECOVERY_BATCH", "Call", "Pause", "Response", "Runtime"]
 
 log = logging.getLogger("statesaga.engine")
+
+#: how many runs ``recover`` claims at a time (each batch's leases start together)
+RECOVERY_BATCH = 20
 
 SagaRef: TypeAlias = "type | Definition | str"
 
@@ -931,8 +934,35 @@ class Runtime:
 
     # -- recovery -----------------------------------------------------------------------------
 
-    def _due(self, limit: int) -> builtins.list[InstanceRow]:
-        return self.store.due(self.clock(), limit)
+    def _claim_due(self, limit: int) -> builtins.list[InstanceRow]:
+        """Claim up to ``limit`` runs that need work, of the sagas this engine drives."""
+        now = self.clock()
+        return self.store.claim_due(
+            now, limit, self.owner, now + self.lease_ttl, sagas=list(self._definitions)
+        )
+
+    def _recover_claimed(self, row: InstanceRow) -> Driver:
+        """Drive a run that ``claim_due`` claimed for this engine."""
+        try:
+            definition, core = self._for_row(row)
+        except SagaNotRegistered:
+            self.store.release_lease(row.id, row.epoch)
+            raise
+        run = self._active_of(row, definition, core)
+        now = self.clock()
+        if self.locks is not None:
+            lease = self.locks.try_acquire(
+                row.entity_key or f"instance:{row.id}", self.owner, self.lease_ttl, now
+            )
+            if lease is None:
+                self._release(run, core.decide(run.snapshot, now).decision)
+                raise EntityBusy(f"{row.entity_key} is busy; left for later", key=row.entity_key)
+            run.lease = lease
+        try:
+            return (yield from self._hold(run, core.decide(run.snapshot, now), started=now))
+        finally:
+            if run.lease is not None and self.locks is not None:
+                self.locks.release(run.lease)
 
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode

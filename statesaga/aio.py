@@ -36,9 +36,18 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from statesaga._runtime import Call, Driver, Pause, Response, Runtime, SagaRef, log
+from statesaga._runtime import (
+    RECOVERY_BATCH,
+    Call,
+    Driver,
+    Pause,
+    Response,
+    Runtime,
+    SagaRef,
+    log,
+)
 from statesaga.core import CancelRequested, RetryRequested
-from statesaga.errors import ConcurrencyError, InstanceNotFound, SagaNotRegistered, StepTimeout
+from statesaga.errors import ConcurrencyError, SagaNotRegistered, StepTimeout
 from statesaga.run import Run
 
 __all__ = ["AsyncEngine"]
@@ -125,14 +134,18 @@ class AsyncEngine(Runtime):
 
     async def recover(self, *, limit: int = 1000) -> builtins.list[Run]:
         """Resume every run that needs it (see ``Engine.recover``)."""
-        results = []
-        for row in self._due(limit):
-            try:
-                results.append(await self._pump(self._operate(row.id, None, 0.0, listed=row)))
-            except (ConcurrencyError, InstanceNotFound):
-                continue
-            except SagaNotRegistered as error:
-                log.warning("not recovering %s: %s", row.id, error)
+        results: builtins.list[Run] = []
+        while len(results) < limit:
+            batch = self._claim_due(min(RECOVERY_BATCH, limit - len(results)))
+            if not batch:
+                break
+            for row in batch:
+                try:
+                    results.append(await self._pump(self._recover_claimed(row)))
+                except ConcurrencyError:
+                    continue  # another engine took it over meanwhile
+                except SagaNotRegistered as error:
+                    log.warning("not recovering %s: %s", row.id, error)
         return results
 
 

@@ -30,11 +30,19 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from statesaga._runtime import Call, Driver, Pause, Response, Runtime, SagaRef, log
+from statesaga._runtime import (
+    RECOVERY_BATCH,
+    Call,
+    Driver,
+    Pause,
+    Response,
+    Runtime,
+    SagaRef,
+    log,
+)
 from statesaga.core import CancelRequested, RetryRequested
 from statesaga.errors import (
     ConcurrencyError,
-    InstanceNotFound,
     SagaNotRegistered,
     StepTimeout,
 )
@@ -162,14 +170,18 @@ class Engine(Runtime):
         exactly one of them (the others skip it). Runs of sagas this engine
         has not registered are logged and left alone.
         """
-        results = []
-        for row in self._due(limit):
-            try:
-                results.append(self._pump(self._operate(row.id, None, 0.0, listed=row)))
-            except (ConcurrencyError, InstanceNotFound):
-                continue  # another engine got there first
-            except SagaNotRegistered as error:
-                log.warning("not recovering %s: %s", row.id, error)
+        results: builtins.list[Run] = []
+        while len(results) < limit:
+            batch = self._claim_due(min(RECOVERY_BATCH, limit - len(results)))
+            if not batch:
+                break
+            for row in batch:
+                try:
+                    results.append(self._pump(self._recover_claimed(row)))
+                except ConcurrencyError:
+                    continue  # another engine took it over meanwhile
+                except SagaNotRegistered as error:
+                    log.warning("not recovering %s: %s", row.id, error)
         return results
 
 

@@ -119,6 +119,9 @@ class Store(Protocol):
     def extend_lease(self, instance_id: str, epoch: int, expires_at: float) -> bool:
         """Push the lease's expiry out; ``False`` when the epoch moved on."""
 
+    def release_lease(self, instance_id: str, epoch: int) -> bool:
+        """Let the lease go without a transition; ``False`` when the epoch moved on."""
+
     def get(self, instance_id: str) -> InstanceRow | None:
         """The instance with that id."""
 
@@ -143,6 +146,16 @@ class Store(Protocol):
 
     def due(self, now: float, limit: int) -> builtins.list[InstanceRow]:
         """Instances that need work now: expired leases, due retries, timeouts, deadlines."""
+
+    def claim_due(
+        self,
+        now: float,
+        limit: int,
+        owner: str,
+        expires_at: float,
+        sagas: Sequence[tuple[str, int]] | None = None,
+    ) -> builtins.list[InstanceRow]:
+        """Claim up to ``limit`` instances that need work now (bumping their epochs)."""
 
     def dump(self) -> dict[str, builtins.list[tuple[Any, ...]]]:
         """Every row of every table (for tests comparing before and after)."""

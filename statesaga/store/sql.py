@@ -282,6 +282,16 @@ class SqlStore:
         with self.engine.begin() as connection:
             return bool(connection.execute(statement).rowcount == 1)
 
+    def release_lease(self, instance_id: str, epoch: int) -> bool:
+        """Let the lease go without a transition, unless the epoch moved on."""
+        statement = (
+            sa.update(instances)
+            .where(instances.c.id == instance_id, instances.c.epoch == epoch)
+            .values(lease_owner=None, lease_expires_at=None)
+        )
+        with self.engine.begin() as connection:
+            return bool(connection.execute(statement).rowcount == 1)
+
     # -- reads -----------------------------------------------------------------------------
 
     def get(self, instance_id: str) -> InstanceRow | None:
@@ -340,12 +350,12 @@ class SqlStore:
         with self.engine.connect() as connection:
             return [HistoryRow(**row._asdict()) for row in connection.execute(query)]
 
-    def due(self, now: float, limit: int) -> builtins.list[InstanceRow]:
+    def _due_query(self, now: float, limit: int) -> sa.Select[Any]:
         """Instances that need work now and nobody holds.
 
         Running or compensating ones whose holder's lease expired (a crash), or
         that were released until a retry's time; waiting ones whose timeout or
-        deadline passed; running ones whose deadline passed.
+        deadline (``due_at``) passed.
         """
         c = instances.c
         free = sa.or_(c.lease_owner.is_(None), c.lease_expires_at < now)
@@ -353,11 +363,56 @@ class SqlStore:
         needs_work = sa.or_(
             sa.and_(active, sa.or_(c.lease_owner.is_not(None), c.due_at.is_(None))),
             sa.and_(c.status.in_(("running", "compensating", "waiting")), c.due_at <= now),
-            sa.and_(c.status.in_(("running", "waiting")), c.deadline <= now),
         )
-        query = sa.select(instances).where(free, needs_work).order_by(c.due_at, c.id).limit(limit)
+        return sa.select(instances).where(free, needs_work).order_by(c.due_at, c.id).limit(limit)
+
+    def due(self, now: float, limit: int) -> builtins.list[InstanceRow]:
+        """Instances that need work now and nobody holds (see :meth:`claim_due`)."""
         with self.engine.connect() as connection:
-            return [_instance(row) for row in connection.execute(query)]
+            return [_instance(row) for row in connection.execute(self._due_query(now, limit))]
+
+    def claim_due(
+        self,
+        now: float,
+        limit: int,
+        owner: str,
+        expires_at: float,
+        sagas: Sequence[tuple[str, int]] | None = None,
+    ) -> builtins.list[InstanceRow]:
+        """Claim up to ``limit`` instances that need work now, in one transaction.
+
+        Each claim bumps the instance's epoch. On PostgreSQL the candidates are
+        locked with ``FOR UPDATE SKIP LOCKED``, so many workers claim disjoint
+        batches without waiting on each other; SQLite's write lock serialises
+        them. ``sagas`` limits the claim to the (name, version) pairs a worker
+        can drive.
+        """
+        query = self._due_query(now, limit)
+        if sagas is not None:
+            if not sagas:
+                return []
+            query = query.where(
+                sa.tuple_(instances.c.saga, instances.c.saga_version).in_(list(sagas))
+            )
+        if not self.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        with self.engine.begin() as connection:
+            ids = [row.id for row in connection.execute(query)]
+            if not ids:
+                return []
+            claimed = connection.execute(
+                sa.update(instances)
+                .where(instances.c.id.in_(ids))
+                .values(
+                    epoch=instances.c.epoch + 1,
+                    version=instances.c.version + 1,
+                    lease_owner=owner,
+                    lease_expires_at=expires_at,
+                    updated_at=now,
+                )
+                .returning(instances)
+            )
+            return [_instance(row) for row in claimed]
 
     def dump(self) -> dict[str, builtins.list[tuple[Any, ...]]]:
         """Every row of every table, ordered, for tests that compare before and after."""

@@ -449,6 +449,45 @@ def recover(
     _consoles.out.print(table)
 
 
+@app.command()
+def worker(
+    saga: SagaOption = None,
+    concurrency: Annotated[int, typer.Option(help="Threads driving runs at once.")] = 1,
+    poll: Annotated[float, typer.Option(help="Seconds to wait when there is nothing to do.")] = 1.0,
+    batch: Annotated[int, typer.Option(help="Runs a thread claims at a time.")] = 10,
+    log_every: Annotated[float, typer.Option(help="Seconds between progress lines.")] = 30.0,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Run until SIGTERM or Ctrl-C: recover crashed runs, fire timeouts, deadlines, retries."""
+    import logging
+    import signal
+    import threading
+
+    from statesaga.worker import Worker
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    with _errors():
+        engine = _engine(db, saga)
+        if not engine.definitions:
+            engine.close()
+            raise StateSagaError("the worker needs the sagas' code: pass --saga MODULE:ATTR")
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        try:
+            Worker(
+                engine,
+                concurrency=concurrency,
+                poll_interval=poll,
+                batch=batch,
+                log_every=log_every,
+            ).run(stop)
+        finally:
+            engine.close()
+
+
 @db_app.command("upgrade")
 def db_upgrade(
     db: DbOption = DEFAULT_DB,
@@ -486,3 +525,7 @@ def main() -> None:
     """Entry point of the ``statesaga`` console script."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m statesaga.cli`
+    main()

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import sagas
-from sagas import Linear, Order, journal
+from sagas import Order, journal
 
 from statesaga import Engine, Status
 from statesaga.worker import Worker

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -104,3 +105,36 @@ def test_leases_exclude_renew_expire_and_release(kind: str, path: Path) -> None:
     assert two.try_acquire("cart:1", "c", ttl=10, now=21) is None
     two.release(taken)
     assert one.try_acquire("cart:1", "a", ttl=10, now=22) is not None
+
+
+def test_a_postgresql_store_keeps_its_tables_in_the_schema_it_is_given(postgres_url: str) -> None:
+    from conftest import POSTGRES_URL
+    from sagas import Linear, Order
+
+    from statesaga import Engine, Status
+
+    schema = f"statesaga_own_{os.getpid()}"
+    store = SqlStore(POSTGRES_URL, schema=schema, auto_migrate=True)
+    try:
+        with Engine(store) as engine:
+            assert engine.start(Linear, Order("s-1")).status is Status.COMPLETED
+        check = sa.create_engine(POSTGRES_URL)
+        with check.connect() as connection:
+            count = connection.exec_driver_sql(
+                f"SELECT count(*) FROM {schema}.statesaga_instances"
+            ).scalar()
+            version = connection.exec_driver_sql(
+                f"SELECT version_num FROM {schema}.alembic_version"
+            ).scalar()
+        assert (count, version) == (1, HEAD)
+    finally:
+        with check.begin() as connection:
+            connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        check.dispose()
+
+
+def test_a_schema_must_be_a_plain_identifier_and_is_for_postgresql(path: Path) -> None:
+    with pytest.raises(StoreError, match="is for PostgreSQL"):
+        SqlStore(f"sqlite:///{path}", schema="x")
+    with pytest.raises(StoreError, match="not a plain identifier"):
+        SqlStore("postgresql+psycopg://nobody@127.0.0.1:1/none", schema="x; drop table y")

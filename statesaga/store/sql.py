@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -68,13 +69,19 @@ class SqlStore:
         auto_migrate: bool | None = None,
         sqlite_synchronous: str = "NORMAL",
         busy_timeout: float = 10.0,
+        schema: str | None = None,
     ) -> None:
         self.engine = url if isinstance(url, sa.Engine) else _create_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self.schema = schema
         self._connections: dict[int, Any] = {}
         self._connections_lock = threading.Lock()
         if self.is_sqlite:
+            if schema is not None:
+                raise StoreError("schema=... is for PostgreSQL; SQLite has one schema per file")
             _configure_sqlite(self.engine, sqlite_synchronous, busy_timeout)
+        elif schema is not None:
+            _use_schema(self.engine, schema)
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         self._begin_sql = "BEGIN IMMEDIATE" if self.is_sqlite else None
         assigns = ", ".join(f"{c} = {mark}" for c in _WRITE_COLUMNS)
@@ -459,12 +466,31 @@ def _create_engine(url: str) -> sa.Engine:
             return sa.create_engine(
                 url, poolclass=sa.StaticPool, connect_args={"check_same_thread": False}
             )
+        if parsed.get_backend_name() == "postgresql":
+            # a sensible pool for many threads; dead connections are replaced, not reused
+            return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
         return sa.create_engine(url)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as error:
         raise StoreError(
             f"cannot open a store at {url!r}: {error}; use a SQLAlchemy URL such as "
             "sqlite:///statesaga.db or postgresql+psycopg://user@host/db"
         ) from error
+
+
+def _use_schema(engine: sa.Engine, schema: str) -> None:
+    """Keep the store's tables (and alembic's version table) in ``schema``."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", schema):
+        raise StoreError(
+            f"schema={schema!r} is not a plain identifier; use letters, digits and underscores"
+        )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        cursor.execute(f"SET search_path TO {schema}")
+        cursor.close()
+        dbapi_connection.commit()
 
 
 def _configure_sqlite(engine: sa.Engine, synchronous: str, busy_timeout: float) -> None:

@@ -31,6 +31,7 @@ from statesaga.errors import (
     InstanceNotFound,
     InvalidOperation,
     LeaseLost,
+    LocksUnavailable,
     NonRetryableError,
     NotFound,
     RetryNotAllowed,
@@ -88,6 +89,7 @@ __all__ = [
     "FencedOut",
     "LeaseLost",
     "StoreError",
+    "LocksUnavailable",
     "StepTimeout",
     "NonRetryableError",
 ]

@@ -18,6 +18,7 @@
     │   ├── FencedOut            this holder's claim was superseded; its write was rejected
     │   └── LeaseLost            the lease expired or was taken while work was running
     ├── StoreError               the store could not be used (schema missing, unreachable)
+    ├── LocksUnavailable         the entity-lock service (Redis, PostgreSQL) cannot be reached
     ├── StepTimeout              a step ran longer than its timeout (recorded, then retried)
     └── NonRetryableError        raise it (or a subclass) from a step to fail without retrying
 
@@ -45,6 +46,7 @@ __all__ = [
     "InstanceNotFound",
     "InvalidOperation",
     "LeaseLost",
+    "LocksUnavailable",
     "NonRetryableError",
     "NotFound",
     "RetryNotAllowed",
@@ -162,6 +164,15 @@ class LeaseLost(ConcurrencyError):
 
 class StoreError(StateSagaError):
     """The store could not be used: its schema is missing or out of date, or it is unreachable."""
+
+
+class LocksUnavailable(StateSagaError):
+    """The entity-lock service (Redis, or PostgreSQL for advisory locks) cannot be reached.
+
+    Raised within about the lock's connect timeout, before anything is written:
+    a start or claim that cannot take its entity lock does not run. The message
+    names the server and what to check.
+    """
 
 
 class StepTimeout(StateSagaError, TimeoutError):

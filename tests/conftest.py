@@ -100,3 +100,24 @@ def db(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> object:
     _truncate(url)
     yield url
     _truncate(url)
+
+
+REDIS_URL = os.environ.get("STATESAGA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis server, checked once; tests keep to key namespaces of their own."""
+    try:
+        import redis
+    except ImportError as error:  # the statesaga[redis] extra is not installed
+        _unavailable("Redis", error)
+        raise
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        _unavailable("Redis", error)
+    finally:
+        client.close()
+    return REDIS_URL

@@ -26,6 +26,7 @@ def test_the_package_exports_exactly_these_names() -> None:
             "InstanceNotFound",
             "InvalidOperation",
             "LeaseLost",
+            "LocksUnavailable",
             "NonRetryableError",
             "NotFound",
             "Retry",
@@ -66,6 +67,7 @@ def test_every_error_derives_from_the_root() -> None:
                 "Timeout",
                 "Start",
                 "Operation",
+                "Unavailable",
             )
         )
     ]

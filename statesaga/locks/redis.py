@@ -1,0 +1,292 @@
+"""Entity leases in Redis: ``SET key token NX PX``, Lua compare-and-extend and compare-and-delete.
+
+A lease is one Redis key, ``{namespace}{entity key}``, whose value is the
+lease's random token and whose expiry Redis keeps. Renewing and releasing are
+Lua scripts that touch the key only while it still holds the caller's token,
+so a holder that lost its lease (it expired and someone else took it) cannot
+extend or delete the new holder's.
+
+Redis keeps its own time: the ``ttl`` becomes the key's ``PX``, and the
+``expires_at`` of the returned :class:`Lease` is the engine's ``now + ttl``,
+for the engine's bookkeeping only.
+
+An unreachable Redis raises :class:`LocksUnavailable` within about one
+connect or command timeout (1 s with the defaults), before anything is
+written. Losing a key on a Redis failover can let a second run in; the
+store's guards (one open instance per entity key, the epoch compare-and-set
+on every transition) keep that from doing harm.
+
+This module imports ``redis`` (the ``statesaga[redis]`` extra); ``import
+statesaga`` does not load it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from statesaga.errors import LocksUnavailable
+from statesaga.locks.base import Lease
+
+__all__ = ["AsyncRedisLocks", "RedisLocks"]
+
+log = logging.getLogger("statesaga.locks")
+
+DEFAULT_NAMESPACE = "statesaga:lock:"
+
+# PEXPIRE / DEL only while the key still holds the caller's token
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_DELETE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class RedisLocks:
+    """Entity leases in Redis, shared by every process that points at the same server.
+
+    Args:
+        client_or_url: a ``redis://`` (or ``rediss://``, ``unix://``) URL, or a
+            ``redis.Redis`` client to use as it is configured (its timeouts and
+            retries apply, and ``close`` leaves it open).
+        namespace: prefix of every Redis key, so that several applications
+            (or test runs) can share one server.
+        connect_timeout: seconds to wait for a connection to Redis.
+        timeout: seconds to wait for Redis to answer a command.
+
+    A command whose connection breaks is retried once, on a new connection; a
+    command that times out is not. So a Redis that cannot be reached raises
+    :class:`LocksUnavailable` within about ``max(connect_timeout, timeout)``
+    seconds.
+
+    >>> locks = RedisLocks("redis://127.0.0.1:6379/0", namespace="shop:lock:")
+    >>> locks.key_for("cart:complete:42")
+    'shop:lock:cart:complete:42'
+    >>> locks.close()
+    """
+
+    def __init__(
+        self,
+        client_or_url: str | redis.Redis,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        connect_timeout: float = 1.0,
+        timeout: float = 1.0,
+    ) -> None:
+        if isinstance(client_or_url, str):
+            self.client = redis.Redis.from_url(
+                client_or_url,
+                socket_connect_timeout=connect_timeout,
+                socket_timeout=timeout,
+                retry=Retry(_backoff(), 1, supported_errors=(RedisConnectionError,)),
+            )
+            self.url = _redact(client_or_url)
+            self._owns_client = True
+        else:
+            self.client = client_or_url
+            self.url = _describe(client_or_url.connection_pool.connection_kwargs)
+            self._owns_client = False
+        self.namespace = namespace
+        # registered once: EVALSHA, loading the script only if the server lacks it
+        self._extend = self.client.register_script(_EXTEND)
+        self._delete = self.client.register_script(_DELETE)
+
+    def key_for(self, key: str) -> str:
+        """The Redis key that holds the lease on entity ``key``."""
+        return self.namespace + key
+
+    def try_acquire(self, key: str, owner: str, ttl: float, now: float) -> Lease | None:
+        """Take the lease on ``key`` for ``ttl`` seconds, or ``None`` if someone holds it.
+
+        Raises:
+            LocksUnavailable: Redis cannot be reached.
+        """
+        name, token = self.key_for(key), uuid.uuid4().hex
+        with _unavailable(self.url, "take the lease on", key):
+            if self.client.set(name, token, nx=True, px=_millis(ttl)):
+                return Lease(key, owner, token, now + ttl)
+            # a SET retried after a broken connection may find its own first attempt's token
+            if _text(self.client.get(name)) == token:
+                return Lease(key, owner, token, now + ttl)
+        return None
+
+    def renew(self, lease: Lease, ttl: float, now: float) -> Lease | None:
+        """Extend a held lease by ``ttl`` seconds; ``None`` if it was lost.
+
+        Raises:
+            LocksUnavailable: Redis cannot be reached (the lease may still be held).
+        """
+        with _unavailable(self.url, "renew the lease on", lease.key):
+            extended = self._extend(
+                keys=[self.key_for(lease.key)], args=[lease.token, _millis(ttl)]
+            )
+        if extended == 1:
+            return Lease(lease.key, lease.owner, lease.token, now + ttl)
+        return None
+
+    def release(self, lease: Lease) -> None:
+        """Give the lease up; no error if it was already lost.
+
+        Nor if Redis cannot be reached: release runs while a run finishes or
+        unwinds, and failing there would hide the run's outcome. The key then
+        expires on its own within its ttl.
+        """
+        try:
+            self._delete(keys=[self.key_for(lease.key)], args=[lease.token])
+        except RedisError as error:
+            log.warning(
+                "could not release the lease on %s at %s (%s); it expires within its ttl",
+                lease.key,
+                self.url,
+                error,
+            )
+
+    def close(self) -> None:
+        """Close the connections (of a client this object created from a URL)."""
+        if self._owns_client:
+            self.client.close()
+
+
+class AsyncRedisLocks:
+    """:class:`RedisLocks` for asyncio, over ``redis.asyncio``: the same methods, as coroutines.
+
+    >>> import asyncio
+    >>> locks = AsyncRedisLocks("redis://127.0.0.1:6379/0", namespace="shop:lock:")
+    >>> locks.key_for("cart:complete:42")
+    'shop:lock:cart:complete:42'
+    >>> asyncio.run(locks.aclose())
+    """
+
+    def __init__(
+        self,
+        client_or_url: str | redis.asyncio.Redis,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        connect_timeout: float = 1.0,
+        timeout: float = 1.0,
+    ) -> None:
+        if isinstance(client_or_url, str):
+            self.client = redis.asyncio.Redis.from_url(
+                client_or_url,
+                socket_connect_timeout=connect_timeout,
+                socket_timeout=timeout,
+                retry=AsyncRetry(_backoff(), 1, supported_errors=(RedisConnectionError,)),
+            )
+            self.url = _redact(client_or_url)
+            self._owns_client = True
+        else:
+            self.client = client_or_url
+            self.url = _describe(client_or_url.connection_pool.connection_kwargs)
+            self._owns_client = False
+        self.namespace = namespace
+        self._extend = self.client.register_script(_EXTEND)
+        self._delete = self.client.register_script(_DELETE)
+
+    def key_for(self, key: str) -> str:
+        """The Redis key that holds the lease on entity ``key``."""
+        return self.namespace + key
+
+    async def try_acquire(self, key: str, owner: str, ttl: float, now: float) -> Lease | None:
+        """Take the lease on ``key`` for ``ttl`` seconds, or ``None`` if someone holds it."""
+        name, token = self.key_for(key), uuid.uuid4().hex
+        with _unavailable(self.url, "take the lease on", key):
+            if await self.client.set(name, token, nx=True, px=_millis(ttl)):
+                return Lease(key, owner, token, now + ttl)
+            if _text(await self.client.get(name)) == token:
+                return Lease(key, owner, token, now + ttl)
+        return None
+
+    async def renew(self, lease: Lease, ttl: float, now: float) -> Lease | None:
+        """Extend a held lease by ``ttl`` seconds; ``None`` if it was lost."""
+        with _unavailable(self.url, "renew the lease on", lease.key):
+            extended = await self._extend(
+                keys=[self.key_for(lease.key)], args=[lease.token, _millis(ttl)]
+            )
+        if extended == 1:
+            return Lease(lease.key, lease.owner, lease.token, now + ttl)
+        return None
+
+    async def release(self, lease: Lease) -> None:
+        """Give the lease up; no error if it was lost or Redis cannot be reached (it expires)."""
+        try:
+            await self._delete(keys=[self.key_for(lease.key)], args=[lease.token])
+        except RedisError as error:
+            log.warning(
+                "could not release the lease on %s at %s (%s); it expires within its ttl",
+                lease.key,
+                self.url,
+                error,
+            )
+
+    async def aclose(self) -> None:
+        """Close the connections (of a client this object created from a URL)."""
+        if self._owns_client:
+            await self.client.aclose()
+
+
+@contextmanager
+def _unavailable(url: str, action: str, key: str) -> Iterator[None]:
+    try:
+        yield
+    except RedisError as error:
+        raise LocksUnavailable(
+            f"cannot {action} {key!r}: Redis at {url} is unavailable ({error}); check that "
+            "Redis runs there and that the URL is right, or run without RedisLocks (the "
+            "store's own leases still guard every entity)",
+            key=key,
+        ) from error
+
+
+def _backoff() -> ExponentialBackoff:
+    # one quick retry rides out a dropped connection; a timeout is not retried, which
+    # keeps an unanswering Redis to one timeout
+    return ExponentialBackoff(cap=0.05, base=0.01)
+
+
+def _millis(ttl: float) -> int:
+    if ttl <= 0:
+        raise ValueError(f"ttl={ttl!r} must be positive")
+    return max(1, math.ceil(ttl * 1000))
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode()
+    return value if isinstance(value, str) else None
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, fit for an error message or a log line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _describe(kwargs: dict[str, Any]) -> str:
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
+    return f"redis://{host}:{port}/{kwargs.get('db', 0)}"

@@ -10,6 +10,7 @@ are made directly: they are short and the same for both.
 from __future__ import annotations
 
 import builtins
+import inspect
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Generator, Iterable
 from datetime import datetime, timedelta
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import attrs
 
@@ -56,13 +57,13 @@ from statesaga.errors import (
     StateSagaError,
     StepTimeout,
 )
-from statesaga.locks.base import Lease, Locks
+from statesaga.locks.base import AsyncLocks, Lease, Locks
 from statesaga.run import HistoryEntry, Run
 from statesaga.serde import converter, structure
 from statesaga.store.base import HistoryRow, InstanceRow, Store, Write
 from statesaga.store.sql import SqlStore
 
-__all__ = ["RECOVERY_BATCH", "Call", "Pause", "Response", "Runtime"]
+__all__ = ["RECOVERY_BATCH", "Call", "LockOp", "Pause", "Response", "Runtime"]
 
 log = logging.getLogger("statesaga.engine")
 
@@ -89,6 +90,13 @@ class Pause:
 
 
 @attrs.frozen
+class LockOp:
+    """Request to the engine: try to acquire a lease (the call is awaited if it is async)."""
+
+    key: str
+
+
+@attrs.frozen
 class Response:
     """What a call gave: its value, or the exception it raised (``StepTimeout`` if too slow)."""
 
@@ -96,7 +104,7 @@ class Response:
     error: BaseException | None = None
 
 
-Request = Call | Pause
+Request = Call | Pause | LockOp
 Driver: TypeAlias = Generator[Request, Any, Any]
 
 
@@ -135,12 +143,14 @@ class _Discard(Exception):
 class Runtime:
     """The engine's state and its I/O-agnostic operations (see ``Engine``)."""
 
+    _accepts_async_locks = False
+
     def __init__(
         self,
         database: str | Store = "sqlite:///statesaga.db",
         *,
         sagas: Iterable[type | Definition] = (),
-        locks: Locks | None = None,
+        locks: Locks | AsyncLocks | None = None,
         lease_ttl: float = 30.0,
         owner: str | None = None,
         clock: Callable[[], float] = time.time,
@@ -150,6 +160,12 @@ class Runtime:
         # None: the store's own lease on the instance row (claim with expiry, epoch bump)
         # is the only lock, and the unique open-instance index makes a busy key fail fast
         self.locks = locks
+        is_async = locks is not None and inspect.iscoroutinefunction(locks.try_acquire)
+        if is_async and not self._accepts_async_locks:
+            raise StateSagaError(
+                f"{type(locks).__name__} is asynchronous: use it with AsyncEngine, or "
+                "use the synchronous variant (e.g. RedisLocks) with Engine"
+            )
         if lease_ttl <= 0:
             raise ValueError(f"lease_ttl={lease_ttl!r} must be positive")
         self.lease_ttl = lease_ttl
@@ -297,8 +313,8 @@ class Runtime:
             )
             return (yield from self._hold(run, nxt))
         finally:
-            if lease is not None and self.locks is not None:
-                self.locks.release(lease)
+            if lease is not None:
+                self._release_lock(lease)
 
     def _insert(
         self, row: InstanceRow, history_rows: builtins.list[HistoryRow], give_up: float
@@ -327,12 +343,11 @@ class Runtime:
         return self._run_of(row)
 
     def _acquire(self, key: str, wait: float) -> Generator[Request, Any, Lease]:
-        assert self.locks is not None
         give_up = self.clock() + wait
         delay = 0.005
         while True:
             now = self.clock()
-            lease = self.locks.try_acquire(key, self.owner, self.lease_ttl, now)
+            lease: Lease | None = yield LockOp(key)
             if lease is not None:
                 return lease
             if now >= give_up:
@@ -377,8 +392,8 @@ class Runtime:
                 delay = min(delay * 2, 0.25)
                 row = self._get_row(instance_id)
         except BaseException:
-            if lease is not None and self.locks is not None:
-                self.locks.release(lease)
+            if lease is not None:
+                self._release_lock(lease)
             raise
         run = self._active_of(claimed, definition, core)
         run.lease = lease
@@ -409,8 +424,8 @@ class Runtime:
                     raise
             return (yield from self._hold(run, nxt, started=now))
         finally:
-            if run.lease is not None and self.locks is not None:
-                self.locks.release(run.lease)
+            if run.lease is not None:
+                self._release_lock(run.lease)
 
     def _release(self, run: _Active, decision: Any) -> None:
         """Give up the instance row's lease without a transition (nothing to run now)."""
@@ -916,7 +931,7 @@ class Runtime:
                 try:
                     ok = self.store.extend_lease(run.id, run.epoch, now + self.lease_ttl)
                     if run.lease is not None and self.locks is not None:
-                        renewed = self.locks.renew(run.lease, self.lease_ttl, now)
+                        renewed = self._renew_lock(run.lease, now)
                         ok = ok and renewed is not None
                         run.lease = renewed or run.lease
                 except Exception:  # the next transition's compare-and-set has the last word
@@ -926,6 +941,21 @@ class Runtime:
                 if not ok and not run.lost:
                     run.lost = True
                     log.warning("lost the lease of %s", run.id, extra=_log_extra(run))
+
+    # -- entity locks: overridden by the async engine for async locks ------------------------
+
+    # the sync engine only ever holds synchronous ``Locks`` (checked on construction)
+
+    def _try_acquire(self, key: str) -> Lease | None:
+        locks = cast(Locks, self.locks)
+        return locks.try_acquire(key, self.owner, self.lease_ttl, self.clock())
+
+    def _renew_lock(self, lease: Lease, now: float) -> Lease | None:
+        return cast(Locks, self.locks).renew(lease, self.lease_ttl, now)
+
+    def _release_lock(self, lease: Lease) -> None:
+        if self.locks is not None:
+            cast(Locks, self.locks).release(lease)
 
     def close(self) -> None:
         """Stop the lease keeper and close the store."""
@@ -951,9 +981,7 @@ class Runtime:
         run = self._active_of(row, definition, core)
         now = self.clock()
         if self.locks is not None:
-            lease = self.locks.try_acquire(
-                row.entity_key or f"instance:{row.id}", self.owner, self.lease_ttl, now
-            )
+            lease = yield LockOp(row.entity_key or f"instance:{row.id}")
             if lease is None:
                 self._release(run, core.decide(run.snapshot, now).decision)
                 raise EntityBusy(f"{row.entity_key} is busy; left for later", key=row.entity_key)
@@ -961,8 +989,8 @@ class Runtime:
         try:
             return (yield from self._hold(run, core.decide(run.snapshot, now), started=now))
         finally:
-            if run.lease is not None and self.locks is not None:
-                self.locks.release(run.lease)
+            if run.lease is not None:
+                self._release_lock(run.lease)
 
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode

@@ -34,12 +34,13 @@ import builtins
 import inspect
 import time
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from statesaga._runtime import (
     RECOVERY_BATCH,
     Call,
     Driver,
+    LockOp,
     Pause,
     Response,
     Runtime,
@@ -48,6 +49,7 @@ from statesaga._runtime import (
 )
 from statesaga.core import CancelRequested, RetryRequested
 from statesaga.errors import ConcurrencyError, SagaNotRegistered, StepTimeout
+from statesaga.locks.base import Lease
 from statesaga.run import Run
 
 __all__ = ["AsyncEngine"]
@@ -55,6 +57,39 @@ __all__ = ["AsyncEngine"]
 
 class AsyncEngine(Runtime):
     """The asyncio engine; takes the same arguments as :class:`~statesaga.Engine`."""
+
+    _accepts_async_locks = True
+    _loop: asyncio.AbstractEventLoop | None = None
+    _pending_releases: set[asyncio.Task[None]]
+
+    async def _try_acquire_async(self, key: str) -> Lease | None:
+        locks: Any = self.locks  # Locks, or AsyncRedisLocks and the like
+        self._loop = asyncio.get_running_loop()
+        result = locks.try_acquire(key, self.owner, self.lease_ttl, self.clock())
+        if inspect.isawaitable(result):
+            result = await result
+        return cast("Lease | None", result)
+
+    def _renew_lock(self, lease: Lease, now: float) -> Lease | None:
+        # called from the lease keeper's thread: hand an async renewal to the loop
+        locks: Any = self.locks
+        result = locks.renew(lease, self.lease_ttl, now)
+        if inspect.isawaitable(result):
+            assert self._loop is not None
+            future = asyncio.run_coroutine_threadsafe(_awaited(result), self._loop)
+            result = future.result(timeout=self.lease_ttl / 3)
+        return cast("Lease | None", result)
+
+    def _release_lock(self, lease: Lease) -> None:
+        locks: Any = self.locks
+        result = locks.release(lease)
+        if inspect.isawaitable(result):
+            # released on the loop right after the operation returns
+            if not hasattr(self, "_pending_releases"):
+                self._pending_releases = set()
+            task = asyncio.ensure_future(_awaited(result))
+            self._pending_releases.add(task)
+            task.add_done_callback(self._pending_releases.discard)
 
     async def __aenter__(self) -> AsyncEngine:
         return self
@@ -68,10 +103,16 @@ class AsyncEngine(Runtime):
             while True:
                 if isinstance(request, Pause):
                     await asyncio.sleep(request.seconds)
-                    response: Response | None = None
+                    request = driver.send(None)
+                elif isinstance(request, LockOp):
+                    try:
+                        lease = await self._try_acquire_async(request.key)
+                    except Exception as error:  # e.g. LocksUnavailable: unwind the operation
+                        request = driver.throw(error)
+                    else:
+                        request = driver.send(lease)
                 else:
-                    response = await _call(request)
-                request = driver.send(response)
+                    request = driver.send(await _call(request))
         except StopIteration as stop:
             return stop.value
 
@@ -168,6 +209,10 @@ async def _call(request: Call) -> Response:
     except Exception as error:
         return Response(error=error)
     return Response(value)
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
 
 def _timeout(request: Call) -> StepTimeout:

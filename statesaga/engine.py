@@ -34,6 +34,7 @@ from statesaga._runtime import (
     RECOVERY_BATCH,
     Call,
     Driver,
+    LockOp,
     Pause,
     Response,
     Runtime,
@@ -84,10 +85,16 @@ class Engine(Runtime):
             while True:
                 if isinstance(request, Pause):
                     time.sleep(request.seconds)
-                    response: Response | None = None
+                    request = driver.send(None)
+                elif isinstance(request, LockOp):
+                    try:
+                        lease = self._try_acquire(request.key)
+                    except Exception as error:  # e.g. LocksUnavailable: unwind the operation
+                        request = driver.throw(error)
+                    else:
+                        request = driver.send(lease)
                 else:
-                    response = _call(request)
-                request = driver.send(response)
+                    request = driver.send(_call(request))
         except StopIteration as stop:
             return stop.value
 

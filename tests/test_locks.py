@@ -527,3 +527,50 @@ def test_an_engine_with_advisory_locks_completes_a_run_and_turns_a_concurrent_st
         go_on.set()
         locks.close()
         other_locks.close()
+
+
+def test_an_async_engine_takes_async_redis_locks_and_releases_them(
+    redis_url: str, tmp_path: Path
+) -> None:
+    import redis
+
+    from statesaga import AsyncEngine
+    from statesaga.locks import AsyncRedisLocks
+
+    space = namespace()
+    raw = redis.Redis.from_url(redis_url)
+    database = f"sqlite:///{tmp_path / 'sagas.db'}"
+    seen: list[bytes | None] = []
+    journal.hooks["reserve"] = lambda _ctx: seen.append(raw.get(f"{space}order:a-1"))
+
+    async def main() -> None:
+        locks = AsyncRedisLocks(redis_url, namespace=space)
+        try:
+            async with AsyncEngine(database, locks=locks) as engine:
+                run = await engine.start(Linear, Order("a-1"), key="order:a-1")
+                assert run.status is Status.COMPLETED
+                await asyncio.sleep(0.05)  # the release is handed to the loop
+                assert raw.exists(f"{space}order:a-1") == 0
+                blocker = await locks.try_acquire("order:a-2", "someone", 30, 0)
+                assert blocker is not None
+                with pytest.raises(EntityBusy, match="order:a-2 is busy"):
+                    await engine.start(Linear, Order("a-2"), key="order:a-2")
+                await locks.release(blocker)
+        finally:
+            await locks.aclose()
+
+    try:
+        asyncio.run(main())
+        assert seen[0] is not None  # the lease was in Redis while the step ran
+    finally:
+        _forget_namespace(raw, space)
+        raw.close()
+
+
+def test_the_sync_engine_refuses_async_locks(redis_url: str, tmp_path: Path) -> None:
+    from statesaga.locks import AsyncRedisLocks
+
+    locks = AsyncRedisLocks(redis_url, namespace=namespace())
+    with pytest.raises(StateSagaError, match="use it with AsyncEngine"):
+        Engine(f"sqlite:///{tmp_path / 'sagas.db'}", locks=locks)
+    asyncio.run(locks.aclose())

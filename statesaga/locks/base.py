@@ -12,7 +12,7 @@ from typing import Protocol
 
 import attrs
 
-__all__ = ["Lease", "Locks"]
+__all__ = ["AsyncLocks", "Lease", "Locks"]
 
 
 @attrs.frozen
@@ -35,4 +35,17 @@ class Locks(Protocol):
         """Extend a held lease; ``None`` if it was lost (expired and taken, or deleted)."""
 
     def release(self, lease: Lease) -> None:
+        """Give the lease up (no error if it was already lost)."""
+
+
+class AsyncLocks(Protocol):
+    """The asynchronous shape of :class:`Locks` (``AsyncRedisLocks``), for ``AsyncEngine``."""
+
+    async def try_acquire(self, key: str, owner: str, ttl: float, now: float) -> Lease | None:
+        """Take the lease on ``key`` for ``ttl`` seconds, or ``None`` if someone holds it."""
+
+    async def renew(self, lease: Lease, ttl: float, now: float) -> Lease | None:
+        """Extend a held lease; ``None`` if it was lost."""
+
+    async def release(self, lease: Lease) -> None:
         """Give the lease up (no error if it was already lost)."""

@@ -947,15 +947,15 @@ class Runtime:
     # the sync engine only ever holds synchronous ``Locks`` (checked on construction)
 
     def _try_acquire(self, key: str) -> Lease | None:
-        locks = cast(Locks, self.locks)
+        locks = cast("Locks", self.locks)
         return locks.try_acquire(key, self.owner, self.lease_ttl, self.clock())
 
     def _renew_lock(self, lease: Lease, now: float) -> Lease | None:
-        return cast(Locks, self.locks).renew(lease, self.lease_ttl, now)
+        return cast("Locks", self.locks).renew(lease, self.lease_ttl, now)
 
     def _release_lock(self, lease: Lease) -> None:
         if self.locks is not None:
-            cast(Locks, self.locks).release(lease)
+            cast("Locks", self.locks).release(lease)
 
     def close(self) -> None:
         """Stop the lease keeper and close the store."""

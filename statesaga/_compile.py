@@ -39,6 +39,8 @@ def compile_saga(cls: type, input_type: Any, context_type: Any) -> Definition:
 
 
 class _Compiler:
+    final_states: frozenset[str] | None = None
+
     def __init__(self, cls: type, name: str, input_type: Any, context_type: Any) -> None:
         self.cls = cls
         self.saga = name
@@ -73,6 +75,7 @@ class _Compiler:
         self.check_final_states(states, transitions)
         self.check_waiting_states(states, transitions)
         self.check_reachability(states, graph, initial)
+        self.final_states = frozenset(name for name, state in states.items() if state.final)
         self.check_pivots(transitions, graph, initial)
         self.check_types(transitions)
         output = _static(namespace.get("output"))
@@ -357,8 +360,11 @@ class _Compiler:
                     "only goes forward; remove undo=... or move the pivot later",
                     transition=t.name,
                 )
+            # a step into a final state completes the saga when it succeeds: nothing after
+            # it can fail, so its compensation could never run and it needs none
+            into_final = self.final_states is not None and t.target in self.final_states
             needs_marker = t.source in before and not (
-                step.compensation or step.pivot or step.read_only
+                step.compensation or step.pivot or step.read_only or into_final
             )
             if needs_marker:
                 raise self.fail(

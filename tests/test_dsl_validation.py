@@ -1083,3 +1083,16 @@ def test_importing_statesaga_loads_no_optional_dependency() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "", f"import statesaga loaded {result.stdout.strip()}"
+
+
+def test_a_step_into_a_final_state_needs_no_compensation() -> None:
+    class Ship(Saga[CartInput, CartData]):
+        name = "ship"
+        new = State(initial=True)
+        packed = State()
+        shipped = State(final=True)
+
+        pack = new.to(packed).run(reserve_inventory, undo=release_inventory)
+        ship = packed.to(shipped).run(ship_order)  # its success ends the saga: nothing to undo
+
+    assert Ship.definition.transitions["ship"].step is not None

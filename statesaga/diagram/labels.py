@@ -1,0 +1,117 @@
+"""The words on a diagram, shared by every renderer.
+
+Each node and edge becomes a few :class:`Line` s tagged with a :class:`Role`,
+so a renderer can set a step name in bold, a guard in italics or a note in
+colour, while the wording stays the same in DOT and in Mermaid.
+
+>>> from statesaga.diagram.model import Edge, EdgeKind
+>>> undo = Edge("reserve.undo", EdgeKind.COMPENSATION, "reserved", "validated",
+...             step="release_inventory", undoes="reserve_inventory")
+>>> [line.text for line in edge_lines(undo)]
+['undo release_inventory']
+>>> duration(45), duration(90), duration(7200), duration(0.25)
+('45 s', '1.5 min', '2 h', '0.25 s')
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple
+
+from statesaga.diagram.model import FAILED, Change, Edge, EdgeKind, Node, NodeKind, Outcome
+
+__all__ = ["Line", "Role", "change_lines", "duration", "edge_lines", "node_lines", "short_type"]
+
+
+class Role(enum.StrEnum):
+    """What a line of a label says, for a renderer to style."""
+
+    NAME = "name"
+    GUARD = "guard"
+    TRIGGER = "trigger"
+    PIVOT = "pivot"
+    STEP = "step"
+    MARK = "mark"
+    NOTE = "note"
+
+
+class Line(NamedTuple):
+    """One line of a label."""
+
+    role: Role
+    text: str
+
+
+def duration(seconds: float) -> str:
+    """A duration as a person would write it on a whiteboard."""
+    for unit, size in (("h", 3600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{_number(seconds / size)} {unit}"
+    return f"{_number(seconds)} s"
+
+
+def _number(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def short_type(name: str) -> str:
+    """``package.module.PaymentDeclined`` -> ``PaymentDeclined``."""
+    return name.rsplit(".", 1)[-1]
+
+
+def node_lines(node: Node) -> list[Line]:
+    """The label of a node: its name, then what it waits for and how long."""
+    lines = [Line(Role.NAME, node.label)]
+    if node.kind is NodeKind.OUTCOME:
+        if node.outcome is Outcome.COMPENSATED:
+            lines.append(Line(Role.MARK, "every done step undone"))
+        else:
+            lines.append(Line(Role.MARK, "an undo kept failing"))
+    if node.events:
+        lines.append(Line(Role.TRIGGER, "waits for " + ", ".join(node.events)))
+    if node.timeout is not None:
+        lines.append(Line(Role.MARK, f"timeout {duration(node.timeout)}"))
+    lines += [Line(Role.NOTE, note) for note in node.notes]
+    return lines
+
+
+def edge_lines(edge: Edge) -> list[Line]:
+    """The label of an edge: its guard or trigger, the step it runs and its marks."""
+    lines: list[Line] = []
+    if edge.guard is not None:
+        lines.append(Line(Role.GUARD, f"[{edge.guard}]"))
+    elif edge.fallback:
+        lines.append(Line(Role.GUARD, "[else]"))
+    if edge.kind is EdgeKind.EVENT:
+        lines.append(Line(Role.TRIGGER, f"on {edge.event}"))
+    elif edge.kind is EdgeKind.TIMEOUT and edge.timeout is not None:
+        when = "after" if edge.transition is not None else "no event in"
+        lines.append(Line(Role.TRIGGER, f"{when} {duration(edge.timeout)}"))
+    elif edge.kind is EdgeKind.OUTCOME and edge.target == FAILED:
+        lines.append(Line(Role.TRIGGER, "retries run out"))
+    if edge.pivot:
+        lines.append(Line(Role.PIVOT, "PIVOT"))
+    if edge.kind is EdgeKind.COMPENSATION:
+        lines.append(Line(Role.STEP, f"undo {edge.step}"))
+        if edge.undo_on_failure:
+            lines.append(Line(Role.MARK, f"also if {edge.undoes} fails"))
+        if edge.never_runs:
+            lines.append(Line(Role.MARK, "never runs (no step after it)"))
+    elif edge.step is not None:
+        lines.append(Line(Role.STEP, edge.step))
+        marks = [
+            m
+            for m, on in (("read-only", edge.read_only), ("transactional", edge.transactional))
+            if on
+        ]
+        if marks:
+            lines.append(Line(Role.MARK, ", ".join(marks)))
+    lines += [Line(Role.NOTE, note) for note in edge.notes]
+    return lines
+
+
+def change_lines(item: Node | Edge) -> list[Line]:
+    """``added`` or ``removed`` for a diff's new or dropped node or edge (changes carry notes)."""
+    if item.change in (Change.ADDED, Change.REMOVED):
+        return [Line(Role.NOTE, item.change.value)]
+    return []

@@ -39,8 +39,6 @@ def compile_saga(cls: type, input_type: Any, context_type: Any) -> Definition:
 
 
 class _Compiler:
-    final_states: frozenset[str] | None = None
-
     def __init__(self, cls: type, name: str, input_type: Any, context_type: Any) -> None:
         self.cls = cls
         self.saga = name
@@ -75,8 +73,7 @@ class _Compiler:
         self.check_final_states(states, transitions)
         self.check_waiting_states(states, transitions)
         self.check_reachability(states, graph, initial)
-        self.final_states = frozenset(name for name, state in states.items() if state.final)
-        self.check_pivots(transitions, graph, initial)
+        self.check_pivots(states, transitions, graph, initial)
         self.check_types(transitions)
         output = _static(namespace.get("output"))
         initial_context = _static(namespace.get("initial_context"))
@@ -337,7 +334,11 @@ class _Compiler:
                 )
 
     def check_pivots(
-        self, transitions: dict[str, TransitionDef], graph: Graph, initial: str
+        self,
+        states: dict[str, StateDef],
+        transitions: dict[str, TransitionDef],
+        graph: Graph,
+        initial: str,
     ) -> None:
         pivots = frozenset(
             t.name for t in transitions.values() if t.step is not None and t.step.pivot
@@ -362,7 +363,7 @@ class _Compiler:
                 )
             # a step into a final state completes the saga when it succeeds: nothing after
             # it can fail, so its compensation could never run and it needs none
-            into_final = self.final_states is not None and t.target in self.final_states
+            into_final = states[t.target].final
             needs_marker = t.source in before and not (
                 step.compensation or step.pivot or step.read_only or into_final
             )

@@ -18,7 +18,7 @@ import json
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import sqlalchemy as sa
@@ -134,10 +134,10 @@ class SqlStore:
             self._begin(cursor)
             cursor.execute(self._insert_instance_sql, values)
             cursor.executemany(self._insert_history_sql, [_history_values(h) for h in history_rows])
+            self._commit(raw, cursor)
         except Exception as error:
-            self._rollback(raw, cursor)
+            self._abort(raw, cursor, error)
             raise self._translate_insert(error, row) from error
-        self._commit(raw, cursor)
 
     def transition(
         self,
@@ -171,11 +171,18 @@ class SqlStore:
         )
         rows = [_history_values(h) for h in history_rows]
         if connection is not None:
-            cursor = connection.connection.dbapi_connection.cursor()
-            cursor.execute(self._update_sql, params)
-            if cursor.rowcount != 1:
-                raise _fenced(instance_id, version, epoch)
-            cursor.executemany(self._insert_history_sql, rows)
+            dbapi_connection = connection.connection.dbapi_connection
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(self._update_sql, params)
+                if cursor.rowcount != 1:
+                    raise _fenced(instance_id, version, epoch)
+                cursor.executemany(self._insert_history_sql, rows)
+            except self.engine.dialect.loaded_dbapi.Error as error:
+                if not self.engine.dialect.is_disconnect(error, dbapi_connection, None):
+                    raise
+                connection.invalidate()
+                raise _connection_lost(error) from error
             return
         raw = self._raw()
         cursor = raw.cursor()
@@ -185,10 +192,10 @@ class SqlStore:
             if cursor.rowcount != 1:
                 raise _fenced(instance_id, version, epoch)
             cursor.executemany(self._insert_history_sql, rows)
-        except BaseException:
-            self._rollback(raw, cursor)
+            self._commit(raw, cursor)
+        except BaseException as error:
+            self._abort(raw, cursor, error)
             raise
-        self._commit(raw, cursor)
 
     def _begin(self, cursor: Any) -> None:
         if self._begin_sql is not None:
@@ -200,6 +207,27 @@ class SqlStore:
         else:
             raw.commit()
         cursor.close()
+
+    def _abort(self, raw: Any, cursor: Any, error: BaseException) -> None:
+        """Roll back after ``error``; if it cost this thread its connection, say so.
+
+        A lost connection (the server restarted, failed over, or terminated the
+        backend) is dropped, so that this thread's next call opens a new one,
+        and ``error`` becomes a ``StoreError``. Whatever was not committed is
+        not in the database: the run resumes from its last persisted
+        transition when its lease expires.
+        """
+        dialect = self.engine.dialect
+        if isinstance(error, dialect.loaded_dbapi.Error) and dialect.is_disconnect(
+            error, raw, None
+        ):
+            with self._connections_lock:
+                if self._connections.get(threading.get_ident()) is raw:
+                    del self._connections[threading.get_ident()]
+            with suppress(Exception):
+                raw.close()
+            raise _connection_lost(error) from error
+        self._rollback(raw, cursor)
 
     def _rollback(self, raw: Any, cursor: Any) -> None:
         try:
@@ -233,8 +261,13 @@ class SqlStore:
     @contextmanager
     def transaction(self) -> Iterator[sa.Connection]:
         """A SQLAlchemy connection inside a transaction (``BEGIN IMMEDIATE`` on SQLite)."""
-        with self.engine.connect() as connection, connection.begin():
-            yield connection
+        try:
+            with self.engine.connect() as connection, connection.begin():
+                yield connection
+        except sa.exc.DBAPIError as error:  # its COMMIT failed
+            if not error.connection_invalidated:
+                raise
+            raise _connection_lost(error.orig) from error
 
     # -- claims and leases (SQLAlchemy Core) ----------------------------------------------
 
@@ -442,10 +475,10 @@ class SqlStore:
             self._begin(cursor)
             cursor.execute(sql, params)
             count = int(cursor.rowcount)
-        except BaseException:
-            self._rollback(raw, cursor)
+            self._commit(raw, cursor)
+        except BaseException as error:
+            self._abort(raw, cursor, error)
             raise
-        self._commit(raw, cursor)
         return count
 
     def close(self) -> None:
@@ -543,6 +576,14 @@ def _history_values(row: HistoryRow) -> tuple[Any, ...]:
 
 def _instance(row: sa.Row[Any]) -> InstanceRow:
     return InstanceRow(**row._asdict())
+
+
+def _connection_lost(error: BaseException | None) -> StoreError:
+    return StoreError(
+        f"lost the database connection in the middle of a transaction ({error}); it was "
+        "not committed, or not confirmed: the run resumes from its last persisted "
+        "transition once its lease expires (Engine.recover or `statesaga worker`)"
+    )
 
 
 def _fenced(instance_id: str, version: int, epoch: int | None) -> FencedOut:

@@ -36,6 +36,7 @@ from statesaga.errors import (
     NotFound,
     RetryNotAllowed,
     SagaNotRegistered,
+    SettingsError,
     StateSagaError,
     StepTimeout,
     StoreError,
@@ -90,6 +91,7 @@ __all__ = [
     "LeaseLost",
     "StoreError",
     "LocksUnavailable",
+    "SettingsError",
     "StepTimeout",
     "NonRetryableError",
 ]

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Generator, Iterable
 from datetime import datetime, timedelta
-from typing import Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import attrs
 
@@ -62,6 +62,12 @@ from statesaga.run import HistoryEntry, Run
 from statesaga.serde import converter, structure
 from statesaga.store.base import HistoryRow, InstanceRow, Store, Write
 from statesaga.store.sql import SqlStore
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from statesaga.observability import Observer
+    from statesaga.settings import Settings
 
 __all__ = ["RECOVERY_BATCH", "Call", "LockOp", "Pause", "Response", "Runtime"]
 
@@ -155,6 +161,8 @@ class Runtime:
         owner: str | None = None,
         clock: Callable[[], float] = time.time,
         max_inline_sleep: float = 5.0,
+        default_deadline: float | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.store: Store = SqlStore(database) if isinstance(database, str) else database
         # None: the store's own lease on the instance row (claim with expiry, epoch bump)
@@ -172,6 +180,9 @@ class Runtime:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.clock = clock
         self.max_inline_sleep = max_inline_sleep
+        self.default_deadline = default_deadline
+        # None (the default) skips every hook call: nothing to pay on the hot path
+        self.observer = observer
         self._definitions: dict[tuple[str, int], tuple[Definition, Interpreter]] = {}
         self._latest: dict[str, int] = {}
         self._active: dict[str, _Active] = {}
@@ -179,6 +190,33 @@ class Runtime:
         self._keeper: threading.Thread | None = None
         self._stopping = threading.Event()
         self.register(*sagas)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings | None = None,
+        *,
+        sagas: Iterable[type | Definition] = (),
+        observer: Observer | None = None,
+        **overrides: Any,
+    ) -> Self:
+        """An engine configured by :class:`~statesaga.settings.Settings`.
+
+        ``settings`` defaults to ``Settings.load()`` (environment, TOML); setting
+        names given as ``overrides`` (``database_url=...``) win. The store is
+        opened on ``database_url`` (in ``schema``), with Redis entity locks when
+        ``redis_url`` is set, leases of ``lease_duration`` and ``default_deadline``.
+        """
+        from statesaga.settings import Settings
+
+        settings = Settings.load(**overrides) if settings is None else settings.replace(**overrides)
+        arguments = settings.engine_arguments()
+        if settings.redis_url is not None:
+            from statesaga.locks import redis as redis_locks
+
+            kind = redis_locks.AsyncRedisLocks if cls._accepts_async_locks else None
+            arguments["locks"] = (kind or redis_locks.RedisLocks)(settings.redis_url)
+        return cls(**arguments, sagas=sagas, observer=observer)
 
     # -- registry ----------------------------------------------------------------------
 
@@ -311,6 +349,13 @@ class Runtime:
                 instance_id,
                 extra=_log_extra(run),
             )
+            if self.observer is not None:
+                self._notify(
+                    self.observer.run_started,
+                    saga=definition.name,
+                    instance_id=instance_id,
+                    correlation_id=correlation_id,
+                )
             return (yield from self._hold(run, nxt))
         finally:
             if lease is not None:
@@ -343,14 +388,26 @@ class Runtime:
         return self._run_of(row)
 
     def _acquire(self, key: str, wait: float) -> Generator[Request, Any, Lease]:
-        give_up = self.clock() + wait
+        began = self.clock()
+        give_up = began + wait
         delay = 0.005
         while True:
             now = self.clock()
             lease: Lease | None = yield LockOp(key)
             if lease is not None:
+                if self.observer is not None:
+                    self._notify(
+                        self.observer.lock_waited,
+                        key=key,
+                        seconds=self.clock() - began,
+                        acquired=True,
+                    )
                 return lease
             if now >= give_up:
+                if self.observer is not None:
+                    self._notify(
+                        self.observer.lock_waited, key=key, seconds=now - began, acquired=False
+                    )
                 raise EntityBusy(
                     f"{key} is busy: another run holds it; retry later, or pass wait=seconds "
                     "to wait for it",
@@ -468,7 +525,9 @@ class Runtime:
                     break
                 if delay > 0:
                     yield Pause(delay)
-                now = self.clock()
+                # the delay has been slept: decide as of its end even if the clock (a test's
+                # fake one) has not moved, so that a retry is never put off for ever
+                now = max(self.clock(), decision.until)
                 nxt = run.core.decide(run.snapshot, now)
                 self._persist(run, nxt, now)
             else:
@@ -509,6 +568,10 @@ class Runtime:
                             raise _Discard(outcome)
                         nxt = run.core.next(run.snapshot, outcome, self.clock())
                         self._persist(run, nxt, started, connection=connection)
+                    if isinstance(nxt.decision, Finish):
+                        self._finished(run, run.updated_at)
+                    if self.observer is not None:
+                        self._observe(run, t.name, decision.attempt, started, None, undo=False)
                     return nxt
                 except _Discard as discard:
                     outcome = discard.outcome
@@ -528,6 +591,9 @@ class Runtime:
             )
         nxt = run.core.next(run.snapshot, outcome, self.clock())
         self._persist(run, nxt, started)
+        if self.observer is not None:
+            error = outcome.error if isinstance(outcome, StepFailed) else None
+            self._observe(run, t.name, decision.attempt, started, error, undo=False)
         return nxt
 
     def _step_outcome(self, run: _Active, t: TransitionDef, response: Response) -> Outcome:
@@ -569,6 +635,14 @@ class Runtime:
             value = response.value
             returned = value if isinstance(value, run.definition.context_type) else None
             outcome: Outcome = CompensationSucceeded(returned)
+            log.info(
+                "compensated %s of %s %s (attempt %d)",
+                ctx.step,
+                run.definition.name,
+                run.id,
+                decision.attempt,
+                extra=_log_extra(run, ctx.step),
+            )
         else:
             retryable = t.step.compensation_retry.is_retryable(response.error)
             outcome = CompensationFailed(_error_info(response.error, retryable))
@@ -579,10 +653,13 @@ class Runtime:
                 run.id,
                 decision.attempt,
                 response.error,
-                extra=_log_extra(run, t.name),
+                extra=_log_extra(run, ctx.step),
             )
         nxt = run.core.next(run.snapshot, outcome, self.clock())
         self._persist(run, nxt, started)
+        if self.observer is not None:
+            error = outcome.error if isinstance(outcome, CompensationFailed) else None
+            self._observe(run, ctx.step, decision.attempt, started, error, undo=True)
         return nxt
 
     def _choose(self, run: _Active, decision: ChooseBranch) -> Generator[Request, Any, Next]:
@@ -626,6 +703,86 @@ class Runtime:
         run.renewed_at = run.updated_at = now
         if nxt.snapshot.status is not Status.COMPLETED:
             run.output = None
+        if log.isEnabledFor(logging.DEBUG):
+            for record in nxt.records:
+                log.debug(
+                    "%s %s %s: %s -> %s",
+                    run.definition.name,
+                    run.id,
+                    record.kind.value,
+                    record.from_state,
+                    record.to_state,
+                    extra=_log_extra(run, record.transition),
+                )
+        if connection is None and isinstance(nxt.decision, Finish):
+            self._finished(run, now)  # a step's own transaction reports once it commits
+
+    def _finished(self, run: _Active, now: float) -> None:
+        """Log (and report) a run that just reached a terminal status."""
+        snapshot = run.snapshot
+        error = snapshot.error
+        if snapshot.status is Status.COMPLETED:
+            log.info("completed %s %s", run.definition.name, run.id, extra=_log_extra(run))
+        elif snapshot.status is Status.COMPENSATED:
+            log.info(
+                "compensated %s %s after %s",
+                run.definition.name,
+                run.id,
+                "an error" if error is None else f"{error.type}: {error.message}",
+                extra=_log_extra(run, None if error is None else error.step),
+            )
+        else:
+            log.error(
+                "%s %s failed: %s; fix the cause, then `statesaga retry %s`",
+                run.definition.name,
+                run.id,
+                "unknown error" if error is None else f"{error.type}: {error.message}",
+                run.id,
+                extra=_log_extra(run, None if error is None else error.step),
+            )
+        if self.observer is not None:
+            self._notify(
+                self.observer.run_finished,
+                saga=run.definition.name,
+                instance_id=run.id,
+                correlation_id=run.correlation_id,
+                status=snapshot.status,
+                error=error,
+                started=run.created_at,
+                finished=now,
+            )
+
+    def _observe(
+        self,
+        run: _Active,
+        step: str,
+        attempt: int,
+        started: float,
+        error: ErrorInfo | None,
+        *,
+        undo: bool,
+    ) -> None:
+        assert self.observer is not None
+        hook = self.observer.compensation_finished if undo else self.observer.step_finished
+        self._notify(
+            hook,
+            saga=run.definition.name,
+            instance_id=run.id,
+            correlation_id=run.correlation_id,
+            step=step,
+            attempt=attempt,
+            started=started,
+            finished=run.updated_at,
+            error=error,
+        )
+
+    @staticmethod
+    def _notify(hook: Callable[..., None], **details: Any) -> None:
+        """Call an observer hook; its failure must not fail the run it reports."""
+        try:
+            hook(**details)
+        except Exception:
+            log.exception("observer %s failed", getattr(hook, "__qualname__", hook))
 
     def _lease_fields(
         self, decision: Any, now: float
@@ -892,7 +1049,8 @@ class Runtime:
         self, definition: Definition, deadline: float | timedelta | datetime | None, now: float
     ) -> float | None:
         if deadline is None:
-            return None if definition.deadline is None else now + definition.deadline
+            default = definition.deadline or self.default_deadline
+            return None if default is None else now + default
         if isinstance(deadline, datetime):
             return deadline.timestamp()
         seconds = deadline.total_seconds() if isinstance(deadline, timedelta) else float(deadline)
@@ -935,7 +1093,7 @@ class Runtime:
                         ok = ok and renewed is not None
                         run.lease = renewed or run.lease
                 except Exception:  # the next transition's compare-and-set has the last word
-                    log.exception("renewing the lease of %s failed", run.id)
+                    log.exception("renewing the lease of %s failed", run.id, extra=_log_extra(run))
                     continue
                 run.renewed_at = now
                 if not ok and not run.lost:

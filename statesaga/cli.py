@@ -1,8 +1,8 @@
 """The ``statesaga`` command: check, run, inspect and recover sagas.
 
-Every command works on ``sqlite:///statesaga.db`` unless ``--db`` or
-``STATESAGA_DATABASE_URL`` says otherwise; tables are for people, ``--json``
-is for scripts.
+Every command works on the store the settings name (``sqlite:///statesaga.db``
+unless ``--db``, ``STATESAGA_DATABASE_URL`` or a TOML file says otherwise; see
+``statesaga config``); tables are for people, ``--json`` is for scripts.
 """
 
 from __future__ import annotations
@@ -58,12 +58,11 @@ _consoles = _Consoles()
 F = TypeVar("F", bound=Callable[..., Any])
 
 DbOption = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--db",
-        envvar="STATESAGA_DATABASE_URL",
-        help="SQLAlchemy URL of the store.",
-        show_default=True,
+        help="SQLAlchemy URL of the store (default: the database_url setting).",
+        show_default=False,
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -118,10 +117,11 @@ def load_sagas(reference: str) -> list[Definition]:
     return found
 
 
-def _engine(db: str, sagas: list[str] | None = None) -> Any:
+def _engine(db: str | None, sagas: list[str] | None = None) -> Any:
+    """An engine from the settings (environment, TOML), ``--db`` winning over them."""
     from statesaga.engine import Engine
 
-    engine = Engine(db)
+    engine = Engine.from_settings(database_url=db)
     for reference in sagas or ():
         for item in reference.split(","):
             if item.strip():
@@ -261,7 +261,7 @@ def start(
     ] = None,
     correlation_id: Annotated[str | None, typer.Option(help="Carried on every record.")] = None,
     deadline: Annotated[float | None, typer.Option(help="Run deadline in seconds.")] = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Start a run and drive it until it waits or ends."""
@@ -289,7 +289,7 @@ def send(
     key: Annotated[str | None, typer.Option(help="The run's entity key (with --saga).")] = None,
     payload: Annotated[str | None, typer.Option(help="Payload as JSON, or @file.json.")] = None,
     saga: SagaOption = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Send an event to a waiting run and drive it on."""
@@ -317,7 +317,7 @@ def send(
 def show(
     instance_id: Annotated[str, typer.Argument(help="The run's id.")],
     saga: SagaOption = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show a run: its status, error, context and history."""
@@ -358,15 +358,38 @@ def list_runs(
     status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
     saga_name: Annotated[str | None, typer.Option("--saga-name", help="Only this saga.")] = None,
     key: Annotated[str | None, typer.Option(help="Only runs on this entity key.")] = None,
+    correlation_id: Annotated[
+        str | None, typer.Option(help="Only runs with this correlation id.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only runs started at or after this (ISO time, or an age: 2h, 7d)."),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Only runs started before this (ISO time, or an age).")
+    ] = None,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List runs, newest first."""
+    from statesaga.core import Status
+    from statesaga.inspection import list_instances, parse_time
+
     with _errors():
         engine = _engine(db)
         try:
-            runs = engine.list(saga=saga_name, status=status, key=key, limit=limit)
+            rows = list_instances(
+                engine.store,
+                saga=saga_name,
+                status=None if status is None else Status(status).value,
+                entity_key=key,
+                correlation_id=correlation_id,
+                since=None if since is None else parse_time(since),
+                until=None if until is None else parse_time(until),
+                limit=limit,
+            )
+            runs = [engine._run_of(row) for row in rows]
         except ValueError:
             raise StateSagaError(
                 f"--status {status!r} is not a status; use running, waiting, compensating, "
@@ -392,7 +415,9 @@ def list_runs(
     _consoles.out.print(table)
 
 
-def _act(name: str, instance_id: str, saga: list[str] | None, db: str, as_json: bool) -> None:
+def _act(
+    name: str, instance_id: str, saga: list[str] | None, db: str | None, as_json: bool
+) -> None:
     with _errors():
         engine = _engine(db, saga)
         try:
@@ -406,7 +431,7 @@ def _act(name: str, instance_id: str, saga: list[str] | None, db: str, as_json: 
 def cancel(
     instance_id: Annotated[str, typer.Argument(help="The run's id.")],
     saga: SagaOption = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Cancel a run before its pivot; it compensates what it did."""
@@ -417,7 +442,7 @@ def cancel(
 def retry(
     instance_id: Annotated[str, typer.Argument(help="The run's id.")],
     saga: SagaOption = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Try a failed run again (its compensation, or its step past the pivot)."""
@@ -428,7 +453,7 @@ def retry(
 def recover(
     saga: SagaOption = None,
     limit: Annotated[int, typer.Option(help="At most this many runs.")] = 1000,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Resume every run that needs it: crashed holders, due retries, timeouts, deadlines."""
@@ -455,24 +480,37 @@ def recover(
 @app.command()
 def worker(
     saga: SagaOption = None,
-    concurrency: Annotated[int, typer.Option(help="Threads driving runs at once.")] = 1,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="Threads driving runs at once (default: worker_concurrency)."),
+    ] = None,
     poll: Annotated[float, typer.Option(help="Seconds to wait when there is nothing to do.")] = 1.0,
     batch: Annotated[int, typer.Option(help="Runs a thread claims at a time.")] = 10,
     log_every: Annotated[float, typer.Option(help="Seconds between progress lines.")] = 30.0,
-    db: DbOption = DEFAULT_DB,
+    retention_days: Annotated[
+        int | None,
+        typer.Option(
+            help="Delete completed and compensated runs older than this many days, hourly "
+            "(default: the retention_days setting; none: keep them)."
+        ),
+    ] = None,
+    log_json: Annotated[bool, typer.Option("--log-json", help="Log JSON lines.")] = False,
+    db: DbOption = None,
 ) -> None:
     """Run until SIGTERM or Ctrl-C: recover crashed runs, fire timeouts, deadlines, retries."""
-    import logging
     import signal
     import threading
 
+    from statesaga.logging import configure
+    from statesaga.settings import Settings
     from statesaga.worker import Worker
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure(json_lines=log_json)
     with _errors():
-        engine = _engine(db, saga)
+        settings = Settings.load(
+            database_url=db, worker_concurrency=concurrency, retention_days=retention_days
+        )
+        engine = _engine(settings.database_url, saga)
         if not engine.definitions:
             engine.close()
             raise StateSagaError("the worker needs the sagas' code: pass --saga MODULE:ATTR")
@@ -482,7 +520,8 @@ def worker(
         try:
             Worker(
                 engine,
-                concurrency=concurrency,
+                concurrency=settings.worker_concurrency,
+                retention_days=settings.retention_days,
                 poll_interval=poll,
                 batch=batch,
                 log_every=log_every,
@@ -493,19 +532,25 @@ def worker(
 
 @db_app.command("upgrade")
 def db_upgrade(
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
     revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
 ) -> None:
-    """Create or migrate the store's tables (alembic)."""
+    """Create or migrate the store's tables (alembic), in the ``schema`` setting's schema."""
     import sqlalchemy as sa
 
+    from statesaga.settings import Settings
     from statesaga.store.migrate import current_revision, upgrade
+    from statesaga.store.sql import _use_schema
 
     with _errors():
+        settings = Settings.load(database_url=db)
+        db = settings.database_url
         try:
             engine = sa.create_engine(db)
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as error:
             raise StateSagaError(f"--db {db!r} is not a usable SQLAlchemy URL: {error}") from None
+        if settings.schema is not None and engine.dialect.name != "sqlite":
+            _use_schema(engine, settings.schema)
         try:
             upgrade(engine, revision)
             _consoles.out.print(f"[green]store at revision {current_revision(engine)}[/]")
@@ -515,13 +560,13 @@ def db_upgrade(
 
 @app.command()
 def demo(
-    db: DbOption = "sqlite:///statesaga-demo.db",
+    db: DbOption = None,
 ) -> None:
     """Run the checkout demo on a SQLite file: success, decline, 3-D Secure, a race."""
     from definitions.checkout.demo import run_demo
 
     with _errors():
-        run_demo(db, _consoles.out)
+        run_demo(db or "sqlite:///statesaga-demo.db", _consoles.out)
 
 
 @app.command()
@@ -552,7 +597,7 @@ def diagram(
         bool,
         typer.Option("--check", help="Draw nothing; fail if -o FILE is not up to date."),
     ] = False,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
 ) -> None:
     """Draw a saga as DOT, SVG, PNG, PDF or Mermaid; a run's path on it; or what changed."""
     from statesaga import diagram as diagrams
@@ -573,7 +618,7 @@ def diagram(
             finally:
                 engine.close()
             drawing = diagrams.overlay(diagrams.from_definition(definition), run)
-            again += ["--instance", instance, "--db", db]
+            again += ["--instance", instance, *(["--db", db] if db else [])]
         elif against is not None:
             if ":" in against:  # a git revision never holds a colon
                 (old,) = load_sagas(against)[:1]
@@ -616,5 +661,11 @@ def main() -> None:
     app()
 
 
+# the operations commands (config, cleanup, stats) register themselves on ``app``
+from statesaga import _cli_ops  # noqa: E402, F401
+
 if __name__ == "__main__":  # pragma: no cover - `python -m statesaga.cli`
-    main()
+    # run the imported module's app, the one the operations commands registered on
+    from statesaga.cli import main as _main
+
+    _main()

@@ -19,6 +19,7 @@
     │   └── LeaseLost            the lease expired or was taken while work was running
     ├── StoreError               the store could not be used (schema missing, unreachable)
     ├── LocksUnavailable         the entity-lock service (Redis, PostgreSQL) cannot be reached
+    ├── SettingsError            a setting (argument, STATESAGA_* variable, TOML) does not fit
     ├── StepTimeout              a step ran longer than its timeout (recorded, then retried)
     └── NonRetryableError        raise it (or a subclass) from a step to fail without retrying
 
@@ -51,6 +52,7 @@ __all__ = [
     "NotFound",
     "RetryNotAllowed",
     "SagaNotRegistered",
+    "SettingsError",
     "StateSagaError",
     "StepTimeout",
     "StoreError",
@@ -173,6 +175,19 @@ class LocksUnavailable(StateSagaError):
     a start or claim that cannot take its entity lock does not run. The message
     names the server and what to check.
     """
+
+
+class SettingsError(StateSagaError, ValueError):
+    """A setting does not fit: raised when settings are loaded, before anything runs.
+
+    The message names the key, where its value came from (an argument, a
+    ``STATESAGA_*`` variable, ``statesaga.toml`` or ``pyproject.toml``) and
+    the expected form; ``setting`` holds the key.
+    """
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 class StepTimeout(StateSagaError, TimeoutError):

@@ -60,6 +60,9 @@ class Worker:
         poll_interval: seconds to wait after finding nothing to do.
         batch: runs a thread claims at a time.
         log_every: seconds between progress lines in the log.
+        retention_days: when set, every ``cleanup_every`` seconds (and at
+            start) delete completed and compensated runs older than this.
+        cleanup_every: seconds between retention cleanups.
     """
 
     def __init__(
@@ -70,6 +73,8 @@ class Worker:
         poll_interval: float = 1.0,
         batch: int = 10,
         log_every: float = 30.0,
+        retention_days: int | None = None,
+        cleanup_every: float = 3600.0,
     ) -> None:
         if concurrency < 1 or batch < 1 or poll_interval <= 0:
             raise ValueError("concurrency and batch must be >= 1, poll_interval > 0")
@@ -78,6 +83,8 @@ class Worker:
         self.poll_interval = poll_interval
         self.batch = batch
         self.log_every = log_every
+        self.retention_days = retention_days
+        self.cleanup_every = cleanup_every
         self.stats = WorkerStats()
         self._lock = threading.Lock()
 
@@ -100,7 +107,11 @@ class Worker:
         for thread in threads:
             thread.start()
         next_report = time.monotonic() + self.log_every
+        next_cleanup = time.monotonic()
         while any(thread.is_alive() for thread in threads):
+            if self.retention_days is not None and time.monotonic() >= next_cleanup:
+                self._clean_up()
+                next_cleanup = time.monotonic() + self.cleanup_every
             for thread in threads:
                 thread.join(timeout=0.2)
             if time.monotonic() >= next_report:
@@ -108,6 +119,18 @@ class Worker:
                 next_report = time.monotonic() + self.log_every
         log.info("worker %s stopped: %s", self.engine.owner, self.stats.summary())
         return self.stats
+
+    def _clean_up(self) -> None:
+        """Delete finished runs older than ``retention_days``; a failure is logged, not fatal."""
+        from statesaga.retention import cleanup
+
+        assert self.retention_days is not None
+        try:
+            cleanup(self.engine.store, older_than=self.retention_days * 86400.0)
+        except Exception:
+            log.exception("worker %s: retention cleanup failed", self.engine.owner)
+            with self._lock:
+                self.stats.errors += 1
 
     def _loop(self, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -556,3 +556,11 @@ def test_a_guard_that_raises_fails_the_run_and_compensates(engine: Engine) -> No
     assert run.error is not None
     assert (run.error.type, run.error.retryable) == ("ValueError", False)
     assert journal.names() == ["reserve", "undo_reserve"]
+
+
+def test_a_retry_delay_ends_even_when_the_clock_stands_still(db: str) -> None:
+    journal.fail["charge"] = 1
+    with Engine(db, clock=FakeClock()) as engine:  # a frozen clock: only the sleep passes
+        run = engine.start(Linear, Order("o-50"))
+    assert run.status is Status.COMPLETED
+    assert journal.names() == ["reserve", "charge", "charge", "ship"]

@@ -34,6 +34,7 @@ def test_the_package_exports_exactly_these_names() -> None:
             "Run",
             "Saga",
             "SagaNotRegistered",
+            "SettingsError",
             "SqlLocks",
             "State",
             "StateSagaError",

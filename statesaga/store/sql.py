@@ -17,6 +17,7 @@ import builtins
 import json
 import re
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -76,6 +77,7 @@ class SqlStore:
         self.schema = schema
         self._connections: dict[int, Any] = {}
         self._connections_lock = threading.Lock()
+        self._local = threading.local()
         if self.is_sqlite:
             if schema is not None:
                 raise StoreError("schema=... is for PostgreSQL; SQLite has one schema per file")
@@ -113,14 +115,24 @@ class SqlStore:
         raw = self._connections.get(ident)
         if raw is None:
             fairy = self.engine.raw_connection()
-            if isinstance(self.engine.pool, sa.StaticPool):
+            static = isinstance(self.engine.pool, sa.StaticPool)
+            if static:
                 self._static = fairy  # the one shared in-memory database: keep it checked out
             else:
                 fairy.detach()
             raw = fairy.dbapi_connection
             with self._connections_lock:
                 self._connections[ident] = raw
+            # closed when this thread ends, so short-lived threads do not pile connections up
+            self._local.holder = _ThreadConnection(raw, weakref.ref(self), ident, not static)
         return raw
+
+    def _write_history(self, cursor: Any, rows: builtins.list[tuple[Any, ...]]) -> None:
+        # one row is the common case; executemany costs a pipeline on psycopg
+        if len(rows) == 1:
+            cursor.execute(self._insert_history_sql, rows[0])
+        elif rows:
+            cursor.executemany(self._insert_history_sql, rows)
 
     def insert(self, row: InstanceRow, history_rows: Sequence[HistoryRow]) -> None:
         """Insert a new instance and its first history rows in one transaction."""
@@ -133,7 +145,7 @@ class SqlStore:
         try:
             self._begin(cursor)
             cursor.execute(self._insert_instance_sql, values)
-            cursor.executemany(self._insert_history_sql, [_history_values(h) for h in history_rows])
+            self._write_history(cursor, [_history_values(h) for h in history_rows])
             self._commit(raw, cursor)
         except Exception as error:
             self._abort(raw, cursor, error)
@@ -177,7 +189,7 @@ class SqlStore:
                 cursor.execute(self._update_sql, params)
                 if cursor.rowcount != 1:
                     raise _fenced(instance_id, version, epoch)
-                cursor.executemany(self._insert_history_sql, rows)
+                self._write_history(cursor, rows)
             except self.engine.dialect.loaded_dbapi.Error as error:
                 if not self.engine.dialect.is_disconnect(error, dbapi_connection, None):
                     raise
@@ -191,7 +203,7 @@ class SqlStore:
             cursor.execute(self._update_sql, params)
             if cursor.rowcount != 1:
                 raise _fenced(instance_id, version, epoch)
-            cursor.executemany(self._insert_history_sql, rows)
+            self._write_history(cursor, rows)
             self._commit(raw, cursor)
         except BaseException as error:
             self._abort(raw, cursor, error)
@@ -489,6 +501,28 @@ class SqlStore:
             for raw in connections:
                 raw.close()
         self.engine.dispose()
+
+
+class _ThreadConnection:
+    """Holds a thread's hot-path connection in thread-local storage; closes it with the thread."""
+
+    __slots__ = ("closes", "ident", "raw", "store")
+
+    def __init__(self, raw: Any, store: weakref.ref[SqlStore], ident: int, closes: bool) -> None:
+        self.raw = raw
+        self.store = store
+        self.ident = ident
+        self.closes = closes
+
+    def __del__(self) -> None:
+        store = self.store()
+        if store is not None:
+            with store._connections_lock:
+                if store._connections.get(self.ident) is self.raw:
+                    del store._connections[self.ident]
+        if self.closes:
+            with suppress(Exception):
+                self.raw.close()
 
 
 def _create_engine(url: str) -> sa.Engine:

@@ -1,0 +1,235 @@
+"""Metrics and traces: the ``Observer`` hooks and their OpenTelemetry implementation.
+
+An engine calls its observer when a run starts, after each step and each
+compensation, when a run ends, and after waiting for an entity lock. With no
+observer (the default) the engine skips the calls altogether. OpenTelemetry
+is imported only when an :class:`OpenTelemetryObserver` is made (the
+``statesaga[otel]`` extra), so ``import statesaga`` never loads it.
+
+>>> observer = Observer()  # the no-op base: subclass it and override what you need
+>>> observer.run_started(saga="greet", instance_id="i-1", correlation_id="c-1")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from statesaga.core import ErrorInfo, Status
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
+__all__ = ["TIMEOUT_ERRORS", "OpenTelemetryObserver", "Observer", "is_failed_compensation"]
+
+#: error types that mean a run ran out of time (its deadline, a wait, or a step's timeout)
+TIMEOUT_ERRORS = frozenset({"DeadlinePassed", "WaitTimedOut", "StepTimeout"})
+
+
+def is_failed_compensation(error: ErrorInfo | None) -> bool:
+    """Whether a ``failed`` run's error is a compensation that gave up."""
+    return error is not None and (error.step or "").endswith(".undo")
+
+
+class Observer:
+    """Hooks an engine calls as runs progress; every one does nothing here.
+
+    Times are epoch seconds from the engine's clock. Hooks run on the engine's
+    thread, after the transition they report was committed: keep them quick,
+    and do not raise (an exception is logged and otherwise ignored).
+    """
+
+    def run_started(self, *, saga: str, instance_id: str, correlation_id: str) -> None:
+        """A run was started (its first row committed)."""
+
+    def step_finished(
+        self,
+        *,
+        saga: str,
+        instance_id: str,
+        correlation_id: str,
+        step: str,
+        attempt: int,
+        started: float,
+        finished: float,
+        error: ErrorInfo | None,
+    ) -> None:
+        """An attempt of a forward step ended (``error`` is ``None`` when it succeeded)."""
+
+    def compensation_finished(
+        self,
+        *,
+        saga: str,
+        instance_id: str,
+        correlation_id: str,
+        step: str,
+        attempt: int,
+        started: float,
+        finished: float,
+        error: ErrorInfo | None,
+    ) -> None:
+        """An attempt of a compensation (``step`` is ``"<transition>.undo"``) ended."""
+
+    def run_finished(
+        self,
+        *,
+        saga: str,
+        instance_id: str,
+        correlation_id: str,
+        status: Status,
+        error: ErrorInfo | None,
+        started: float,
+        finished: float,
+    ) -> None:
+        """A run reached ``completed``, ``compensated`` or ``failed``."""
+
+    def lock_waited(self, *, key: str, seconds: float, acquired: bool) -> None:
+        """Taking the entity lock on ``key`` took ``seconds`` (``acquired`` or gave up)."""
+
+
+class OpenTelemetryObserver(Observer):
+    """Report runs as OpenTelemetry metrics and spans.
+
+    Metrics (meter ``statesaga``): counters ``statesaga.runs.started``,
+    ``.completed``, ``.compensated``, ``.failed``, ``.timed_out`` and
+    ``statesaga.compensations.failed``; histograms ``statesaga.step.duration``
+    (seconds), ``statesaga.step.attempts`` and ``statesaga.lock.wait`` (seconds).
+    Every data point carries the ``saga`` attribute.
+
+    Traces (tracer ``statesaga``): one span per step attempt and per
+    compensation attempt, named after the step, with the attributes
+    ``statesaga.instance_id``, ``statesaga.saga``, ``statesaga.correlation_id``
+    and ``statesaga.attempt``; failed attempts have an error status.
+
+    Args:
+        meter_provider: default: the global one (``opentelemetry.metrics``).
+        tracer_provider: default: the global one (``opentelemetry.trace``).
+    """
+
+    def __init__(
+        self,
+        meter_provider: MeterProvider | None = None,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
+        try:
+            from opentelemetry import metrics, trace
+        except ImportError as error:  # pragma: no cover - depends on the environment
+            from statesaga.errors import StateSagaError
+
+            raise StateSagaError(
+                "OpenTelemetryObserver needs OpenTelemetry: pip install 'statesaga[otel]'"
+            ) from error
+        from statesaga import __version__
+
+        meter = (meter_provider or metrics.get_meter_provider()).get_meter("statesaga", __version__)
+        self._tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(
+            "statesaga", __version__
+        )
+        self._trace = trace
+        self._started = meter.create_counter("statesaga.runs.started", "{run}", "Runs started")
+        self._outcomes = {
+            Status.COMPLETED: meter.create_counter(
+                "statesaga.runs.completed", "{run}", "Runs that completed"
+            ),
+            Status.COMPENSATED: meter.create_counter(
+                "statesaga.runs.compensated", "{run}", "Runs that compensated"
+            ),
+            Status.FAILED: meter.create_counter(
+                "statesaga.runs.failed", "{run}", "Runs left failed (compensation gave up)"
+            ),
+        }
+        self._timed_out = meter.create_counter(
+            "statesaga.runs.timed_out", "{run}", "Runs ended by a deadline or timeout"
+        )
+        self._compensations_failed = meter.create_counter(
+            "statesaga.compensations.failed", "{compensation}", "Compensations that gave up"
+        )
+        self._duration = meter.create_histogram(
+            "statesaga.step.duration", "s", "Duration of step attempts"
+        )
+        self._attempts = meter.create_histogram(
+            "statesaga.step.attempts", "{attempt}", "Attempt number of each finished step"
+        )
+        self._lock_wait = meter.create_histogram(
+            "statesaga.lock.wait", "s", "Time spent taking entity locks"
+        )
+
+    def run_started(self, *, saga: str, instance_id: str, correlation_id: str) -> None:
+        self._started.add(1, {"saga": saga})
+
+    def step_finished(
+        self,
+        *,
+        saga: str,
+        instance_id: str,
+        correlation_id: str,
+        step: str,
+        attempt: int,
+        started: float,
+        finished: float,
+        error: ErrorInfo | None,
+    ) -> None:
+        attributes = {"saga": saga, "step": step, "outcome": "error" if error else "ok"}
+        self._duration.record(max(finished - started, 0.0), attributes)
+        if error is None:
+            self._attempts.record(attempt, {"saga": saga, "step": step})
+        self._span(saga, instance_id, correlation_id, step, attempt, started, finished, error)
+
+    def compensation_finished(
+        self,
+        *,
+        saga: str,
+        instance_id: str,
+        correlation_id: str,
+        step: str,
+        attempt: int,
+        started: float,
+        finished: float,
+        error: ErrorInfo | None,
+    ) -> None:
+        self._span(saga, instance_id, correlation_id, step, attempt, started, finished, error)
+
+    def run_finished(
+        self,
+        *,
+        saga: str,
+        instance_id: str,
+        correlation_id: str,
+        status: Status,
+        error: ErrorInfo | None,
+        started: float,
+        finished: float,
+    ) -> None:
+        counter = self._outcomes.get(status)
+        if counter is not None:
+            counter.add(1, {"saga": saga})
+        if error is not None and error.type in TIMEOUT_ERRORS:
+            self._timed_out.add(1, {"saga": saga})
+        if status is Status.FAILED and is_failed_compensation(error):
+            self._compensations_failed.add(1, {"saga": saga})
+
+    def lock_waited(self, *, key: str, seconds: float, acquired: bool) -> None:
+        self._lock_wait.record(seconds, {"acquired": acquired})
+
+    def _span(
+        self,
+        saga: str,
+        instance_id: str,
+        correlation_id: str,
+        step: str,
+        attempt: int,
+        started: float,
+        finished: float,
+        error: ErrorInfo | None,
+    ) -> None:
+        attributes: dict[str, Any] = {
+            "statesaga.instance_id": instance_id,
+            "statesaga.saga": saga,
+            "statesaga.correlation_id": correlation_id,
+            "statesaga.attempt": attempt,
+        }
+        span = self._tracer.start_span(step, start_time=int(started * 1e9), attributes=attributes)
+        if error is not None:
+            span.set_attribute("statesaga.error_type", error.type)
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, error.message))
+        span.end(end_time=int(max(finished, started) * 1e9))

@@ -127,6 +127,15 @@ class SqlStore:
             self._local.holder = _ThreadConnection(raw, weakref.ref(self), ident, not static)
         return raw
 
+    def _cursor(self, raw: Any) -> Any:
+        """This thread's cursor on ``raw``, made once: a new cursor per transition costs."""
+        holder = getattr(self._local, "holder", None)
+        if holder is None or holder.raw is not raw:
+            return raw.cursor()
+        if holder.cursor is None:
+            holder.cursor = raw.cursor()
+        return holder.cursor
+
     def _write_history(self, cursor: Any, rows: builtins.list[tuple[Any, ...]]) -> None:
         # one row is the common case; executemany costs a pipeline on psycopg
         if len(rows) == 1:
@@ -141,7 +150,7 @@ class SqlStore:
             for c in _INSTANCE_COLUMNS
         ]
         raw = self._raw()
-        cursor = raw.cursor()
+        cursor = self._cursor(raw)
         try:
             self._begin(cursor)
             cursor.execute(self._insert_instance_sql, values)
@@ -197,7 +206,7 @@ class SqlStore:
                 raise _connection_lost(error) from error
             return
         raw = self._raw()
-        cursor = raw.cursor()
+        cursor = self._cursor(raw)
         try:
             self._begin(cursor)
             cursor.execute(self._update_sql, params)
@@ -218,7 +227,6 @@ class SqlStore:
             cursor.execute("COMMIT")
         else:
             raw.commit()
-        cursor.close()
 
     def _abort(self, raw: Any, cursor: Any, error: BaseException) -> None:
         """Roll back after ``error``; if it cost this thread its connection, say so.
@@ -242,14 +250,11 @@ class SqlStore:
         self._rollback(raw, cursor)
 
     def _rollback(self, raw: Any, cursor: Any) -> None:
-        try:
-            if self.is_sqlite:
-                if raw.in_transaction:
-                    cursor.execute("ROLLBACK")
-            else:
-                raw.rollback()
-        finally:
-            cursor.close()
+        if self.is_sqlite:
+            if raw.in_transaction:
+                cursor.execute("ROLLBACK")
+        else:
+            raw.rollback()
 
     def _translate_insert(self, error: Exception, row: InstanceRow) -> Exception:
         text = str(error).lower()
@@ -482,7 +487,7 @@ class SqlStore:
         Returns the number of rows it touched.
         """
         raw = self._raw()
-        cursor = raw.cursor()
+        cursor = self._cursor(raw)
         try:
             self._begin(cursor)
             cursor.execute(sql, params)
@@ -506,10 +511,11 @@ class SqlStore:
 class _ThreadConnection:
     """Holds a thread's hot-path connection in thread-local storage; closes it with the thread."""
 
-    __slots__ = ("closes", "ident", "raw", "store")
+    __slots__ = ("closes", "cursor", "ident", "raw", "store")
 
     def __init__(self, raw: Any, store: weakref.ref[SqlStore], ident: int, closes: bool) -> None:
         self.raw = raw
+        self.cursor: Any = None
         self.store = store
         self.ident = ident
         self.closes = closes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -48,10 +49,35 @@ def _fresh_journal() -> None:
     journal.hooks.clear()
 
 
-@pytest.fixture
-def engine(db: str) -> Iterator[Engine]:
-    with Engine(db) as engine:
-        yield engine
+@pytest.fixture(params=["row lease", "sql locks", "redis locks"])
+def engine(db: str, request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """An engine on each backend, with each kind of entity lock.
+
+    The store's own row lease is the default; SQL leases and Redis leases are
+    layered on top. Whatever the lock, every promise below must hold.
+    """
+    from statesaga.locks import SqlLocks
+    from statesaga.store import SqlStore
+
+    if request.param == "row lease":
+        with Engine(db) as engine:
+            yield engine
+    elif request.param == "sql locks":
+        store = SqlStore(db)
+        with Engine(store, locks=SqlLocks(store)) as engine:
+            yield engine
+    else:
+        from statesaga.locks import RedisLocks
+
+        url = request.getfixturevalue("redis_url")
+        locks = RedisLocks(url, namespace=f"statesaga-test:{uuid.uuid4().hex}:")
+        try:
+            with Engine(db, locks=locks) as engine:
+                yield engine
+        finally:
+            for key in locks.client.scan_iter(f"{locks.namespace}*"):
+                locks.client.delete(key)
+            locks.close()
 
 
 def kinds(engine: Engine, run_id: str) -> list[str]:

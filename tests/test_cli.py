@@ -141,3 +141,11 @@ def test_the_demo_runs_every_checkout_scenario(cli: CliRunner) -> None:
         "EntityBusy",
     ):
         assert text in result.output
+
+
+def test_the_demo_writes_the_checkout_diagram(cli: CliRunner, tmp_path: Path) -> None:
+    result = cli.invoke(app, ["demo"])
+    assert result.exit_code == 0, result.output
+    assert "The checkout diagram: checkout.mmd, checkout.svg" in result.output
+    assert "stateDiagram-v2" in (tmp_path / "checkout.mmd").read_text()
+    assert "<svg" in (tmp_path / "checkout.svg").read_text()

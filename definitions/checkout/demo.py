@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -58,7 +59,23 @@ def run_demo(database: str, console: Console) -> list[tuple[str, Run]]:
         record("3-D Secure: the webhook arrives", paid)
         record("two completes of one cart: the winner", _race(engine, f"race-{suffix}"))
         _print(engine, results, console)
+    _write_diagrams(console)
     return results
+
+
+def _write_diagrams(console: Console) -> None:
+    """Write the checkout's diagram beside the database: Mermaid always, SVG with Graphviz."""
+    from statesaga.diagram import DiagramError, draw, from_definition
+
+    drawing = from_definition(CompleteCart)
+    Path("checkout.mmd").write_bytes(draw(drawing, "mermaid"))
+    written = ["checkout.mmd"]
+    try:
+        Path("checkout.svg").write_bytes(draw(drawing, "svg"))
+        written.append("checkout.svg")
+    except DiagramError as error:  # no Graphviz `dot` on this machine: Mermaid it is
+        console.print(f"(no SVG: {error})", highlight=False, markup=False)
+    console.print(f"The checkout diagram: {', '.join(written)}")
 
 
 def _race(engine: Engine, cart_id: str) -> Run:

@@ -235,6 +235,7 @@ class _Compiler:
             pivot=spec.pivot,
             read_only=spec.read_only,
             retry=spec.retry or DEFAULT_STEP_RETRY,
+            retry_declared=spec.retry is not None,
             compensation_retry=spec.undo_retry or DEFAULT_COMPENSATION_RETRY,
             timeout=timeout,
             transactional=spec.transactional,

@@ -58,6 +58,7 @@ from statesaga.errors import (
     StepTimeout,
 )
 from statesaga.locks.base import AsyncLocks, Lease, Locks
+from statesaga.retry import Retry
 from statesaga.run import HistoryEntry, Run
 from statesaga.serde import converter, structure
 from statesaga.store.base import HistoryRow, InstanceRow, Store, Write
@@ -162,6 +163,7 @@ class Runtime:
         clock: Callable[[], float] = time.time,
         max_inline_sleep: float = 5.0,
         default_deadline: float | None = None,
+        default_retry: Retry | None = None,
         observer: Observer | None = None,
     ) -> None:
         self.store: Store = SqlStore(database) if isinstance(database, str) else database
@@ -181,6 +183,7 @@ class Runtime:
         self.clock = clock
         self.max_inline_sleep = max_inline_sleep
         self.default_deadline = default_deadline
+        self.default_retry = default_retry
         # None (the default) skips every hook call: nothing to pay on the hot path
         self.observer = observer
         self._definitions: dict[tuple[str, int], tuple[Definition, Interpreter]] = {}
@@ -231,7 +234,8 @@ class Runtime:
                     "registered with a different graph; bump `version` for a changed graph",
                     saga=definition.name,
                 )
-            self._definitions[definition.key] = (definition, Interpreter(definition))
+            driven = _with_default_retry(definition, self.default_retry)
+            self._definitions[definition.key] = (driven, Interpreter(driven))
             if definition.version >= self._latest.get(definition.name, 0):
                 self._latest[definition.name] = definition.version
 
@@ -1157,6 +1161,34 @@ _encode = json.JSONEncoder(separators=(",", ":")).encode
 def _nothing() -> Generator[Request, Any, None]:
     return None
     yield  # pragma: no cover - makes this a generator
+
+
+def _with_default_retry(definition: Definition, policy: Retry | None) -> Definition:
+    """``definition`` with ``policy`` for every step that declared no retry policy."""
+    if policy is None:
+        return definition
+    transitions = {
+        name: t
+        if t.step is None or t.step.retry_declared
+        else attrs.evolve(t, step=attrs.evolve(t.step, retry=policy))
+        for name, t in definition.transitions.items()
+    }
+    automatic = {
+        state: tuple(transitions[t.name] for t in edges)
+        for state, edges in definition.automatic_from.items()
+    }
+    events = {
+        state: {event: transitions[t.name] for event, t in edges.items()}
+        for state, edges in definition.events_from.items()
+    }
+    timeouts = {state: transitions[t.name] for state, t in definition.timeout_from.items()}
+    return attrs.evolve(
+        definition,
+        transitions=transitions,
+        automatic_from=automatic,
+        events_from=events,
+        timeout_from=timeouts,
+    )
 
 
 def _definition_of(saga: type | Definition) -> Definition:

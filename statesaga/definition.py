@@ -49,6 +49,9 @@ class StepDef:
     timeout: float | None = None
     transactional: bool = False
     compensate_on_failure: bool = False
+    #: whether the saga declared ``retry=``; an engine's ``default_retry`` replaces the
+    #: default policy of steps that did not
+    retry_declared: bool = False
 
     @property
     def function_name(self) -> str:

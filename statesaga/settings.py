@@ -259,6 +259,7 @@ class Settings:
             "database": SqlStore(self.database_url, schema=self.schema),
             "lease_ttl": self.lease_duration,
             "default_deadline": self.default_deadline,
+            "default_retry": self.retry,
         }
 
 

@@ -268,3 +268,17 @@ class Branchy(Saga[Order, Progress]):
     )
     big = reserved.to(big_done).when(is_big)
     small = reserved.to(small_done)
+
+
+class Undeclared(Saga[Order, Progress]):
+    """reserve, then charge with no retry policy of its own (the engine's default applies)."""
+
+    name = "undeclared"
+    new = State(initial=True)
+    reserved = State()
+    charged = State(final=True)
+
+    reserve = new.to(reserved).run(
+        step("reserve"), undo=undo("reserve"), retry=FAST, undo_retry=FAST_UNDO
+    )
+    charge = reserved.to(charged).run(step("charge"))

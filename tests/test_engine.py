@@ -590,3 +590,33 @@ def test_a_retry_delay_ends_even_when_the_clock_stands_still(db: str) -> None:
         run = engine.start(Linear, Order("o-50"))
     assert run.status is Status.COMPLETED
     assert journal.names() == ["reserve", "charge", "charge", "ship"]
+
+
+# -- the engine's default retry policy ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("attempts", "status"), [(1, Status.COMPENSATED), (4, Status.COMPLETED)])
+def test_the_engines_default_retry_policy_applies_to_steps_that_declare_none(
+    db: str, attempts: int, status: Status
+) -> None:
+    from statesaga import Retry
+
+    journal.fail["charge"] = 3
+    journal.fail["reserve"] = 1  # declares its own policy (3 tries): unaffected
+    default = Retry(attempts=attempts, initial_interval=0.001, jitter=0)
+    with Engine(db, default_retry=default) as engine:
+        run = engine.start(sagas.Undeclared, Order("o-60"))
+    assert run.status is status
+    assert journal.names().count("charge") == attempts
+    assert journal.names().count("reserve") == 2
+
+
+def test_the_default_retry_policy_comes_from_the_settings(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STATESAGA_RETRY_ATTEMPTS", "1")
+    journal.fail["charge"] = 1
+    with Engine.from_settings(database_url=db) as engine:
+        run = engine.start(sagas.Undeclared, Order("o-61"))
+    assert run.status is Status.COMPENSATED
+    assert journal.names().count("charge") == 1

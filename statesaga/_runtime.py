@@ -1035,14 +1035,21 @@ class Runtime:
         status: Status | str | None = None,
         key: str | None = None,
         correlation_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
         limit: int = 100,
     ) -> builtins.list[Run]:
-        """Runs matching every filter given, newest first (without their history)."""
+        """Runs matching every filter given, newest first (without their history).
+
+        ``since`` and ``until`` (epoch seconds) bound when the runs were started.
+        """
         rows = self.store.list(
             saga=saga,
             status=None if status is None else Status(status).value,
             entity_key=key,
             correlation_id=correlation_id,
+            since=since,
+            until=until,
             limit=limit,
         )
         return [self._run_of(row) for row in rows]

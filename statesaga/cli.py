@@ -373,23 +373,20 @@ def list_runs(
     as_json: JsonOption = False,
 ) -> None:
     """List runs, newest first."""
-    from statesaga.core import Status
-    from statesaga.inspection import list_instances, parse_time
+    from statesaga.inspection import parse_time
 
     with _errors():
         engine = _engine(db)
         try:
-            rows = list_instances(
-                engine.store,
+            runs = engine.list(
                 saga=saga_name,
-                status=None if status is None else Status(status).value,
-                entity_key=key,
+                status=status,
+                key=key,
                 correlation_id=correlation_id,
                 since=None if since is None else parse_time(since),
                 until=None if until is None else parse_time(until),
                 limit=limit,
             )
-            runs = [engine._run_of(row) for row in rows]
         except ValueError:
             raise StateSagaError(
                 f"--status {status!r} is not a status; use running, waiting, compensating, "

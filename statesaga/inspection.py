@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import builtins
 import json
 import time
 from datetime import UTC, datetime
@@ -22,10 +21,10 @@ from statesaga.errors import StateSagaError
 from statesaga.observability import TIMEOUT_ERRORS, is_failed_compensation
 from statesaga.retention import _engine_of
 from statesaga.settings import parse_duration
-from statesaga.store.base import InstanceRow, Store
+from statesaga.store.base import Store
 from statesaga.store.schema import instances
 
-__all__ = ["Stats", "list_instances", "parse_time", "stats"]
+__all__ = ["Stats", "parse_time", "stats"]
 
 _TERMINAL = ("completed", "compensated", "failed")
 
@@ -50,36 +49,6 @@ def parse_time(value: str, *, now: float | None = None) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
-
-
-def list_instances(
-    store: Store,
-    *,
-    saga: str | None = None,
-    status: str | None = None,
-    entity_key: str | None = None,
-    correlation_id: str | None = None,
-    since: float | None = None,
-    until: float | None = None,
-    limit: int = 100,
-) -> builtins.list[InstanceRow]:
-    """Instances matching every filter, newest first; ``since``/``until`` bound the start time."""
-    query = sa.select(instances)
-    for column, value in (
-        (instances.c.saga, saga),
-        (instances.c.status, status),
-        (instances.c.entity_key, entity_key),
-        (instances.c.correlation_id, correlation_id),
-    ):
-        if value is not None:
-            query = query.where(column == value)
-    if since is not None:
-        query = query.where(instances.c.created_at >= since)
-    if until is not None:
-        query = query.where(instances.c.created_at < until)
-    query = query.order_by(instances.c.created_at.desc(), instances.c.id).limit(limit)
-    with _engine_of(store).connect() as connection:
-        return [InstanceRow(**row._asdict()) for row in connection.execute(query)]
 
 
 @attrs.frozen

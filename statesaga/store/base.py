@@ -137,9 +137,11 @@ class Store(Protocol):
         status: str | None = None,
         entity_key: str | None = None,
         correlation_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
         limit: int = 100,
     ) -> builtins.list[InstanceRow]:
-        """Instances, newest first."""
+        """Instances, newest first; ``since``/``until`` bound when they were started."""
 
     def history(self, instance_id: str) -> builtins.list[HistoryRow]:
         """An instance's history, oldest first."""

@@ -383,9 +383,14 @@ class SqlStore:
         status: str | None = None,
         entity_key: str | None = None,
         correlation_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
         limit: int = 100,
     ) -> builtins.list[InstanceRow]:
-        """Instances matching every filter given, newest first."""
+        """Instances matching every filter given, newest first.
+
+        ``since`` and ``until`` (epoch seconds) bound when they were started.
+        """
         query = sa.select(instances)
         for column, value in (
             (instances.c.saga, saga),
@@ -395,6 +400,10 @@ class SqlStore:
         ):
             if value is not None:
                 query = query.where(column == value)
+        if since is not None:
+            query = query.where(instances.c.created_at >= since)
+        if until is not None:
+            query = query.where(instances.c.created_at < until)
         query = query.order_by(instances.c.created_at.desc(), instances.c.id).limit(limit)
         with self.engine.connect() as connection:
             return [_instance(row) for row in connection.execute(query)]

@@ -129,6 +129,16 @@ def _engine(db: str | None, sagas: list[str] | None = None) -> Any:
     return engine
 
 
+@contextmanager
+def _opened(db: str | None, sagas: list[str] | None = None) -> Iterator[Any]:
+    """An engine for one command (see :func:`_engine`), closed when it is done."""
+    engine = _engine(db, sagas)
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
 def _parse_json(value: str | None, what: str) -> Any:
     if value is None:
         return None
@@ -267,8 +277,7 @@ def start(
     """Start a run and drive it until it waits or ends."""
     with _errors():
         (definition,) = load_sagas(reference)[:1]
-        engine = _engine(db)
-        try:
+        with _opened(db) as engine:
             run = engine.start(
                 definition,
                 _parse_json(input, "--input"),
@@ -277,8 +286,6 @@ def start(
                 correlation_id=correlation_id,
                 deadline=deadline,
             )
-        finally:
-            engine.close()
     _print_run(run, as_json)
 
 
@@ -293,23 +300,19 @@ def send(
     as_json: JsonOption = False,
 ) -> None:
     """Send an event to a waiting run and drive it on."""
-    with _errors():
-        engine = _engine(db, saga)
-        try:
-            target_saga = None
-            if key is not None:
-                if not engine.definitions:
-                    raise StateSagaError("--key needs --saga MODULE:ATTR to know which saga")
-                target_saga = engine.definitions[0]
-            run = engine.send(
-                event,
-                _parse_json(payload, "--payload"),
-                instance_id=instance_id,
-                saga=target_saga,
-                key=key,
-            )
-        finally:
-            engine.close()
+    with _errors(), _opened(db, saga) as engine:
+        target_saga = None
+        if key is not None:
+            if not engine.definitions:
+                raise StateSagaError("--key needs --saga MODULE:ATTR to know which saga")
+            target_saga = engine.definitions[0]
+        run = engine.send(
+            event,
+            _parse_json(payload, "--payload"),
+            instance_id=instance_id,
+            saga=target_saga,
+            key=key,
+        )
     _print_run(run, as_json)
 
 
@@ -321,12 +324,8 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """Show a run: its status, error, context and history."""
-    with _errors():
-        engine = _engine(db, saga)
-        try:
-            run = engine.get(instance_id)
-        finally:
-            engine.close()
+    with _errors(), _opened(db, saga) as engine:
+        run = engine.get(instance_id)
     if as_json:
         _consoles.out.print_json(json.dumps(_run_json(run)))
         return
@@ -375,8 +374,7 @@ def list_runs(
     """List runs, newest first."""
     from statesaga.inspection import parse_time
 
-    with _errors():
-        engine = _engine(db)
+    with _errors(), _opened(db) as engine:
         try:
             runs = engine.list(
                 saga=saga_name,
@@ -389,11 +387,9 @@ def list_runs(
             )
         except ValueError:
             raise StateSagaError(
-                f"--status {status!r} is not a status; use running, waiting, compensating, "
-                "completed, compensated or failed"
+                f"--status {status!r} is not a status; use running, waiting, "
+                "compensating, completed, compensated or failed"
             ) from None
-        finally:
-            engine.close()
     if as_json:
         _consoles.out.print_json(json.dumps([_run_json(run) for run in runs]))
         return
@@ -415,12 +411,8 @@ def list_runs(
 def _act(
     name: str, instance_id: str, saga: list[str] | None, db: str | None, as_json: bool
 ) -> None:
-    with _errors():
-        engine = _engine(db, saga)
-        try:
-            run = getattr(engine, name)(instance_id)
-        finally:
-            engine.close()
+    with _errors(), _opened(db, saga) as engine:
+        run = getattr(engine, name)(instance_id)
     _print_run(run, as_json)
 
 

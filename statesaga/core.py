@@ -665,7 +665,7 @@ class Interpreter:
             # past the pivot nothing is undone: stop, keep the step pending for a retry
             failed = attrs.evolve(snapshot, status=Status.FAILED, error=error, wake_at=None)
             return Next(failed, Finish(Status.FAILED), tuple(records))
-        compensating = self._begin_compensation(snapshot, error, None, records, step_failed=True)
+        compensating = self._begin_compensation(snapshot, error, None, records)
         return self._settle(compensating, now, records)
 
     def _begin_compensation(
@@ -674,11 +674,8 @@ class Interpreter:
         error: ErrorInfo,
         kind: HistoryKind | None,
         records: list[Record],
-        *,
-        step_failed: bool = False,
     ) -> Snapshot:
-        """Start compensating (or, past the pivot, fail); ``step_failed``: the pending step's
-        latest try just failed."""
+        """Start compensating (or, past the pivot, fail), recording ``kind`` if given."""
         if kind is not None:
             records.append(Record(kind, snapshot.state, snapshot.state, snapshot.pending, 0, error))
         if snapshot.pivoted:
@@ -686,16 +683,16 @@ class Interpreter:
             return attrs.evolve(snapshot, status=Status.FAILED, error=error, wake_at=None)
         stack = snapshot.stack
         t = self._transitions[snapshot.pending] if snapshot.pending is not None else None
-        tried = step_failed or snapshot.attempt > 1  # attempt > 1: an earlier try failed
         if (
             snapshot.status is Status.RUNNING
             and t is not None
             and t.step is not None
             and t.step.compensate_on_failure
-            and tried
         ):
-            # a failed try may have left a partial effect, also when a cancel or the
-            # deadline cuts its retries short: undo it too, under its idempotency key
+            # the pending step's effect is unknown: a try may have failed part-way, or run
+            # before a crash that nothing recorded (an interpreter cannot tell). Its
+            # compensation tolerates an effect that never happened, so undo it too,
+            # under its idempotency key
             stack = (*stack, Done(t.name, snapshot.seq))
         return attrs.evolve(
             snapshot,

@@ -9,7 +9,8 @@ recorded as a trace, and the tests check the saga promises on it:
 
 - every run terminates;
 - a failed run compensates exactly the completed compensatable steps since the
-  last pivot (plus a failed ``undo_on_failure`` step), each once, in reverse order;
+  last pivot (plus an ``undo_on_failure`` step pending when compensation began), each
+  once, in reverse order;
 - nothing at or before a pivot is compensated once the pivot ran;
 - a step is never started again without a recorded failure in between;
 - every snapshot survives a trip through cattrs and JSON unchanged.
@@ -443,6 +444,14 @@ def step_of(trace: Trace, transition: str) -> StepDef:
     return step_def
 
 
+CAUSES = (HistoryKind.FAILURE, HistoryKind.CANCEL, HistoryKind.DEADLINE, HistoryKind.TIMEOUT)
+
+
+def step_is_undone_on_failure(trace: Trace, transition: str) -> bool:
+    step_def = trace.definition.transitions[transition].step
+    return step_def is not None and step_def.compensate_on_failure
+
+
 def expected_compensations(trace: Trace) -> tuple[list[str] | None, list[str]]:
     """What should be undone, by a model that only reads decisions and outcomes.
 
@@ -450,7 +459,6 @@ def expected_compensations(trace: Trace) -> tuple[list[str] | None, list[str]]:
     they must run; ``None`` if it never began) and the keys actually undone.
     """
     owed: list[str] = []  # completed compensatable steps since the last pivot, oldest first
-    partial: str | None = None  # a pending undo_on_failure step one of whose tries failed
     expected: list[str] | None = None
     undone: list[str] = []
     for move in trace.moves:
@@ -463,10 +471,6 @@ def expected_compensations(trace: Trace) -> tuple[list[str] | None, list[str]]:
                 owed = []
             elif step_def.compensation is not None:
                 owed.append(decision.idempotency_key)
-            partial = None
-        elif isinstance(decision, RunStep) and isinstance(outcome, StepFailed):
-            if step_of(trace, decision.transition).compensate_on_failure:
-                partial = decision.idempotency_key
         elif isinstance(decision, RunCompensation):
             assert expected is not None, f"compensation {decision} asked before any failure"
             assert decision.idempotency_key == expected[len(undone)], (
@@ -477,7 +481,15 @@ def expected_compensations(trace: Trace) -> tuple[list[str] | None, list[str]]:
                 undone.append(decision.idempotency_key)
         status = move.answer.snapshot.status
         if expected is None and status in (S.COMPENSATING, S.COMPENSATED):
-            keys = [*owed, partial] if partial is not None and partial not in owed else owed
+            keys = [*owed]
+            # the step pending when compensation began (named by the record of its cause) is
+            # undone too if it is undo_on_failure: it may have had an effect nothing recorded
+            cause = next((r for r in move.answer.records if r.kind in CAUSES), None)
+            pending = None if cause is None else cause.transition
+            if pending is not None and step_is_undone_on_failure(trace, pending):
+                keys.append(
+                    f"{move.answer.snapshot.instance_id}:{move.answer.snapshot.seq}:{pending}"
+                )
             expected = [f"{key}:undo" for key in reversed(keys)]
     return expected, undone
 

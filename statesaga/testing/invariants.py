@@ -1,0 +1,199 @@
+"""The saga invariants, checked on an :class:`~statesaga.testing.Outcome`, and
+:func:`assert_compensates`, which lets hypothesis search for a plan that breaks them.
+"""
+
+from __future__ import annotations
+
+import collections
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from hypothesis import given
+from hypothesis import settings as Settings
+from hypothesis import strategies as st
+
+from statesaga.core import HistoryKind, Status
+from statesaga.definition import Definition
+from statesaga.run import Run
+from statesaga.testing.driver import Outcome, run_plan
+from statesaga.testing.plans import FaultPlan, fault_plans
+
+__all__ = ["InvariantViolation", "assert_compensates", "check_saga_invariants"]
+
+_FORWARD = (HistoryKind.FORWARD, HistoryKind.EVENT, HistoryKind.TIMEOUT)
+
+
+class InvariantViolation(AssertionError):
+    """A run broke a saga invariant or the domain invariant.
+
+    Attributes:
+        outcome: what happened (``outcome.scenario()`` reads as a story).
+        examples_to_find: set by :func:`assert_compensates`: how many plans
+            hypothesis ran before the first failing one (shrinking not counted).
+    """
+
+    def __init__(self, problems: list[str], outcome: Outcome) -> None:
+        self.problems = problems
+        self.outcome = outcome
+        self.examples_to_find: int | None = None
+        super().__init__(
+            "\n".join(["saga invariant broken:", *(f"- {p}" for p in problems), ""])
+            + outcome.scenario()
+        )
+
+
+def check_saga_invariants(outcome: Outcome) -> None:
+    """Check the promises of every saga on ``outcome``; raise :class:`InvariantViolation`.
+
+    - every run ended ``completed`` or ``compensated``;
+    - a compensated run undid each completed compensatable step since the last
+      pivot exactly once, in reverse order, and nothing that never completed
+      (a failed ``undo_on_failure`` step excepted);
+    - nothing is compensated once a pivot has completed;
+    - at most one open run per entity key;
+    - the history agrees with the run's state.
+    """
+    problems = list(outcome.notes)
+    for run in outcome.runs:
+        problems.extend(f"run {run.id[:8]}: {p}" for p in _check_run(outcome.definition, run))
+    keys = collections.Counter(r.key for r in outcome.runs if r.key and r.status.is_open)
+    problems.extend(f"{n} open runs on key {k!r}" for k, n in keys.items() if n > 1)
+    if problems:
+        raise InvariantViolation(problems, outcome)
+
+
+def _check_run(definition: Definition, run: Run) -> list[str]:
+    problems: list[str] = []
+    if run.status not in (Status.COMPLETED, Status.COMPENSATED):
+        problems.append(f"ended {run.status.value}, not completed or compensated ({run.error})")
+    history = run.history
+    if not history or history[0].kind is not HistoryKind.START:
+        return [*problems, "its history does not begin with a start record"]
+    versions = [h.version for h in history]
+    if versions != sorted(versions):  # one transition may append several records
+        problems.append(f"history versions go backwards: {versions}")
+    stack: list[str] = []
+    pivoted = False
+    failed_tries: set[str] = set()
+    undone_extra: set[str] = set()
+    for h in history:
+        t = definition.transitions.get(h.transition) if h.transition else None
+        if h.kind in _FORWARD and t is not None:
+            failed_tries.discard(t.name)
+            if t.step is not None and t.step.pivot:
+                stack, pivoted = [], True
+            elif t.compensatable:
+                stack.append(t.name)
+        elif h.kind in (HistoryKind.RETRY, HistoryKind.FAILURE) and t is not None:
+            failed_tries.add(t.name)
+        elif h.kind is HistoryKind.COMPENSATE:
+            if pivoted:
+                problems.append(f"compensated {h.transition!r} after a pivot completed")
+            if stack and stack[-1] == h.transition:
+                stack.pop()
+            elif (
+                t is not None
+                and t.step is not None
+                and t.step.compensate_on_failure
+                and t.name in failed_tries
+                and t.name not in undone_extra
+            ):
+                undone_extra.add(t.name)
+            else:
+                expected = stack[-1] if stack else "nothing"
+                problems.append(
+                    f"compensated {h.transition!r} out of order or twice (expected {expected})"
+                )
+    if run.status is Status.COMPENSATED and stack:
+        problems.append(f"compensated, but {stack} were never compensated")
+    if run.status is Status.COMPLETED and not definition.states[run.state].final:
+        problems.append(f"completed in non-final state {run.state!r}")
+    if history[-1].to_state != run.state:
+        problems.append(
+            f"state {run.state!r} but the last history record leads to {history[-1].to_state!r}"
+        )
+    return problems
+
+
+def _explain(error: AssertionError) -> str:
+    """The assertion's message, or the line that failed when it has none."""
+    if str(error):
+        return str(error)
+    frames = traceback.extract_tb(error.__traceback__)
+    return f"assert failed: {frames[-1].line}" if frames else "assert failed"
+
+
+def assert_compensates(
+    saga: type | Definition,
+    *,
+    input: Any,
+    invariant: Callable[[Outcome], Any] | None = None,
+    setup: Callable[[], Any] | None = None,
+    key: str | Callable[[Any], str | None] | None = None,
+    database: str | None = None,
+    payloads: dict[str, Any] | None = None,
+    plans: st.SearchStrategy[FaultPlan] | None = None,
+    settings: Settings | None = None,
+) -> None:
+    """Let hypothesis attack ``saga`` with fault plans; fail with the minimal one.
+
+    Each plan runs on a fresh store (see :func:`~statesaga.testing.run_plan`),
+    then :func:`check_saga_invariants` and ``invariant(outcome)`` (the user's
+    domain invariant: it raises, or returns ``False``, when broken) are checked.
+    On failure, the :class:`InvariantViolation` of the shrunk plan is raised,
+    its message a readable scenario, its ``examples_to_find`` how many plans it
+    took to find the first failing one.
+
+    Args:
+        saga: the saga class or definition.
+        input: the saga's input, or a strategy of inputs.
+        invariant: the domain invariant, given each terminal outcome.
+        setup: makes a fresh domain before each plan (``outcome.world``).
+        key: the entity key, or a function of the input that gives it.
+        database: a database URL (default: a temporary SQLite file per plan).
+        payloads: the payload of each event.
+        plans: the plans to try (default: ``fault_plans(definition)``).
+        settings: hypothesis settings (default: the active profile).
+    """
+    definition = saga if isinstance(saga, Definition) else saga.definition  # type: ignore[attr-defined]
+    inputs = input if isinstance(input, st.SearchStrategy) else st.just(input)
+    count = [0]
+    first: list[int] = []
+
+    def check(plan: FaultPlan, saga_input: Any) -> None:
+        count[0] += 1
+        try:
+            outcome = run_plan(
+                definition,
+                plan,
+                input=saga_input,
+                database=database,
+                setup=setup,
+                key=key,
+                payloads=payloads,
+            )
+            check_saga_invariants(outcome)
+            if invariant is not None:
+                try:
+                    verdict = invariant(outcome)
+                except AssertionError as error:
+                    raise InvariantViolation(
+                        [f"domain invariant: {_explain(error)}"], outcome
+                    ) from None
+                if verdict is False:
+                    raise InvariantViolation(["domain invariant returned False"], outcome)
+        except InvariantViolation:
+            if not first:
+                first.append(count[0])
+            raise
+
+    strategy = plans if plans is not None else fault_plans(definition)
+    test = given(strategy, inputs)(check)
+    base = settings if settings is not None else Settings()
+    test = Settings(base, report_multiple_bugs=False, deadline=None, database=None)(test)
+    try:
+        test()
+    except InvariantViolation as violation:
+        violation.examples_to_find = first[0] if first else None
+        raise

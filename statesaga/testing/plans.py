@@ -1,0 +1,172 @@
+"""Fault plans: what goes wrong while a saga runs, and strategies that generate them.
+
+A :class:`FaultPlan` names, for one run of a definition, which steps and
+compensations fail (how often, and how), where the process crashes, where a
+paused holder loses its lease, when events arrive, and whether a duplicate
+start races the run. :func:`fault_plans` draws plans that fit a definition.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+from hypothesis import strategies as st
+
+from statesaga.definition import Definition
+
+__all__ = ["DeliveryMode", "EventPlan", "Fault", "FaultKind", "FaultPlan", "fault_plans"]
+
+FaultKind = Literal[
+    "retryable",
+    "fatal",
+    "timeout",
+    "crash_before",
+    "crash_after",
+    "crash_after_commit",
+    "lease_loss",
+    "duplicate_start",
+]
+DeliveryMode = Literal["on_time", "early", "late", "twice", "never"]
+
+STEP_FAULTS: tuple[FaultKind, ...] = (
+    "retryable",
+    "fatal",
+    "timeout",
+    "crash_before",
+    "crash_after",
+    "crash_after_commit",
+    "lease_loss",
+    "duplicate_start",
+)
+UNDO_FAULTS: tuple[FaultKind, ...] = (
+    "retryable",
+    "fatal",
+    "crash_before",
+    "crash_after",
+    "crash_after_commit",
+)
+
+
+@attrs.frozen
+class Fault:
+    """``kind`` hits ``target`` (a transition, or ``<transition>.undo``) the next ``times`` calls.
+
+    Kinds: ``retryable`` / ``fatal`` / ``timeout`` errors; ``crash_before`` /
+    ``crash_after`` the body (the process dies before anything is persisted);
+    ``crash_after_commit`` (dies right after the transition commits);
+    ``lease_loss`` (the holder pauses past its lease, another engine recovers
+    the run meanwhile); ``duplicate_start`` (a second start of the same input
+    races the run while this step runs).
+    """
+
+    target: str
+    kind: FaultKind
+    times: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.target}: {self.kind}" + (f" x{self.times}" if self.times > 1 else "")
+
+
+@attrs.frozen
+class EventPlan:
+    """How ``event`` is delivered: ``on_time``, ``early`` (while the run is still busy,
+    then again on time), ``late`` (after the wait's timeout), ``twice`` or ``never``."""
+
+    event: str
+    mode: DeliveryMode
+
+    def __str__(self) -> str:
+        return f"{self.event}: {self.mode}"
+
+
+@attrs.frozen
+class FaultPlan:
+    """Everything that goes wrong in one run.
+
+    Attributes:
+        faults: the injected faults, applied in order of their targets' calls.
+        events: how each event is delivered (events not named arrive on time).
+        deadline: the run's deadline in (fake) seconds, if any.
+    """
+
+    faults: tuple[Fault, ...] = ()
+    events: tuple[EventPlan, ...] = ()
+    deadline: float | None = None
+
+    def __str__(self) -> str:
+        parts = [str(f) for f in self.faults] + [str(e) for e in self.events]
+        if self.deadline is not None:
+            parts.append(f"deadline {self.deadline:g}s")
+        return "; ".join(parts) or "no faults"
+
+    def mode_of(self, event: str) -> DeliveryMode:
+        """How ``event`` is delivered (``on_time`` unless the plan says otherwise)."""
+        for planned in self.events:
+            if planned.event == event:
+                return planned.mode
+        return "on_time"
+
+
+def fault_plans(
+    definition: Definition,
+    *,
+    max_faults: int = 3,
+    max_times: int = 3,
+    kinds: tuple[FaultKind, ...] = STEP_FAULTS,
+    undo_kinds: tuple[FaultKind, ...] = UNDO_FAULTS,
+    deadlines: bool | None = None,
+) -> st.SearchStrategy[FaultPlan]:
+    """Fault plans for ``definition``: faults on its steps and compensations, event
+    deliveries for its events, and maybe a run deadline. Shrinks towards no faults.
+
+    ``deadlines``: whether plans set run deadlines (default: when the saga
+    declares a ``deadline``, as its own deadline or a tight one).
+
+    >>> import attrs
+    >>> from statesaga import Saga, State
+    >>> @attrs.define
+    ... class Nothing:
+    ...     pass
+    >>> class One(Saga[Nothing, Nothing]):
+    ...     name = "one"
+    ...     new = State(initial=True)
+    ...     done = State(final=True)
+    ...     go = new.to(done).run(lambda ctx: None, read_only=True)
+    >>> plans = fault_plans(One.definition)
+    >>> print(FaultPlan((Fault("go", "crash_after"),), deadline=30))
+    go: crash_after; deadline 30s
+    """
+    steps = sorted(name for name, t in definition.transitions.items() if t.step is not None)
+    undos = sorted(f"{name}.undo" for name, t in definition.transitions.items() if t.compensatable)
+    events = sorted({t.event for t in definition.transitions.values() if t.event is not None})
+    choices: list[st.SearchStrategy[Fault]] = []
+    if steps and kinds:
+        choices.append(
+            st.builds(
+                Fault, st.sampled_from(steps), st.sampled_from(kinds), st.integers(1, max_times)
+            )
+        )
+    if undos and undo_kinds:
+        choices.append(
+            st.builds(
+                Fault,
+                st.sampled_from(undos),
+                st.sampled_from(undo_kinds),
+                st.integers(1, max_times),
+            )
+        )
+    faults: st.SearchStrategy[tuple[Fault, ...]] = (
+        st.lists(st.one_of(choices), max_size=max_faults).map(tuple) if choices else st.just(())
+    )
+    modes: tuple[DeliveryMode, ...] = ("on_time", "early", "late", "twice", "never")
+    deliveries = st.tuples(
+        *(st.builds(EventPlan, st.just(event), st.sampled_from(modes)) for event in events)
+    )
+    if deadlines is None:
+        deadlines = definition.deadline is not None
+    choices_of_deadline = sorted(
+        {1.0, 30.0, *([definition.deadline] if definition.deadline else [])}
+    )
+    deadline = st.none() | st.sampled_from(choices_of_deadline) if deadlines else st.none()
+    return st.builds(FaultPlan, faults, deliveries, deadline)

@@ -128,7 +128,9 @@ class Definition:
     def shape_hash(self) -> str:
         """Hash the graph's shape (what ``graph_hash`` holds once compiled)."""
         shape = {
-            "states": [attrs.astuple(s) for s in self.states.values()],
+            # states in any order are the same graph; transitions keep their order, which
+            # decides which guard is tried first
+            "states": sorted(attrs.astuple(s) for s in self.states.values()),
             "transitions": [
                 [
                     t.name,

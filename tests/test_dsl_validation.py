@@ -1096,3 +1096,19 @@ def test_a_step_into_a_final_state_needs_no_compensation() -> None:
         ship = packed.to(shipped).run(ship_order)  # its success ends the saga: nothing to undo
 
     assert Ship.definition.transitions["ship"].step is not None
+
+
+def test_the_graph_hash_does_not_depend_on_the_order_states_are_declared_in() -> None:
+    class First(Saga[CartInput, CartData]):
+        name = "ordered"
+        new = State(initial=True)
+        done = State(final=True)
+        check = new.to(done).run(validate_cart, read_only=True)
+
+    class Second(Saga[CartInput, CartData]):
+        name = "ordered"
+        done = State(final=True)
+        new = State(initial=True)
+        check = new.to(done).run(validate_cart, read_only=True)
+
+    assert First.definition.graph_hash == Second.definition.graph_hash

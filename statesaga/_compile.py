@@ -149,7 +149,8 @@ class _Compiler:
             source = self.state_name(value.source, attr, "from")
             target = self.state_name(value.target, attr, "to")
             if value.event is not None:
-                if value.event in states or value.event in namespace:
+                taken = value.event in states or isinstance(namespace.get(value.event), Transition)
+                if taken:
                     raise self.fail(
                         f"duplicate name: event {value.event!r} of transition {attr!r} is also "
                         "the name of a state or transition; rename the event",

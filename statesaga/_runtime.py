@@ -154,7 +154,7 @@ class Runtime:
 
     def __init__(
         self,
-        database: str | Store = "sqlite:///statesaga.db",
+        database: str | Store | None = None,
         *,
         sagas: Iterable[type | Definition] = (),
         locks: Locks | AsyncLocks | None = None,
@@ -166,6 +166,22 @@ class Runtime:
         default_retry: Retry | None = None,
         observer: Observer | None = None,
     ) -> None:
+        if database is None:
+            # nothing said: the settings decide (environment, statesaga.toml, pyproject),
+            # so a deployment moves to PostgreSQL and Redis without a code change
+            from statesaga.settings import Settings
+
+            settings = Settings.load()
+            database = SqlStore(settings.database_url, schema=settings.schema)
+            if locks is None and settings.redis_url is not None:
+                from statesaga.locks import redis as redis_locks
+
+                kind = redis_locks.AsyncRedisLocks if self._accepts_async_locks else None
+                locks = (kind or redis_locks.RedisLocks)(settings.redis_url)
+            if default_deadline is None:
+                default_deadline = settings.default_deadline
+            if default_retry is None:
+                default_retry = settings.retry
         self.store: Store = SqlStore(database) if isinstance(database, str) else database
         # None: the store's own lease on the instance row (claim with expiry, epoch bump)
         # is the only lock, and the unique open-instance index makes a busy key fail fast

@@ -56,8 +56,10 @@ class Engine(Runtime):
     """Runs sagas: persists every transition, locks per entity, retries, compensates.
 
     Args:
-        database: a SQLAlchemy URL (default ``sqlite:///statesaga.db``, migrated
-            on open) or a ``Store``.
+        database: a SQLAlchemy URL (SQLite files are migrated on open) or a
+            ``Store``. Left out, the settings decide (``STATESAGA_DATABASE_URL``,
+            ``statesaga.toml``, ``[tool.statesaga]``; default ``sqlite:///statesaga.db``),
+            with Redis entity locks when ``STATESAGA_REDIS_URL`` is set.
         sagas: saga classes to register now (``start`` also registers what it is given).
         locks: entity leases; default: SQL leases in the store's database.
         lease_ttl: seconds a lease lasts; renewed while a step runs longer.

@@ -219,3 +219,29 @@ def test_a_schema_setting_keeps_the_tables_in_their_own_postgres_schema(
         with admin.begin() as connection:
             connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         admin.dispose()
+
+
+def test_a_plain_engine_takes_postgres_and_redis_from_the_environment(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, postgres_url: str, redis_url: str
+) -> None:
+    from statesaga.locks import RedisLocks
+
+    monkeypatch.setenv("STATESAGA_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("STATESAGA_REDIS_URL", redis_url)
+    journal.calls.clear()
+    journal.fail.clear()
+    with Engine() as engine:  # the code says nothing about where things live
+        assert engine.store.engine.dialect.name == "postgresql"  # type: ignore[attr-defined]
+        assert isinstance(engine.locks, RedisLocks)
+        run = engine.start(sagas.Linear, Order("pg-2"), key="order:settings:pg-2")
+        assert run.status is Status.COMPLETED
+
+
+def test_a_plain_engine_defaults_to_the_sqlite_file_in_the_current_directory(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(clean_env)
+    with Engine() as engine:
+        assert engine.locks is None
+        assert engine.start(sagas.Linear, Order("lite-1")).status is Status.COMPLETED
+    assert (clean_env / "statesaga.db").exists()

@@ -69,7 +69,9 @@ from sqlalchemy.dialects import postgresql
 # run from a checkout without installing: the repository root holds the package
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from statesaga import Engine, Saga, State, Status
+from five_steps import STEPS, FiveSteps, Nothing
+
+from statesaga import Engine, Status
 from statesaga.store import SqlStore
 from statesaga.store.migrate import upgrade
 from statesaga.store.schema import history, instances
@@ -81,35 +83,7 @@ DEFAULT_URL = os.environ.get(
     ),
 )
 TARGETS = {1: 0.8, 8: 0.7}
-STEPS = 5
 COMMITS_PER_SAGA = 1 + STEPS
-
-
-@attrs.frozen
-class Nothing:
-    """Input and context of the benchmark saga: nothing to carry."""
-
-
-def noop(ctx: Any) -> None:
-    """A step that does nothing and keeps the data."""
-
-
-class FiveSteps(Saga[Nothing, Nothing]):
-    """s0 -> s1 -> ... -> s5, one read-only no-op step per transition."""
-
-    name = "bench-pg-five-steps"
-
-    s0 = State(initial=True)
-    s1 = State()
-    s2 = State()
-    s3 = State()
-    s4 = State()
-    s5 = State(final=True)
-    t1 = s0.to(s1).run(noop, read_only=True)
-    t2 = s1.to(s2).run(noop, read_only=True)
-    t3 = s2.to(s3).run(noop, read_only=True)
-    t4 = s3.to(s4).run(noop, read_only=True)
-    t5 = s4.to(s5).run(noop, read_only=True)
 
 
 # -- where the tables are ----------------------------------------------------------------------

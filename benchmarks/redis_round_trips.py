@@ -17,34 +17,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import attrs
+from five_steps import FiveSteps, Nothing
 
-from statesaga import Engine, Saga, State
+from statesaga import Engine
 from statesaga.locks import RedisLocks
-
-
-@attrs.define
-class Nothing:
-    n: int = 0
-
-
-def noop(_ctx: Any) -> None:
-    return None
-
-
-class FiveSteps(Saga[Nothing, Nothing]):
-    name = "five-steps"
-    s0 = State(initial=True)
-    s1 = State()
-    s2 = State()
-    s3 = State()
-    s4 = State()
-    s5 = State(final=True)
-    t1 = s0.to(s1).run(noop, read_only=True)
-    t2 = s1.to(s2).run(noop, read_only=True)
-    t3 = s2.to(s3).run(noop, read_only=True)
-    t4 = s3.to(s4).run(noop, read_only=True)
-    t5 = s4.to(s5).run(noop, read_only=True)
 
 
 def main() -> int:
@@ -68,7 +44,7 @@ def main() -> int:
             engine.start(FiveSteps, Nothing(), key="warm-up")  # loads the scripts once
             sent.clear()
             for n in range(args.sagas):
-                engine.start(FiveSteps, Nothing(n), key=f"order:{n}")
+                engine.start(FiveSteps, Nothing(), key=f"order:{n}")
     locks.close()
     per_saga = len(sent) / args.sagas
     kinds = sorted(set(sent))

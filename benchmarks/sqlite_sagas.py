@@ -63,40 +63,14 @@ from rich.table import Table
 # run from a checkout without installing: the repository root holds the package
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from statesaga import Engine, Saga, State, Status
+from five_steps import STEPS, FiveSteps, Nothing
+
+from statesaga import Engine, Status
 from statesaga.locks import InProcessLocks, SqlLocks
 from statesaga.store import SqlStore
 
 TARGET_RATIO = 0.5
-STEPS = 5
 COMMITS_PER_SAGA = 1 + STEPS
-
-
-@attrs.frozen
-class Nothing:
-    """Input and context of the benchmark saga: nothing to carry."""
-
-
-def noop(ctx: Any) -> None:
-    """A step that does nothing and keeps the data."""
-
-
-class FiveSteps(Saga[Nothing, Nothing]):
-    """s0 -> s1 -> ... -> s5, one read-only no-op step per transition."""
-
-    name = "bench-five-steps"
-
-    s0 = State(initial=True)
-    s1 = State()
-    s2 = State()
-    s3 = State()
-    s4 = State()
-    s5 = State(final=True)
-    t1 = s0.to(s1).run(noop, read_only=True)
-    t2 = s1.to(s2).run(noop, read_only=True)
-    t3 = s2.to(s3).run(noop, read_only=True)
-    t4 = s3.to(s4).run(noop, read_only=True)
-    t5 = s4.to(s5).run(noop, read_only=True)
 
 
 # -- the runners: each returns a function that runs n sagas ---------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from statesaga.context import StepContext
+from statesaga.context import Resources, StepContext
 from statesaga.core import ErrorInfo, HistoryKind, Status
 from statesaga.definition import Definition
 from statesaga.dsl import Saga, State, Transition
@@ -32,6 +32,7 @@ from statesaga.errors import (
     InvalidOperation,
     LeaseLost,
     LocksUnavailable,
+    MissingResource,
     NonRetryableError,
     NotFound,
     RetryNotAllowed,
@@ -68,6 +69,7 @@ __all__ = [
     "Transition",
     "Retry",
     "StepContext",
+    "Resources",
     "Definition",
     # state of a run
     "Status",
@@ -91,6 +93,7 @@ __all__ = [
     "LeaseLost",
     "StoreError",
     "LocksUnavailable",
+    "MissingResource",
     "SettingsError",
     "StepTimeout",
     "NonRetryableError",

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import attrs
 
-from statesaga.context import StepContext
+from statesaga.context import Resources, StepContext
 from statesaga.core import (
     BranchChosen,
     ChooseBranch,
@@ -165,6 +165,7 @@ class Runtime:
         default_deadline: float | None = None,
         default_retry: Retry | None = None,
         observer: Observer | None = None,
+        resources: Iterable[object] = (),
     ) -> None:
         if database is None:
             # nothing said: the settings decide (environment, statesaga.toml, pyproject),
@@ -202,6 +203,7 @@ class Runtime:
         self.default_retry = default_retry
         # None (the default) skips every hook call: nothing to pay on the hot path
         self.observer = observer
+        self.resources = Resources(resources)
         self._definitions: dict[tuple[str, int], tuple[Definition, Interpreter]] = {}
         self._latest: dict[str, int] = {}
         self._active: dict[str, _Active] = {}
@@ -217,6 +219,7 @@ class Runtime:
         *,
         sagas: Iterable[type | Definition] = (),
         observer: Observer | None = None,
+        resources: Iterable[object] = (),
         **overrides: Any,
     ) -> Self:
         """An engine configured by :class:`~statesaga.settings.Settings`.
@@ -235,7 +238,7 @@ class Runtime:
 
             kind = redis_locks.AsyncRedisLocks if cls._accepts_async_locks else None
             arguments["locks"] = (kind or redis_locks.RedisLocks)(settings.redis_url)
-        return cls(**arguments, sagas=sagas, observer=observer)
+        return cls(**arguments, sagas=sagas, observer=observer, resources=resources)
 
     # -- registry ----------------------------------------------------------------------
 
@@ -567,6 +570,7 @@ class Runtime:
             idempotency_key=key,
             correlation_id=run.correlation_id,
             event=run.snapshot.event,
+            resources=self.resources,
         )
 
     def _run_step(self, run: _Active, decision: RunStep) -> Generator[Request, Any, Next]:
@@ -650,37 +654,64 @@ class Runtime:
         assert t.step.compensation is not None
         ctx = self._context(run, f"{t.name}.undo", decision.attempt, decision.idempotency_key)
         started = self.clock()
-        response = yield Call(t.step.compensation, ctx, t.step.timeout)
-        if response.error is None:
-            value = response.value
-            returned = value if isinstance(value, run.definition.context_type) else None
-            outcome: Outcome = CompensationSucceeded(returned)
-            log.info(
-                "compensated %s of %s %s (attempt %d)",
-                ctx.step,
-                run.definition.name,
-                run.id,
-                decision.attempt,
-                extra=_log_extra(run, ctx.step),
-            )
+        compensation = t.step.compensation
+        if t.step.transactional:
+            # the undo of a transactional step writes through the compensating
+            # transition's own transaction: undone exactly once, or not at all
+            try:
+                with self.store.transaction() as connection:
+                    in_transaction = attrs.evolve(ctx, connection=connection)
+                    call = Call(compensation, in_transaction, t.step.timeout)
+                    outcome = self._compensation_outcome(run, t, ctx, (yield call))
+                    if isinstance(outcome, CompensationFailed):
+                        raise _Discard(outcome)
+                    nxt = run.core.next(run.snapshot, outcome, self.clock())
+                    self._persist(run, nxt, started, connection=connection)
+                if isinstance(nxt.decision, Finish):
+                    self._finished(run, run.updated_at)
+                if self.observer is not None:
+                    self._observe(run, ctx.step, decision.attempt, started, None, undo=True)
+                return nxt
+            except _Discard as discard:
+                outcome = discard.outcome
         else:
-            retryable = t.step.compensation_retry.is_retryable(response.error)
-            outcome = CompensationFailed(_error_info(response.error, retryable))
-            log.warning(
-                "compensation %s.undo of %s %s failed (attempt %d): %s",
-                t.name,
-                run.definition.name,
-                run.id,
-                decision.attempt,
-                response.error,
-                extra=_log_extra(run, ctx.step),
-            )
+            response = yield Call(compensation, ctx, t.step.timeout)
+            outcome = self._compensation_outcome(run, t, ctx, response)
         nxt = run.core.next(run.snapshot, outcome, self.clock())
         self._persist(run, nxt, started)
         if self.observer is not None:
             error = outcome.error if isinstance(outcome, CompensationFailed) else None
             self._observe(run, ctx.step, decision.attempt, started, error, undo=True)
         return nxt
+
+    def _compensation_outcome(
+        self, run: _Active, t: TransitionDef, ctx: StepContext[Any, Any], response: Response
+    ) -> Outcome:
+        assert t.step is not None
+        attempt = ctx.attempt
+        if response.error is None:
+            value = response.value
+            returned = value if isinstance(value, run.definition.context_type) else None
+            log.info(
+                "compensated %s of %s %s (attempt %d)",
+                ctx.step,
+                run.definition.name,
+                run.id,
+                attempt,
+                extra=_log_extra(run, ctx.step),
+            )
+            return CompensationSucceeded(returned)
+        retryable = t.step.compensation_retry.is_retryable(response.error)
+        log.warning(
+            "compensation %s of %s %s failed (attempt %d): %s",
+            ctx.step,
+            run.definition.name,
+            run.id,
+            attempt,
+            response.error,
+            extra=_log_extra(run, ctx.step),
+        )
+        return CompensationFailed(_error_info(response.error, retryable))
 
     def _choose(self, run: _Active, decision: ChooseBranch) -> Generator[Request, Any, Next]:
         started = self.clock()

@@ -2,14 +2,66 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
 import attrs
 
-__all__ = ["StepContext"]
+from statesaga.errors import MissingResource
+
+__all__ = ["Resources", "StepContext"]
 
 InputT = TypeVar("InputT")
 DataT = TypeVar("DataT")
+T = TypeVar("T")
+
+
+class Resources:
+    """The objects an engine hands its steps: a payment client, an HTTP session...
+
+    Steps are plain functions declared on the saga class; what they need from
+    the outside world is passed to the engine (``Engine(..., resources=[...])``)
+    and looked up by type from the step, so a test or a worker can give the same
+    saga a different payment provider without touching its definition.
+
+    >>> class Payments: ...
+    >>> resources = Resources([Payments()])
+    >>> isinstance(resources.get(Payments), Payments)
+    True
+    >>> resources.get(int)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    statesaga.errors.MissingResource: a step asked for an int, but the engine has none: ...
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[object] = ()) -> None:
+        self._items = tuple(items)
+
+    def get(self, kind: type[T]) -> T:
+        """The first resource that is an instance of ``kind``.
+
+        Raises:
+            MissingResource: the engine was given none (a non-retryable step failure).
+        """
+        for item in self._items:
+            if isinstance(item, kind):
+                return item
+        article = "an" if kind.__name__[:1].lower() in "aeiou" else "a"
+        raise MissingResource(
+            f"a step asked for {article} {kind.__name__}, but the engine has none: "
+            "pass one as Engine(..., resources=[...])"
+        )
+
+    def __iter__(self) -> Any:
+        return iter(self._items)
+
+    def __repr__(self) -> str:
+        return f"Resources({list(self._items)!r})"
+
+
+_NO_RESOURCES = Resources()
 
 
 @attrs.frozen
@@ -32,9 +84,10 @@ class StepContext(Generic[InputT, DataT]):
             deduplicate retries.
         correlation_id: the run's correlation id, for logs and outgoing calls.
         event: the payload of the event that triggered this transition, if any.
-        connection: for a ``transactional`` step, the transition's own database
-            connection (a SQLAlchemy ``Connection``); writes made through it
-            commit or roll back together with the transition.
+        connection: for a ``transactional`` step (and its compensation), the
+            transition's own database connection (a SQLAlchemy ``Connection``);
+            writes made through it commit or roll back together with the transition.
+        resources: what the engine was given as ``resources``; see :meth:`resource`.
 
     >>> ctx = StepContext(input=1, data=None, instance_id="i-1", saga="s", step="go",
     ...                   attempt=1, idempotency_key="i-1:1:go", correlation_id="c-1")
@@ -52,3 +105,12 @@ class StepContext(Generic[InputT, DataT]):
     correlation_id: str
     event: Any = None
     connection: Any = None
+    resources: Resources = _NO_RESOURCES
+
+    def resource(self, kind: type[T]) -> T:
+        """The engine's resource of type ``kind`` (e.g. ``ctx.resource(PaymentProvider)``).
+
+        Raises:
+            MissingResource: the engine was given none; the step fails without retrying.
+        """
+        return self.resources.get(kind)

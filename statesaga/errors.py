@@ -22,6 +22,7 @@
     ├── SettingsError            a setting (argument, STATESAGA_* variable, TOML) does not fit
     ├── StepTimeout              a step ran longer than its timeout (recorded, then retried)
     └── NonRetryableError        raise it (or a subclass) from a step to fail without retrying
+        └── MissingResource      a step asked for a resource the engine was not given
 
 Each error keeps its context as keyword-only attributes (``saga``,
 ``instance_id``, ``state``, ``key``...), and its message says what to do.
@@ -48,6 +49,7 @@ __all__ = [
     "InvalidOperation",
     "LeaseLost",
     "LocksUnavailable",
+    "MissingResource",
     "NonRetryableError",
     "NotFound",
     "RetryNotAllowed",
@@ -205,4 +207,11 @@ class NonRetryableError(StateSagaError):
     ...     pass
     >>> issubclass(PaymentDeclined, StateSagaError)
     True
+    """
+
+
+class MissingResource(NonRetryableError):
+    """A step asked (``ctx.resource(Kind)``) for a resource the engine was not given.
+
+    Pass it when the engine is made: ``Engine(..., resources=[provider])``.
     """

@@ -120,6 +120,8 @@ def write_effect(ctx: StepContext[Order, Progress]) -> Progress:
 
 
 def remove_effect(ctx: StepContext[Order, Progress]) -> None:
+    """Its compensation: deletes the row through the compensating transition's transaction."""
+    ctx.connection.execute(effects.delete().where(effects.c.instance_id == ctx.instance_id))
     journal.hit("undo_reserve", ctx)
 
 

@@ -23,8 +23,11 @@ from statesaga import (
     InputError,
     InstanceNotFound,
     RetryNotAllowed,
+    Saga,
     SagaNotRegistered,
+    State,
     Status,
+    StepContext,
 )
 
 
@@ -329,6 +332,81 @@ def test_a_failing_transactional_step_rolls_its_writes_back(engine: Engine) -> N
 
     assert run.status is Status.COMPLETED
     assert effect_rows(engine) == [(run.id, "reserve")]  # the failed attempt's row is gone
+
+
+@pytest.mark.usefixtures("effects_table")
+def test_the_undo_of_a_transactional_step_writes_in_the_compensating_transaction(
+    engine: Engine,
+) -> None:
+    journal.fail["charge"] = -1  # charge always fails: reserve is compensated
+
+    run = engine.start(sagas.Transactional, Order("o-16b"))
+
+    assert run.status is Status.COMPENSATED
+    assert journal.names()[-1] == "undo_reserve"
+    assert effect_rows(engine) == []  # the row reserve wrote was deleted, in the same commit
+
+
+@pytest.mark.usefixtures("effects_table")
+def test_a_failing_transactional_undo_rolls_its_writes_back_and_is_retried(
+    engine: Engine,
+) -> None:
+    journal.fail["charge"] = -1
+    journal.fail["undo_reserve"] = 2  # deletes the row, then fails: twice
+
+    run = engine.start(sagas.Transactional, Order("o-16c"))
+
+    assert run.status is Status.COMPENSATED
+    assert journal.names().count("undo_reserve") == 3
+    assert effect_rows(engine) == []
+    undo_rows = [
+        entry.kind.value
+        for entry in engine.get(run.id).history
+        if entry.kind in (HistoryKind.COMPENSATION_RETRY, HistoryKind.COMPENSATE)
+    ]
+    assert undo_rows == ["compensation_retry", "compensation_retry", "compensate"]
+
+
+class PaymentClient:
+    """What a step needs from outside: here, a client that records what it was asked."""
+
+    def __init__(self) -> None:
+        self.charged: list[str] = []
+
+
+def charge_through_the_client(ctx: StepContext[Order, Progress]) -> None:
+    ctx.resource(PaymentClient).charged.append(ctx.input.order_id)
+
+
+class UsesAResource(Saga[Order, Progress]):
+    name = "uses-a-resource"
+    new = State(initial=True)
+    charged = State(final=True)
+    charge = new.to(charged).run(charge_through_the_client, pivot=True)
+
+
+def test_a_step_gets_the_resources_the_engine_was_given(db: str) -> None:
+    client = PaymentClient()
+    with Engine(db, resources=[client]) as engine:
+        run = engine.start(UsesAResource, Order("o-res-1"))
+
+    assert run.status is Status.COMPLETED
+    assert client.charged == ["o-res-1"]
+
+
+def test_a_step_asking_for_a_resource_the_engine_lacks_fails_at_once(db: str) -> None:
+    with Engine(db) as engine:
+        run = engine.start(UsesAResource, Order("o-res-2"))
+        history = engine.get(run.id).history
+
+    assert run.status is Status.COMPENSATED  # a pivot that fails before it ran compensates
+    assert run.error is not None
+    assert run.error.type.endswith("MissingResource")
+    assert "asked for a PaymentClient" in run.error.message
+    assert "Engine(..., resources=[...])" in run.error.message
+    assert [entry.kind for entry in history if entry.transition == "charge"] == [
+        HistoryKind.FAILURE  # not retried
+    ]
 
 
 def test_a_holder_whose_run_was_claimed_mid_step_is_fenced_out(engine: Engine, db: str) -> None:

@@ -1,0 +1,372 @@
+"""The shop: its catalog and carts, and checkout through the complete-cart saga.
+
+:class:`Shop` is what the HTTP API, the demo and the tests call. It runs the
+saga with the entity key ``cart:complete:{cart_id}``, so that two requests to
+complete one cart never both run: the second is told the checkout is already
+in progress (:class:`CheckoutInProgress`). Completing a cart that is already
+completed returns its order; nothing runs again.
+
+>>> from definitions.checkout.provider import SimulatedProvider
+>>> with Shop.open("sqlite://", provider=SimulatedProvider()) as shop:
+...     shop.add_product("mug", "Enamel mug", unit_price=1250, stock=5)
+...     cart_id = shop.create_cart({"mug": 2})
+...     result = shop.complete(cart_id, correlation_id="req-1")
+...     (result.status, result.total, shop.stock("mug"))
+('completed', 2500, StockLevel(stocked=5, reserved=2))
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import attrs
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, selectinload
+
+from definitions.checkout.errors import (
+    CartNotFound,
+    CheckoutError,
+    CheckoutFailed,
+    CheckoutInProgress,
+    CheckoutTimedOut,
+    InsufficientStock,
+    InvalidCart,
+    PaymentDeclined,
+)
+from definitions.checkout.models import (
+    Cart,
+    CartLine,
+    InventoryItem,
+    Order,
+    Payment,
+    Reservation,
+    create_tables,
+)
+from definitions.checkout.provider import PaymentProvider, SimulatedProvider, WebhookEvent
+from definitions.checkout.saga import CompleteCart, CompleteCartInput, PaymentConfirmed
+from statesaga import EntityBusy, EventNotAllowed, InvalidOperation, Run, Status
+from statesaga.engine import Engine
+
+__all__ = ["CheckoutResult", "Shop", "StockLevel", "cart_key"]
+
+SAGA = CompleteCart.name
+
+
+def cart_key(cart_id: str) -> str:
+    """The entity key a checkout of ``cart_id`` holds."""
+    return f"cart:complete:{cart_id}"
+
+
+@attrs.frozen
+class StockLevel:
+    """A SKU's units on the shelf and units promised to checkouts."""
+
+    stocked: int
+    reserved: int
+
+    @property
+    def available(self) -> int:
+        """Units that can still be reserved."""
+        return self.stocked - self.reserved
+
+
+@attrs.frozen
+class CheckoutResult:
+    """What completing a cart gave: an order, or a payment waiting for the customer.
+
+    Attributes:
+        status: ``completed``, or ``requires_action`` (3-D Secure: the provider's
+            webhook will finish the checkout).
+        already_completed: the cart was completed before this request; its order is returned.
+        run: the checkout run (``None`` when the cart was completed before and nothing ran).
+    """
+
+    cart_id: str
+    status: Literal["completed", "requires_action"]
+    order_id: str | None
+    total: int
+    currency: str
+    checkout_id: str | None
+    provider_ref: str | None = None
+    already_completed: bool = False
+    run: Run | None = None
+
+
+# the error a run recorded (its type's qualified name) -> what the shop raises
+_RAISES: dict[str, type[CheckoutError]] = {
+    f"{kind.__module__}.{kind.__qualname__}": kind
+    for kind in (CartNotFound, InvalidCart, InsufficientStock, PaymentDeclined)
+}
+_TIMED_OUT = {"DeadlinePassed", "WaitTimedOut", "StepTimeout"}  # StepTimeout: the provider
+
+
+class Shop:
+    """The shop's operations over one database (the saga store's).
+
+    Args:
+        engine: a statesaga engine on the shop's database, with ``CompleteCart``
+            registered and a :class:`PaymentProvider` among its resources.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.database: sa.Engine = engine.store.engine  # type: ignore[attr-defined]
+        engine.register(CompleteCart)
+
+    @classmethod
+    def open(
+        cls,
+        database: str = "sqlite:///shop.db",
+        *,
+        provider: PaymentProvider | None = None,
+        resources: Iterable[object] = (),
+        **engine_options: Any,
+    ) -> Self:
+        """A shop on ``database``: the saga store and the shop's tables, created if missing.
+
+        ``provider`` defaults to a :class:`SimulatedProvider`; ``engine_options``
+        go to :class:`~statesaga.engine.Engine` (locks, lease, clock...).
+        """
+        provider = provider or SimulatedProvider()
+        engine = Engine(database, resources=[provider, *resources], **engine_options)
+        create_tables(engine.store.engine)  # type: ignore[attr-defined]
+        return cls(engine)
+
+    def close(self) -> None:
+        """Close the engine (and its connections)."""
+        self.engine.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- catalog and carts ----------------------------------------------------------------
+
+    def add_product(
+        self, sku: str, name: str, *, unit_price: int, stock: int, currency: str = "EUR"
+    ) -> None:
+        """Put a product on sale with ``stock`` units."""
+        with Session(self.database) as session, session.begin():
+            session.add(
+                InventoryItem(
+                    sku=sku,
+                    name=name,
+                    unit_price=unit_price,
+                    currency=currency,
+                    stocked=stock,
+                    reserved=0,
+                )
+            )
+
+    def set_price(self, sku: str, unit_price: int) -> None:
+        """Change a product's price (carts made before it then fail validation)."""
+        with Session(self.database) as session, session.begin():
+            session.get_one(InventoryItem, sku).unit_price = unit_price
+
+    def create_cart(
+        self,
+        items: Mapping[str, int],
+        *,
+        payment_method: str = "card_ok",
+        currency: str = "EUR",
+        cart_id: str | None = None,
+    ) -> str:
+        """A new open cart with ``items`` (SKU to quantity) at today's prices; its id."""
+        cart_id = cart_id or f"cart-{uuid.uuid4().hex[:12]}"
+        with Session(self.database) as session, session.begin():
+            cart = Cart(id=cart_id, currency=currency, payment_method=payment_method)
+            for sku, quantity in items.items():
+                item = session.get(InventoryItem, sku)
+                if item is None:
+                    raise InvalidCart(f"no product {sku!r} in the catalog", cart_id=cart_id)
+                cart.lines.append(
+                    CartLine(
+                        sku=sku,
+                        quantity=quantity,
+                        unit_price=item.unit_price,
+                        currency=item.currency,
+                    )
+                )
+            session.add(cart)
+        return cart_id
+
+    def stock(self, sku: str) -> StockLevel:
+        """A SKU's stock level."""
+        with Session(self.database) as session:
+            item = session.get_one(InventoryItem, sku)
+            return StockLevel(item.stocked, item.reserved)
+
+    def cart(self, cart_id: str) -> Cart:
+        """A cart with its lines (detached from any session).
+
+        Raises:
+            CartNotFound: no such cart.
+        """
+        with Session(self.database, expire_on_commit=False) as session:
+            cart = session.scalars(
+                sa.select(Cart).where(Cart.id == cart_id).options(selectinload(Cart.lines))
+            ).one_or_none()
+            if cart is None:
+                raise CartNotFound(
+                    f"cart {cart_id!r} does not exist: create it first", cart_id=cart_id
+                )
+            session.expunge_all()
+            return cart
+
+    def orders(self, cart_id: str | None = None) -> list[Order]:
+        """The orders (of one cart, or all), canceled ones included."""
+        return self._rows(Order, cart_id)
+
+    def payments(self, cart_id: str | None = None) -> list[Payment]:
+        """The payments booked (of one cart, or all)."""
+        return self._rows(Payment, cart_id)
+
+    def reservations(self, cart_id: str | None = None) -> list[Reservation]:
+        """The reservations made (of one cart, or all), released ones included."""
+        return self._rows(Reservation, cart_id)
+
+    def _rows(self, model: Any, cart_id: str | None) -> list[Any]:
+        query = sa.select(model).order_by(model.id)
+        if cart_id is not None:
+            query = query.where(model.cart_id == cart_id)
+        with Session(self.database, expire_on_commit=False) as session:
+            rows = list(session.scalars(query))
+            session.expunge_all()
+            return rows
+
+    # -- checkout ---------------------------------------------------------------------------
+
+    def complete(self, cart_id: str, *, correlation_id: str | None = None) -> CheckoutResult:
+        """Complete the cart: an order, a payment waiting for the customer, or an error.
+
+        Raises:
+            CartNotFound: (404) no such cart.
+            CheckoutInProgress: (409) a checkout of this cart is running or waiting.
+            InvalidCart, InsufficientStock: (422) nothing was changed.
+            PaymentDeclined: (402) everything done so far was compensated.
+            CheckoutTimedOut: (504) the deadline passed; everything was compensated.
+            CheckoutFailed: (500) anything else; ``error.run`` tells where it stopped.
+        """
+        cart = self.cart(cart_id)
+        if cart.status == "completed":
+            return self._existing_order(cart)
+        try:
+            run = self.engine.start(
+                CompleteCart,
+                CompleteCartInput(cart_id),
+                key=cart_key(cart_id),
+                correlation_id=correlation_id,
+            )
+        except EntityBusy as busy:
+            running = self.engine.list(saga=SAGA, key=cart_key(cart_id), limit=1)
+            where = f" (checkout {running[0].id}, {running[0].state})" if running else ""
+            raise CheckoutInProgress(
+                f"cart {cart_id!r} is already being checked out{where}: wait for that "
+                "checkout to end, then look at its result",
+                cart_id=cart_id,
+                run=running[0] if running else None,
+            ) from busy
+        return self.result(run)
+
+    def result(self, run: Run) -> CheckoutResult:
+        """What a checkout run amounts to, or the error it ended with (raised)."""
+        cart_id = run.input.cart_id
+        if run.status is Status.COMPLETED:
+            receipt = run.output
+            return CheckoutResult(
+                cart_id,
+                "completed",
+                receipt.order_id,
+                receipt.total,
+                receipt.currency,
+                run.id,
+                run.data.provider_ref,
+                run=run,
+            )
+        if run.status in (Status.WAITING, Status.RUNNING):
+            return CheckoutResult(
+                cart_id,
+                "requires_action",
+                None,
+                run.data.total,
+                run.data.currency,
+                run.id,
+                run.data.provider_ref,
+                run=run,
+            )
+        error = run.error
+        message = "the checkout failed" if error is None else error.message
+        if run.status is Status.FAILED:
+            raise CheckoutFailed(
+                f"checkout {run.id} of cart {cart_id!r} could not be compensated ({message}); "
+                f"it is left failed: fix the cause, then `statesaga retry {run.id}`",
+                cart_id=cart_id,
+                run=run,
+            )
+        if error is not None and error.type.endswith(".CartAlreadyCompleted"):
+            return attrs.evolve(self._existing_order(self.cart(cart_id)), run=run)
+        if error is not None and error.type in _TIMED_OUT:
+            raise CheckoutTimedOut(
+                f"checkout {run.id} of cart {cart_id!r} did not finish in time ({message}); "
+                "everything it did was undone: the customer may try again",
+                cart_id=cart_id,
+                run=run,
+            )
+        kind = _RAISES.get(error.type if error is not None else "", CheckoutFailed)
+        raise kind(message, cart_id=cart_id, run=run)
+
+    def _existing_order(self, cart: Cart) -> CheckoutResult:
+        order = next(o for o in self.orders(cart.id) if o.canceled_at is None)
+        return CheckoutResult(
+            cart.id,
+            "completed",
+            order.id,
+            order.total,
+            order.currency,
+            order.checkout_id,
+            already_completed=True,
+        )
+
+    def payment_webhook(self, event: WebhookEvent) -> Run | None:
+        """Deliver the provider's webhook to the checkout waiting for it.
+
+        A success resumes the checkout (order, cart completed); a failure cancels
+        it, which compensates. A webhook with no checkout waiting (a duplicate
+        delivery, or one that arrived after the wait timed out) changes nothing
+        and returns the cart's latest checkout, if any: providers deliver
+        at-least-once, so the shop acknowledges duplicates rather than failing them.
+        """
+        key = cart_key(event.reference)
+        runs = self.engine.list(saga=SAGA, key=key, limit=1)
+        if not runs:
+            return None
+        latest = runs[0]
+        if latest.status is not Status.WAITING or latest.data.provider_ref != event.provider_ref:
+            return latest
+        try:
+            if event.status == "succeeded":
+                return self.engine.send(
+                    "payment_succeeded",
+                    PaymentConfirmed(event.provider_ref),
+                    instance_id=latest.id,
+                )
+            return self.engine.cancel(
+                latest.id,
+                reason=f"payment {event.provider_ref} failed: the customer did not confirm it",
+            )
+        except (EventNotAllowed, InvalidOperation, EntityBusy):
+            return self.engine.get(latest.id)  # another delivery got there first
+
+    def checkout(self, checkout_id: str) -> Run:
+        """A checkout run with its history."""
+        return self.engine.get(checkout_id)

@@ -75,6 +75,16 @@ SagaOption = Annotated[
         help="MODULE:ATTR of a saga to register (repeatable); needed to drive its runs.",
     ),
 ]
+ResourcesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--resources",
+        "-r",
+        envvar="STATESAGA_RESOURCES",
+        help="MODULE:ATTR of the resources the steps need (a list, or a function returning "
+        "one), e.g. definitions.checkout:resources (repeatable).",
+    ),
+]
 
 
 @contextmanager
@@ -117,11 +127,40 @@ def load_sagas(reference: str) -> list[Definition]:
     return found
 
 
-def _engine(db: str | None, sagas: list[str] | None = None) -> Any:
+def load_resources(reference: str) -> list[object]:
+    """The objects ``MODULE:ATTR`` names: a list of them, or a function that returns one."""
+    module_name, _, attr = reference.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise StateSagaError(
+            f"cannot import {module_name!r} ({error}); pass MODULE:ATTR of a module on the "
+            "Python path, e.g. definitions.checkout:resources"
+        ) from None
+    value = getattr(module, attr, None) if attr else None
+    if value is None:
+        raise StateSagaError(
+            f"{reference} names nothing: pass MODULE:ATTR of a list of resources or of a "
+            "function returning one, e.g. definitions.checkout:resources"
+        )
+    if callable(value) and not isinstance(value, type):
+        value = value()
+    if not isinstance(value, list | tuple):
+        raise StateSagaError(
+            f"{reference} gave a {type(value).__name__}; it must be (or return) a list of "
+            "the objects the steps ask for with ctx.resource(...)"
+        )
+    return list(value)
+
+
+def _engine(
+    db: str | None, sagas: list[str] | None = None, resources: list[str] | None = None
+) -> Any:
     """An engine from the settings (environment, TOML), ``--db`` winning over them."""
     from statesaga.engine import Engine
 
-    engine = Engine.from_settings(database_url=db)
+    given = [item for reference in resources or () for item in load_resources(reference)]
+    engine = Engine.from_settings(database_url=db, resources=given)
     for reference in sagas or ():
         for item in reference.split(","):
             if item.strip():
@@ -130,9 +169,11 @@ def _engine(db: str | None, sagas: list[str] | None = None) -> Any:
 
 
 @contextmanager
-def _opened(db: str | None, sagas: list[str] | None = None) -> Iterator[Any]:
+def _opened(
+    db: str | None, sagas: list[str] | None = None, resources: list[str] | None = None
+) -> Iterator[Any]:
     """An engine for one command (see :func:`_engine`), closed when it is done."""
-    engine = _engine(db, sagas)
+    engine = _engine(db, sagas, resources)
     try:
         yield engine
     finally:
@@ -271,13 +312,14 @@ def start(
     ] = None,
     correlation_id: Annotated[str | None, typer.Option(help="Carried on every record.")] = None,
     deadline: Annotated[float | None, typer.Option(help="Run deadline in seconds.")] = None,
+    resources: ResourcesOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Start a run and drive it until it waits or ends."""
     with _errors():
         (definition,) = load_sagas(reference)[:1]
-        with _opened(db) as engine:
+        with _opened(db, None, resources) as engine:
             run = engine.start(
                 definition,
                 _parse_json(input, "--input"),
@@ -296,11 +338,12 @@ def send(
     key: Annotated[str | None, typer.Option(help="The run's entity key (with --saga).")] = None,
     payload: Annotated[str | None, typer.Option(help="Payload as JSON, or @file.json.")] = None,
     saga: SagaOption = None,
+    resources: ResourcesOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Send an event to a waiting run and drive it on."""
-    with _errors(), _opened(db, saga) as engine:
+    with _errors(), _opened(db, saga, resources) as engine:
         target_saga = None
         if key is not None:
             if not engine.definitions:
@@ -409,9 +452,14 @@ def list_runs(
 
 
 def _act(
-    name: str, instance_id: str, saga: list[str] | None, db: str | None, as_json: bool
+    name: str,
+    instance_id: str,
+    saga: list[str] | None,
+    resources: list[str] | None,
+    db: str | None,
+    as_json: bool,
 ) -> None:
-    with _errors(), _opened(db, saga) as engine:
+    with _errors(), _opened(db, saga, resources) as engine:
         run = getattr(engine, name)(instance_id)
     _print_run(run, as_json)
 
@@ -420,34 +468,37 @@ def _act(
 def cancel(
     instance_id: Annotated[str, typer.Argument(help="The run's id.")],
     saga: SagaOption = None,
+    resources: ResourcesOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Cancel a run before its pivot; it compensates what it did."""
-    _act("cancel", instance_id, saga, db, as_json)
+    _act("cancel", instance_id, saga, resources, db, as_json)
 
 
 @app.command()
 def retry(
     instance_id: Annotated[str, typer.Argument(help="The run's id.")],
     saga: SagaOption = None,
+    resources: ResourcesOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Try a failed run again (its compensation, or its step past the pivot)."""
-    _act("retry", instance_id, saga, db, as_json)
+    _act("retry", instance_id, saga, resources, db, as_json)
 
 
 @app.command()
 def recover(
     saga: SagaOption = None,
+    resources: ResourcesOption = None,
     limit: Annotated[int, typer.Option(help="At most this many runs.")] = 1000,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Resume every run that needs it: crashed holders, due retries, timeouts, deadlines."""
     with _errors():
-        engine = _engine(db, saga)
+        engine = _engine(db, saga, resources)
         if not engine.definitions:
             engine.close()
             raise StateSagaError("recover needs the sagas' code: pass --saga MODULE:ATTR")
@@ -469,6 +520,7 @@ def recover(
 @app.command()
 def worker(
     saga: SagaOption = None,
+    resources: ResourcesOption = None,
     concurrency: Annotated[
         int | None,
         typer.Option(help="Threads driving runs at once (default: worker_concurrency)."),
@@ -499,7 +551,7 @@ def worker(
         settings = Settings.load(
             database_url=db, worker_concurrency=concurrency, retention_days=retention_days
         )
-        engine = _engine(settings.database_url, saga)
+        engine = _engine(settings.database_url, saga, resources)
         if not engine.definitions:
             engine.close()
             raise StateSagaError("the worker needs the sagas' code: pass --saga MODULE:ATTR")

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from definitions.checkout import Shop
 from statesaga.cli import app
 
 CHECKOUT = "definitions.checkout:CompleteCart"
-CART = json.dumps({"cart_id": "c-1", "lines": [{"sku": "mug", "quantity": 2, "unit_price": 1250}]})
+RESOURCES = ["--resources", "definitions.checkout:resources"]
+LINEAR = "sagas:Linear"  # tests/sagas.py: three steps that need nothing from outside
 
 
 @pytest.fixture
@@ -20,8 +23,21 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("STATESAGA_DATABASE_URL", raising=False)
     monkeypatch.delenv("STATESAGA_SAGAS", raising=False)
+    monkeypatch.delenv("STATESAGA_RESOURCES", raising=False)
     monkeypatch.setenv("COLUMNS", "200")  # wide tables: assertions see whole cells
     return CliRunner()
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Iterator[Shop]:
+    """The shop's tables and a mug in stock, in the CLI's default database (statesaga.db)."""
+    with Shop.open(f"sqlite:///{tmp_path / 'statesaga.db'}") as shop:
+        shop.add_product("mug", "Enamel mug", unit_price=1250, stock=10)
+        yield shop
+
+
+def cart(shop: Shop, payment_method: str = "card_ok") -> str:
+    return json.dumps({"cart_id": shop.create_cart({"mug": 2}, payment_method=payment_method)})
 
 
 def rows(path: Path) -> int:
@@ -38,7 +54,7 @@ def test_check_validates_and_describes_a_saga(cli: CliRunner) -> None:
 
 
 def test_check_of_something_that_is_not_a_saga_fails_clearly(cli: CliRunner) -> None:
-    result = cli.invoke(app, ["check", "definitions.checkout:CartLine"])
+    result = cli.invoke(app, ["check", "definitions.checkout:Shop"])
     assert result.exit_code == 1
     assert "is not a Saga class" in result.output
     result = cli.invoke(app, ["check", "no.such.module"])
@@ -46,16 +62,17 @@ def test_check_of_something_that_is_not_a_saga_fails_clearly(cli: CliRunner) -> 
     assert "cannot import 'no.such.module'" in result.output
 
 
-def test_start_creates_the_default_database_and_show_prints_the_history(
-    cli: CliRunner, tmp_path: Path
+def test_start_checks_out_a_cart_with_the_resources_given_and_show_prints_the_history(
+    cli: CliRunner, shop: Shop
 ) -> None:
     started = cli.invoke(
-        app, ["start", CHECKOUT, "--input", CART, "--key", "cart:complete:c-1", "--json"]
+        app,
+        ["start", CHECKOUT, "-i", cart(shop), "--key", "k-1", *RESOURCES, "--json"],
     )
     assert started.exit_code == 0, started.output
     run = json.loads(started.output)
     assert run["status"] == "completed"
-    assert (tmp_path / "statesaga.db").exists()
+    assert shop.stock("mug").reserved == 2
 
     shown = cli.invoke(app, ["show", run["id"], "--saga", CHECKOUT])
     assert shown.exit_code == 0, shown.output
@@ -66,14 +83,51 @@ def test_start_creates_the_default_database_and_show_prints_the_history(
     assert [r["id"] for r in json.loads(listed.output)] == [run["id"]]
 
 
+def test_a_run_without_its_resources_fails_visibly_and_retry_with_them_compensates(
+    cli: CliRunner, shop: Shop
+) -> None:
+    started = cli.invoke(app, ["start", CHECKOUT, "--input", cart(shop), "--json"])
+    assert started.exit_code == 0, started.output
+    run = json.loads(started.output)
+    # authorize needs the provider, and so does its compensation (undo_on_failure):
+    # the run is left failed, with the reason and the fix, never silently dropped
+    assert run["status"] == "failed"
+    assert "asked for a PaymentProvider" in run["error"]["message"]
+    assert "resources=[...]" in run["error"]["message"]
+    assert shop.stock("mug").reserved == 2
+
+    retried = cli.invoke(app, ["retry", run["id"], "--saga", CHECKOUT, *RESOURCES, "--json"])
+    assert retried.exit_code == 0, retried.output
+    assert json.loads(retried.output)["status"] == "compensated"
+    assert shop.stock("mug").reserved == 0  # the reservation was released
+
+
+def test_resources_that_are_not_a_list_fail_clearly(cli: CliRunner) -> None:
+    result = cli.invoke(
+        app, ["start", LINEAR, "-i", "{}", "--resources", "definitions.checkout:Shop"]
+    )
+    assert result.exit_code == 1
+    assert "must be (or return) a list" in result.output
+    result = cli.invoke(app, ["start", LINEAR, "-i", "{}", "--resources", "definitions.checkout"])
+    assert result.exit_code == 1
+    assert "names nothing" in result.output
+
+
+def test_start_creates_the_default_database(cli: CliRunner, tmp_path: Path) -> None:
+    started = cli.invoke(app, ["start", LINEAR, "--input", '{"order_id": "o-1"}', "--json"])
+    assert started.exit_code == 0, started.output
+    assert json.loads(started.output)["status"] == "completed"
+    assert rows(tmp_path / "statesaga.db") == 1
+
+
 def test_start_with_malformed_input_fails_and_writes_nothing(
     cli: CliRunner, tmp_path: Path
 ) -> None:
     assert cli.invoke(app, ["db", "upgrade"]).exit_code == 0
-    result = cli.invoke(app, ["start", CHECKOUT, "--input", '{"cart_id": 5}'])
+    result = cli.invoke(app, ["start", CHECKOUT, "--input", '{"cart": "c-1"}'])
     assert result.exit_code == 1
     assert "InputError: input does not fit CompleteCartInput" in result.output
-    assert "lines" in result.output
+    assert "cart_id" in result.output
     assert rows(tmp_path / "statesaga.db") == 0
     result = cli.invoke(app, ["start", CHECKOUT, "--input", "{not json"])
     assert result.exit_code == 1
@@ -81,40 +135,34 @@ def test_start_with_malformed_input_fails_and_writes_nothing(
     assert rows(tmp_path / "statesaga.db") == 0
 
 
-def test_send_drives_a_waiting_run_by_key(cli: CliRunner) -> None:
-    cart = json.loads(CART) | {"payment_method": "3ds-card"}
+def test_send_drives_a_waiting_run_by_key(cli: CliRunner, shop: Shop) -> None:
     started = cli.invoke(
-        app, ["start", CHECKOUT, "-i", json.dumps(cart), "--key", "cart:complete:c-1", "--json"]
-    )
-    assert json.loads(started.output)["status"] == "waiting"
-    sent = cli.invoke(
         app,
-        [
-            "send",
-            "payment_succeeded",
-            "--key",
-            "cart:complete:c-1",
-            "--saga",
-            CHECKOUT,
-            "--payload",
-            '{"payment_id": "p-1"}',
-            "--json",
-        ],
+        ["start", CHECKOUT, "-i", cart(shop, "card_3ds"), "--key", "k-1", *RESOURCES, "--json"],
     )
+    run = json.loads(started.output)
+    assert run["status"] == "waiting"
+    payload = json.dumps({"provider_ref": run["data"]["provider_ref"]})
+    send = ["send", "payment_succeeded", "--key", "k-1", "--saga", CHECKOUT, "--payload", payload]
+    sent = cli.invoke(app, [*send, *RESOURCES, "--json"])
     assert sent.exit_code == 0, sent.output
     assert json.loads(sent.output)["status"] == "completed"
+    assert [order.cart_id for order in shop.orders()] == [run["input"]["cart_id"]]
 
 
-def test_recover_and_cancel_need_and_use_the_sagas_code(cli: CliRunner) -> None:
+def test_recover_and_cancel_need_and_use_the_sagas_code(cli: CliRunner, shop: Shop) -> None:
     result = cli.invoke(app, ["recover"])
     assert result.exit_code == 1
     assert "--saga MODULE:ATTR" in result.output
-    assert cli.invoke(app, ["recover", "--saga", CHECKOUT]).exit_code == 0
+    assert cli.invoke(app, ["recover", "--saga", CHECKOUT, *RESOURCES]).exit_code == 0
 
-    cart = json.loads(CART) | {"payment_method": "3ds-card"}
-    run = json.loads(cli.invoke(app, ["start", CHECKOUT, "-i", json.dumps(cart), "--json"]).output)
-    cancelled = cli.invoke(app, ["cancel", run["id"], "--saga", CHECKOUT, "--json"])
+    started = cli.invoke(
+        app, ["start", CHECKOUT, "-i", cart(shop, "card_3ds"), *RESOURCES, "--json"]
+    )
+    run = json.loads(started.output)
+    cancelled = cli.invoke(app, ["cancel", run["id"], "--saga", CHECKOUT, *RESOURCES, "--json"])
     assert json.loads(cancelled.output)["status"] == "compensated"
+    assert shop.stock("mug").reserved == 0
     missing = cli.invoke(app, ["show", "nope"])
     assert missing.exit_code == 1
     assert "InstanceNotFound" in missing.output
@@ -124,7 +172,7 @@ def test_the_database_url_comes_from_the_environment(
     cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("STATESAGA_DATABASE_URL", f"sqlite:///{tmp_path / 'other.db'}")
-    result = cli.invoke(app, ["start", CHECKOUT, "--input", CART])
+    result = cli.invoke(app, ["start", LINEAR, "--input", '{"order_id": "o-2"}'])
     assert result.exit_code == 0, result.output
     assert rows(tmp_path / "other.db") == 1
     assert not (tmp_path / "statesaga.db").exists()
@@ -135,12 +183,14 @@ def test_the_demo_runs_every_checkout_scenario(cli: CliRunner) -> None:
     assert result.exit_code == 0, result.output
     for text in (
         "successful checkout",
-        "payment declined",
-        "empty cart",
-        "3-D Secure",
-        "EntityBusy",
+        "existing order",
+        "402 payment declined",
+        "422 insufficient stock: 1 kettle left, 2 wanted",
+        "3-D Secure: the webhook",
+        "409 checkout already in progress",
     ):
         assert text in result.output
+    assert result.output.count("completed") >= 4
 
 
 def test_the_demo_writes_the_checkout_diagram(cli: CliRunner, tmp_path: Path) -> None:

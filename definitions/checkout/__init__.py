@@ -61,4 +61,14 @@ __all__ = [
     "StockLevel",
     "WebhookEvent",
     "cart_key",
+    "resources",
 ]
+
+
+def resources() -> list[object]:
+    """What the checkout's steps need from the engine: here, a simulated payment provider.
+
+    The command line passes it with ``--resources definitions.checkout:resources``
+    (``statesaga worker``, ``start``, ``send``...); a real shop returns its provider client.
+    """
+    return [SimulatedProvider()]

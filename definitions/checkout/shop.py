@@ -323,7 +323,25 @@ class Shop:
                 run=run,
             )
         kind = _RAISES.get(error.type if error is not None else "", CheckoutFailed)
+        if kind is InsufficientStock:
+            raise self._shortage(run, message)
         raise kind(message, cart_id=cart_id, run=run)
+
+    def _shortage(self, run: Run, message: str) -> InsufficientStock:
+        """The stock error a run ended with, with the SKU that fell short (as stock is now)."""
+        cart_id = run.input.cart_id
+        for line in sorted(run.data.lines, key=lambda line: line.sku):
+            level = self.stock(line.sku)
+            if level.available < line.quantity:
+                return InsufficientStock(
+                    message,
+                    sku=line.sku,
+                    requested=line.quantity,
+                    available=level.available,
+                    cart_id=cart_id,
+                    run=run,
+                )
+        return InsufficientStock(message, cart_id=cart_id, run=run)
 
     def _existing_order(self, cart: Cart) -> CheckoutResult:
         order = next(o for o in self.orders(cart.id) if o.canceled_at is None)

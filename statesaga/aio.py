@@ -112,7 +112,14 @@ class AsyncEngine(Runtime):
                     else:
                         request = driver.send(lease)
                 else:
-                    request = driver.send(await _call(request))
+                    try:
+                        response = await _call(request)
+                    except BaseException:
+                        # cancelled or going down: unwind the drive so that a step's open
+                        # transaction rolls back now instead of holding its locks
+                        driver.close()
+                        raise
+                    request = driver.send(response)
         except StopIteration as stop:
             return stop.value
 

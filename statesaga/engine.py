@@ -96,7 +96,15 @@ class Engine(Runtime):
                     else:
                         request = driver.send(lease)
                 else:
-                    request = driver.send(_call(request))
+                    try:
+                        response = _call(request)
+                    except BaseException:
+                        # the process is going down (Ctrl-C, SystemExit, a test's simulated
+                        # crash): unwind the drive so that a step's open transaction rolls back
+                        # now, as a dying process's would, instead of holding its locks
+                        driver.close()
+                        raise
+                    request = driver.send(response)
         except StopIteration as stop:
             return stop.value
 

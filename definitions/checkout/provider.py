@@ -225,6 +225,11 @@ class SimulatedProvider(PaymentProvider):
         with self._lock:
             return self._by_ref(provider_ref).authorization.status
 
+    def payments(self) -> list[Authorization]:
+        """Every payment the provider knows of, whatever its status."""
+        with self._lock:
+            return [p.authorization for p in self._payments.values()]
+
     def authorized(self) -> list[Authorization]:
         """Every payment the provider holds as authorized (money set aside for the shop)."""
         with self._lock:

@@ -18,7 +18,7 @@ import inspect
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import attrs
@@ -35,6 +35,7 @@ from statesaga.errors import (
     StepTimeout,
 )
 from statesaga.run import Run
+from statesaga.store.sql import SqlStore
 from statesaga.testing.plans import Fault, FaultPlan
 
 __all__ = [
@@ -169,15 +170,20 @@ class _Harness:
     driven: Definition | None = None
     early_sent: set[str] = attrs.Factory(set)
     commit_crash: set[str] = attrs.Factory(set)
+    resources: tuple[object, ...] = ()
 
     def engine(self) -> Engine:
         assert self.driven is not None
+        # a holder paused inside a step's transaction keeps SQLite's write lock: the
+        # engines that race it give up quickly (and retry) rather than wait 10 s each
+        store = SqlStore(self.url, busy_timeout=0.2)
         engine = Engine(
-            self.url,
+            store,
             sagas=[self.driven],
             lease_ttl=LEASE_TTL,
             clock=self.clock,
             max_inline_sleep=0.0,
+            resources=self.resources,
         )
         self._arm_commit_crashes(engine)
         self.engines.append(engine)
@@ -278,8 +284,8 @@ class _Harness:
                 continue
             self.early_sent.add(planned.event)
             other = self.engine()
-            payload = self.payload(planned.event)
             try:
+                payload = self.payload(planned.event, other.get(ctx.instance_id))
                 other.send(planned.event, payload, instance_id=ctx.instance_id)
             except (EventNotAllowed, ConcurrencyError) as error:
                 self.note(
@@ -288,9 +294,12 @@ class _Harness:
             except Crash:
                 self.abandon(other)
 
-    def payload(self, event: str) -> Any:
+    def payload(self, event: str, run: Run) -> Any:
+        """The payload to send ``run`` with ``event``: as given (a value, or a function of
+        the run, for a payload that depends on what the run recorded), or the default."""
         if event in self.payloads:
-            return self.payloads[event]
+            given = self.payloads[event]
+            return given(run) if callable(given) else given
         for t in self.definition.transitions.values():
             if t.event == event and t.payload_type is not None:
                 try:
@@ -389,9 +398,10 @@ def run_plan(
     *,
     input: Any,
     database: str | None = None,
-    setup: Callable[[], Any] | None = None,
+    setup: Callable[..., Any] | None = None,
     key: str | Callable[[Any], str | None] | None = None,
     payloads: dict[str, Any] | None = None,
+    resources: Iterable[object] | Callable[[Any], Iterable[object]] | None = None,
 ) -> Outcome:
     """Start ``definition`` with ``input`` under ``plan`` and drive every run it leads to
     until each is terminal (or the driver gives up); return what happened.
@@ -402,20 +412,37 @@ def run_plan(
         input: the saga's input.
         database: a database URL whose store is empty (default: a new temporary
             SQLite file, removed afterwards).
-        setup: called first; what it returns is ``Outcome.world``.
+        setup: called first, with the database URL if it takes an argument (to
+            create the domain's own tables beside the store's); what it returns is
+            ``Outcome.world``.
         key: the entity key of the run, or a function of the input that gives it.
-        payloads: the payload to send with each event (default: the payload type's
-            default instance).
+        payloads: the payload to send with each event: a value, or a function of the
+            waiting run (default: the payload type's default instance).
+        resources: what the engines hand the steps (``Engine(resources=...)``), or a
+            function of the world that gives them (e.g. the world's payment provider).
     """
     definition = definition if isinstance(definition, Definition) else definition.definition  # type: ignore[attr-defined]
-    world = setup() if setup is not None else None
     entity_key = key(input) if callable(key) else key
     directory = None
     if database is None:
         directory = tempfile.mkdtemp(prefix="statesaga-plan-")
         database = f"sqlite:///{os.path.join(directory, 'plan.db')}"
+    try:
+        world = _set_up(setup, database)
+    except BaseException:
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    given = resources(world) if callable(resources) else resources
     harness = _Harness(
-        definition, plan, database, FakeClock(), input, entity_key, dict(payloads or {})
+        definition,
+        plan,
+        database,
+        FakeClock(),
+        input,
+        entity_key,
+        dict(payloads or {}),
+        resources=tuple(given or ()),
     )
     harness.left = [fault.times for fault in plan.faults]
     harness.driven = harness.instrument()
@@ -427,6 +454,17 @@ def run_plan(
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
     return Outcome(definition, plan, runs, tuple(harness.journal), world, tuple(harness.notes))
+
+
+def _set_up(setup: Callable[..., Any] | None, database: str) -> Any:
+    """Call ``setup``, with the database URL when it takes an argument."""
+    if setup is None:
+        return None
+    try:
+        takes_url = bool(inspect.signature(setup).parameters)
+    except (TypeError, ValueError):  # a builtin without a signature: call it bare
+        takes_url = False
+    return setup(database) if takes_url else setup()
 
 
 def _drive(h: _Harness) -> tuple[Run, ...]:
@@ -497,7 +535,7 @@ def _deliver(h: _Harness, engine: Engine, row: Any) -> bool:
         for _ in range(sends):
             # a second (or late) delivery may be refused: that is the point
             with contextlib.suppress(EventNotAllowed, ConcurrencyError):
-                engine.send(event, h.payload(event), instance_id=row.id)
+                engine.send(event, h.payload(event, engine.get(row.id)), instance_id=row.id)
         return True
     if row.due_at is None and row.deadline is None:
         # nothing will ever come: an operator cancels the run

@@ -5,8 +5,11 @@
 from __future__ import annotations
 
 import collections
+import os
+import shutil
+import tempfile
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from hypothesis import given
@@ -22,6 +25,7 @@ from statesaga.testing.plans import FaultPlan, fault_plans
 __all__ = ["InvariantViolation", "assert_compensates", "check_saga_invariants"]
 
 _FORWARD = (HistoryKind.FORWARD, HistoryKind.EVENT, HistoryKind.TIMEOUT)
+_INTERRUPTED = (HistoryKind.RETRY, HistoryKind.FAILURE, HistoryKind.DEADLINE, HistoryKind.CANCEL)
 
 
 class InvariantViolation(AssertionError):
@@ -85,7 +89,9 @@ def _check_run(definition: Definition, run: Run) -> list[str]:
                 stack, pivoted = [], True
             elif t.compensatable:
                 stack.append(t.name)
-        elif h.kind in (HistoryKind.RETRY, HistoryKind.FAILURE) and t is not None:
+        elif h.kind in _INTERRUPTED and t is not None:
+            # a try that failed, or was cut short by the deadline or a cancel (a crash
+            # mid-step leaves its effect unknown): an undo_on_failure step is undone too
             failed_tries.add(t.name)
         elif h.kind is HistoryKind.COMPENSATE:
             if pivoted:
@@ -129,10 +135,11 @@ def assert_compensates(
     *,
     input: Any,
     invariant: Callable[[Outcome], Any] | None = None,
-    setup: Callable[[], Any] | None = None,
+    setup: Callable[..., Any] | None = None,
     key: str | Callable[[Any], str | None] | None = None,
     database: str | None = None,
     payloads: dict[str, Any] | None = None,
+    resources: Iterable[object] | Callable[[Any], Iterable[object]] | None = None,
     plans: st.SearchStrategy[FaultPlan] | None = None,
     settings: Settings | None = None,
 ) -> None:
@@ -149,10 +156,12 @@ def assert_compensates(
         saga: the saga class or definition.
         input: the saga's input, or a strategy of inputs.
         invariant: the domain invariant, given each terminal outcome.
-        setup: makes a fresh domain before each plan (``outcome.world``).
+        setup: makes a fresh domain before each plan (``outcome.world``); given the
+            plan's database URL if it takes an argument.
         key: the entity key, or a function of the input that gives it.
         database: a database URL (default: a temporary SQLite file per plan).
-        payloads: the payload of each event.
+        payloads: the payload of each event (a value, or a function of the waiting run).
+        resources: what the engines hand the steps, or a function of the world.
         plans: the plans to try (default: ``fault_plans(definition)``).
         settings: hypothesis settings (default: the active profile).
     """
@@ -163,15 +172,19 @@ def assert_compensates(
 
     def check(plan: FaultPlan, saga_input: Any) -> None:
         count[0] += 1
+        # the plan's own database lives until the invariant has looked at it
+        directory = None if database is not None else tempfile.mkdtemp(prefix="statesaga-plan-")
+        url = database or f"sqlite:///{os.path.join(str(directory), 'plan.db')}"
         try:
             outcome = run_plan(
                 definition,
                 plan,
                 input=saga_input,
-                database=database,
+                database=url,
                 setup=setup,
                 key=key,
                 payloads=payloads,
+                resources=resources,
             )
             check_saga_invariants(outcome)
             if invariant is not None:
@@ -187,6 +200,9 @@ def assert_compensates(
             if not first:
                 first.append(count[0])
             raise
+        finally:
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
 
     strategy = plans if plans is not None else fault_plans(definition)
     test = given(strategy, inputs)(check)

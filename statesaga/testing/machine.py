@@ -69,17 +69,21 @@ class SagaStateMachine(RuleBasedStateMachine):
         saga: the saga class (or definition) under test.
         inputs: a strategy of its inputs.
         key: a function of the input giving the entity key (default: none).
-        setup: makes a fresh domain (``Outcome.world``) per test case.
+        setup: makes a fresh domain (``Outcome.world``) per test case; given the
+            database URL if it takes an argument.
         invariant: the domain invariant, called with the final ``Outcome``.
-        payloads: the payload of each event, if its type has no default.
+        payloads: the payload of each event, if its type has no default (a value,
+            or a function of the run it is sent to).
+        resources: what the engines hand the steps, or a function of the world.
     """
 
     saga: ClassVar[Any] = None
     inputs: ClassVar[st.SearchStrategy[Any]] = st.nothing()
     key: ClassVar[Callable[[Any], str | None] | None] = None
-    setup: ClassVar[Callable[[], Any] | None] = None
+    setup: ClassVar[Callable[..., Any] | None] = None
     invariant: ClassVar[Callable[[Outcome], Any] | None] = None
     payloads: ClassVar[dict[str, Any]] = {}
+    resources: ClassVar[Any] = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -88,18 +92,21 @@ class SagaStateMachine(RuleBasedStateMachine):
         saga = type(self).saga
         self.definition: Definition = saga if isinstance(saga, Definition) else saga.definition
         cls = type(self)
-        self.world = cls.setup() if cls.setup is not None else None
         self.directory = tempfile.mkdtemp(prefix="statesaga-machine-")
-        from statesaga.testing.driver import FakeClock
+        from statesaga.testing.driver import FakeClock, _set_up
 
+        database = f"sqlite:///{os.path.join(self.directory, 'machine.db')}"
+        self.world = _set_up(cls.setup, database)
+        given = cls.resources(self.world) if callable(cls.resources) else cls.resources
         self.harness = _Harness(
             self.definition,
             FaultPlan(),
-            f"sqlite:///{os.path.join(self.directory, 'machine.db')}",
+            database,
             FakeClock(),
             None,
             None,
             dict(cls.payloads),
+            resources=tuple(given or ()),
         )
         self.harness.driven = self.harness.instrument()
         self.engine = self.harness.engine()
@@ -141,7 +148,8 @@ class SagaStateMachine(RuleBasedStateMachine):
         run_id = data.draw(st.sampled_from(self.run_ids), label="run")
         event = data.draw(st.sampled_from(events), label="event")
         try:
-            self.engine.send(event, self.harness.payload(event), instance_id=run_id)
+            payload = self.harness.payload(event, self.engine.get(run_id))
+            self.engine.send(event, payload, instance_id=run_id)
         except (EventNotAllowed, ConcurrencyError):
             pass
         except Crash:

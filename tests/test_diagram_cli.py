@@ -8,14 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from checkout_runs import open_shop
 from typer.testing import CliRunner
 
-from definitions.checkout.saga import CompleteCart
-from statesaga import Engine
 from statesaga.cli import app
 
 CHECKOUT = "definitions.checkout:CompleteCart"
-CART = {"cart_id": "c-1", "lines": [{"sku": "mug", "quantity": 2, "unit_price": 1250}]}
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is missing")
 
 
@@ -102,8 +100,8 @@ def test_check_explains_what_it_cannot_do(cli: CliRunner) -> None:
 
 def test_instance_overlays_a_stored_run(cli: CliRunner, tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'shop.db'}"
-    with Engine(db) as engine:
-        run = engine.start(CompleteCart, {**CART, "payment_method": "declined-card"})
+    with open_shop(db) as checkouts:
+        run = checkouts.complete("card_declined")
     result = cli.invoke(
         app, ["diagram", CHECKOUT, "--instance", run.id, "--db", db, "-f", "mermaid"]
     )
@@ -121,7 +119,7 @@ def test_bad_requests_fail_with_one_clear_line(cli: CliRunner, tmp_path: Path) -
         ("diagram", CHECKOUT, "--instance", "nope", "--db", f"sqlite:///{tmp_path / 'e.db'}"): (
             "InstanceNotFound"
         ),
-        ("diagram", "definitions.checkout:CartLine"): "is not a Saga class",
+        ("diagram", "definitions.checkout:CompleteCartInput"): "is not a Saga class",
     }
     for args, message in cases.items():
         result = cli.invoke(app, list(args))
@@ -140,8 +138,8 @@ def test_a_missing_extra_is_named_in_full(cli: CliRunner, monkeypatch: pytest.Mo
 
 def test_a_stale_overlay_or_diff_says_how_to_redraw_it(cli: CliRunner, tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'shop.db'}"
-    with Engine(db) as engine:
-        run = engine.start(CompleteCart, CART)
+    with open_shop(db) as checkouts:
+        run = checkouts.complete("card_ok")
     args = ["diagram", CHECKOUT, "--instance", run.id, "--db", db, "-o", "run.mmd"]
     Path("run.mmd").write_text("stale\n")
     result = cli.invoke(app, [*args, "--check"])

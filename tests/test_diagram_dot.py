@@ -11,9 +11,10 @@ from pathlib import Path
 
 import attrs
 import pytest
+from checkout_runs import open_shop
 
 from definitions.checkout.saga import CompleteCart, CompleteCartInput
-from statesaga import Engine, Saga, State, StepContext
+from statesaga import Saga, State, StepContext
 from statesaga.diagram import (
     Diagram,
     DiagramError,
@@ -26,7 +27,6 @@ from statesaga.diagram import (
 from statesaga.diagram.dot import fingerprint, fingerprint_of
 
 REQUIRE_SERVICES = os.environ.get("STATESAGA_REQUIRE_SERVICES") == "1"
-CART = {"cart_id": "c-7", "lines": [{"sku": "mug", "quantity": 1, "unit_price": 900}]}
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +52,9 @@ def accepted(dot: str, source: str) -> str:
 
 
 def drawings() -> dict[str, Diagram]:
-    with Engine("sqlite://") as engine:
-        declined = engine.get(
-            engine.start(CompleteCart, {**CART, "payment_method": "declined-card"}).id
-        )
-        waiting = engine.get(engine.start(CompleteCart, {**CART, "payment_method": "3ds-card"}).id)
+    with open_shop() as checkouts:
+        declined = checkouts.complete("card_declined")
+        waiting = checkouts.complete("card_3ds")
     base = from_definition(CompleteCart)
     return {
         "definition": base,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import attrs
 import pytest
+from checkout_runs import open_shop
 
 from definitions.checkout.saga import CompleteCart
 from statesaga import Engine, NonRetryableError, Saga, State, StepContext
@@ -246,16 +247,22 @@ def test_guards_events_and_compensations_are_labelled() -> None:
     chart = parse(to_mermaid(from_definition(CompleteCart)))
     by_edge = {(s, t): label for s, t, label in chart.transitions}
     assert by_edge["authorizing", "awaiting_payment"] == "[payment_requires_action]"
-    assert by_edge["authorizing", "authorized"] == "[else]"
-    assert by_edge["awaiting_payment", "authorized"].startswith("on payment_succeeded")
+    assert by_edge["authorizing", "authorized"] == (
+        "[else] \u00b7 record_payment \u00b7 transactional"
+    )
+    assert by_edge["awaiting_payment", "authorized"] == (
+        "on payment_succeeded \u00b7 record_payment \u00b7 transactional"
+    )
     assert by_edge["reserved", "validated"] == "undo release_inventory"
+    # both ways into authorized book the payment, so both have its undo, back where they came from
+    assert by_edge["authorized", "authorizing"] == "undo void_payment"
+    assert by_edge["authorized", "awaiting_payment"] == "undo void_payment"
     assert by_edge["awaiting_payment", "outcome_compensated"] == "no event in 45 s"
 
 
 def test_an_overlay_and_a_diff_are_well_formed_and_marked() -> None:
-    cart = {"cart_id": "c-5", "lines": [{"sku": "mug", "quantity": 1, "unit_price": 9}]}
-    with Engine("sqlite://") as engine:
-        run = engine.get(engine.start(CompleteCart, {**cart, "payment_method": "declined-card"}).id)
+    with open_shop() as checkouts:
+        run = checkouts.complete("card_declined")
     chart = parse(to_mermaid(overlay(from_definition(CompleteCart), run)))
     by_edge = {(s, t): label or "" for s, t, label in chart.transitions}
     assert by_edge["reserved", "authorizing"].startswith("\u2717 authorize_payment")

@@ -102,6 +102,19 @@ def test_the_checkout_model_marks_guards_events_timeouts_and_outcomes() -> None:
         "payment_succeeded",
         "PaymentConfirmed",
     )
+    # both ways into authorized book the payment in the shop's table, and void it on the way back
+    for name, source in (("approved", "authorizing"), ("paid", "awaiting_payment")):
+        forward, undo = drawing.edge(name), drawing.edge(f"{name}.undo")
+        assert (forward.step, forward.transactional) == ("record_payment", True)
+        assert (undo.step, undo.source, undo.target) == ("void_payment", "authorized", source)
+    assert {e.id for e in drawing.edges if e.kind is EdgeKind.COMPENSATION} == {
+        "reserve.undo",
+        "authorize.undo",
+        "approved.undo",
+        "paid.undo",
+        "order.undo",
+        "complete.undo",
+    }
     assert drawing.edge("validate").read_only
     assert drawing.edge("authorize.undo").undo_on_failure
     assert drawing.edge("authorize").attempts == 3

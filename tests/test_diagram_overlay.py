@@ -7,13 +7,14 @@ from pathlib import Path
 
 import attrs
 import pytest
+from checkout_runs import open_shop
 
-from definitions.checkout.saga import CompleteCart, PaymentConfirmed
+from definitions.checkout.saga import CompleteCart
 from statesaga import Engine, NonRetryableError, Retry, Saga, State, StepContext
 from statesaga.diagram import DiagramError, Edge, Mode, Node, Trace, from_definition, overlay
 
-CART = {"cart_id": "c-3", "lines": [{"sku": "mug", "quantity": 2, "unit_price": 1250}]}
 CHECKOUT = from_definition(CompleteCart)
+DECLINED = "the card was declined for 25.00 EUR: ask the customer for another payment method"
 
 
 class Clock:
@@ -29,8 +30,8 @@ def traced(items: Iterable[Node | Edge]) -> dict[str, Trace]:
 
 
 def test_a_completed_checkout_shows_its_whole_path(tmp_path: Path) -> None:
-    with Engine(f"sqlite:///{tmp_path / 'runs.db'}") as engine:
-        run = engine.get(engine.start(CompleteCart, CART).id)
+    with open_shop(f"sqlite:///{tmp_path / 'shop.db'}") as checkouts:
+        run = checkouts.complete("card_ok")
     drawn = overlay(CHECKOUT, run)
     assert drawn.mode is Mode.INSTANCE
     assert traced(drawn.edges) == dict.fromkeys(
@@ -46,8 +47,8 @@ def test_a_completed_checkout_shows_its_whole_path(tmp_path: Path) -> None:
 
 
 def test_a_declined_payment_shows_the_failed_step_and_the_compensations_that_ran() -> None:
-    with Engine("sqlite://") as engine:
-        run = engine.get(engine.start(CompleteCart, {**CART, "payment_method": "declined-card"}).id)
+    with open_shop() as checkouts:
+        run = checkouts.complete("card_declined")
     drawn = overlay(CHECKOUT, run)
     assert traced(drawn.edges) == {
         "validate": Trace.TAKEN,
@@ -59,50 +60,60 @@ def test_a_declined_payment_shows_the_failed_step_and_the_compensations_that_ran
     }
     assert drawn.edge("authorize").notes == (
         "failed on try 1 (PaymentDeclined)",
-        "payment for cart c-3 was declined",
+        "the card was declined for 25.00 EUR: ask the customer for...",  # shortened
     )
     assert drawn.node("(compensated)").trace is Trace.CURRENT
     assert drawn.node("authorizing").trace is None
     assert drawn.node("(failed)").trace is None
-    assert drawn.notes == (
-        "compensated in state validated",
-        "PaymentDeclined: payment for cart c-3 was declined",
-    )
+    assert drawn.notes == ("compensated in state validated", f"PaymentDeclined: {DECLINED}")
 
 
 def test_a_waiting_run_is_current_in_its_waiting_state_then_moves_on_its_event() -> None:
-    with Engine("sqlite://") as engine:
-        started = engine.start(CompleteCart, {**CART, "payment_method": "3ds-card"})
-        waiting = overlay(CHECKOUT, engine.get(started.id))
-        engine.send("payment_succeeded", PaymentConfirmed("p-1"), instance_id=started.id)
-        done = overlay(CHECKOUT, engine.get(started.id))
+    with open_shop() as checkouts:
+        started = checkouts.complete("card_3ds")
+        waiting = overlay(CHECKOUT, started)
+        done = overlay(CHECKOUT, checkouts.webhook(started, succeeded=True))
     assert waiting.node("awaiting_payment").trace is Trace.CURRENT
     assert waiting.node("awaiting_payment").notes == ("now: waiting",)
     assert waiting.edge("needs_action").trace is Trace.TAKEN
     assert waiting.edge("approved").trace is None
+    assert waiting.edge("paid").trace is None
     assert done.edge("paid").trace is Trace.TAKEN
+    assert done.edge("approved").trace is None
     assert done.node("awaiting_payment").trace is Trace.VISITED
     assert done.node("completed").trace is Trace.CURRENT
 
 
 def test_a_wait_that_times_out_shows_the_timeout_path() -> None:
     clock = Clock()
-    with Engine("sqlite://", sagas=[CompleteCart], clock=clock) as engine:
-        started = engine.start(CompleteCart, {**CART, "payment_method": "3ds-card"})
-        clock.now += 50
-        engine.recover()
-        drawn = overlay(CHECKOUT, engine.get(started.id))
+    with open_shop(clock=clock) as checkouts:
+        started = checkouts.complete("card_3ds")
+        clock.now += 50  # past the 45 s wait for the webhook, within the 60 s deadline
+        checkouts.shop.engine.recover()
+        drawn = overlay(CHECKOUT, checkouts.get(started.id))
     assert drawn.edge("awaiting_payment.timeout").trace is Trace.TAKEN
     assert drawn.edge("authorize.undo").trace is Trace.TAKEN
+    assert drawn.edge("reserve.undo").trace is Trace.TAKEN
     assert drawn.node("(compensated)").trace is Trace.CURRENT
+    assert "WaitTimedOut" in drawn.notes[-1]
 
 
 def test_a_cancelled_run_says_where_it_was_cancelled() -> None:
-    with Engine("sqlite://") as engine:
-        started = engine.start(CompleteCart, {**CART, "payment_method": "3ds-card"})
-        engine.cancel(started.id, reason="customer left")
-        drawn = overlay(CHECKOUT, engine.get(started.id))
+    with open_shop() as checkouts:
+        started = checkouts.complete("card_3ds")
+        checkouts.shop.engine.cancel(started.id, reason="customer left")
+        drawn = overlay(CHECKOUT, checkouts.get(started.id))
     assert "cancelled here" in drawn.node("awaiting_payment").notes
+    assert drawn.node("(compensated)").trace is Trace.CURRENT
+
+
+def test_a_failed_3ds_confirmation_cancels_from_the_wait() -> None:
+    with open_shop() as checkouts:
+        started = checkouts.complete("card_3ds")
+        drawn = overlay(CHECKOUT, checkouts.webhook(started, succeeded=False))
+    assert "cancelled here" in drawn.node("awaiting_payment").notes
+    assert drawn.edge("paid").trace is None
+    assert drawn.edge("authorize.undo").trace is Trace.TAKEN
     assert drawn.node("(compensated)").trace is Trace.CURRENT
 
 

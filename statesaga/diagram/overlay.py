@@ -5,13 +5,17 @@ visited, where it is now (a state, or its terminal outcome), the transitions
 it took, the step that failed with its error, and the compensations that ran.
 Everything the run did not touch is drawn muted.
 
->>> from statesaga import Engine
->>> from definitions.checkout.saga import CompleteCart
+A declined payment in the shop's checkout (on in-memory SQLite), drawn:
+
+>>> from definitions.checkout import CompleteCart, PaymentDeclined, Shop
 >>> from statesaga.diagram.model import from_definition
->>> cart = {"cart_id": "c-9", "lines": [{"sku": "mug", "quantity": 1, "unit_price": 900}],
-...         "payment_method": "declined-card"}
->>> with Engine("sqlite://") as engine:
-...     run = engine.get(engine.start(CompleteCart, cart).id)
+>>> with Shop.open("sqlite://") as shop:
+...     shop.add_product("mug", "Enamel mug", unit_price=900, stock=3)
+...     cart_id = shop.create_cart({"mug": 1}, payment_method="card_declined")
+...     try:
+...         shop.complete(cart_id)
+...     except PaymentDeclined as declined:
+...         run = shop.engine.get(declined.run.id)  # with its history
 >>> drawn = overlay(from_definition(CompleteCart), run)
 >>> for item in (drawn.edge("authorize"), drawn.edge("reserve.undo"), drawn.node("(compensated)")):
 ...     print(item.id, item.trace.value)

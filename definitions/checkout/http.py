@@ -6,7 +6,7 @@ Install ``statesaga[http]``; serve it with ``python -m definitions.checkout.http
 ===================================  ==============================================================
 endpoint                             answers
 ===================================  ==============================================================
-``POST /carts/{cart_id}/complete``   200 the order; 202 the payment waits for 3-D Secure
+``POST /carts/{cart_id}/complete``   200 the order; 202 the payment waits for 3-D Secure (or retry)
                                      (``Location`` names the checkout); 404 unknown cart; 409 a
                                      checkout of the cart is running or waiting; 422 invalid cart
                                      or insufficient stock; 402 payment declined; 504 the deadline
@@ -376,7 +376,7 @@ class _Endpoints:
         cart_id = request.path_params["cart_id"]
         result = self.shop.complete(cart_id, correlation_id=_request_id_of(request))
         body = _result_body(result)
-        if result.status == "requires_action":
+        if result.status != "completed":  # requires_action, or processing (a retry put off)
             return JSONResponse(
                 body, status_code=202, headers={"Location": f"/checkouts/{result.checkout_id}"}
             )

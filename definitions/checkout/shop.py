@@ -78,14 +78,15 @@ class CheckoutResult:
     """What completing a cart gave: an order, or a payment waiting for the customer.
 
     Attributes:
-        status: ``completed``, or ``requires_action`` (3-D Secure: the provider's
-            webhook will finish the checkout).
+        status: ``completed``; ``requires_action`` (3-D Secure: the provider's
+            webhook will finish the checkout); or ``processing`` (a retry was put
+            off: a worker finishes the checkout).
         already_completed: the cart was completed before this request; its order is returned.
         run: the checkout run (``None`` when the cart was completed before and nothing ran).
     """
 
     cart_id: str
-    status: Literal["completed", "requires_action"]
+    status: Literal["completed", "requires_action", "processing"]
     order_id: str | None
     total: int
     currency: str
@@ -101,6 +102,11 @@ _RAISES: dict[str, type[CheckoutError]] = {
     for kind in (CartNotFound, InvalidCart, InsufficientStock, PaymentDeclined)
 }
 _TIMED_OUT = {"DeadlinePassed", "WaitTimedOut", "StepTimeout"}  # StepTimeout: the provider
+
+
+def _payment_failed(provider_ref: str | None) -> str:
+    """Why a checkout is canceled when its payment's webhook reports a failure."""
+    return f"payment {provider_ref} failed: the customer did not confirm it"
 
 
 class Shop:
@@ -270,9 +276,14 @@ class Shop:
         except EntityBusy as busy:
             running = self.engine.list(saga=SAGA, key=cart_key(cart_id), limit=1)
             where = f" (checkout {running[0].id}, {running[0].state})" if running else ""
+            then = "wait for that checkout to end, then look at its result"
+            if running and running[0].status is Status.FAILED:
+                then = (
+                    "that checkout failed while compensating and needs an operator: fix "
+                    f"the cause, then `statesaga retry {running[0].id}`"
+                )
             raise CheckoutInProgress(
-                f"cart {cart_id!r} is already being checked out{where}: wait for that "
-                "checkout to end, then look at its result",
+                f"cart {cart_id!r} is already being checked out{where}: {then}",
                 cart_id=cart_id,
                 run=running[0] if running else None,
             ) from busy
@@ -294,9 +305,12 @@ class Shop:
                 run=run,
             )
         if run.status in (Status.WAITING, Status.RUNNING):
+            # waiting: for the customer's 3-D Secure; running: a retry was put off for a
+            # worker to pick up (the engine gave the run back rather than sleep in here)
+            waits = run.status is Status.WAITING and run.state == "awaiting_payment"
             return CheckoutResult(
                 cart_id,
-                "requires_action",
+                "requires_action" if waits else "processing",
                 None,
                 run.data.total,
                 run.data.currency,
@@ -315,6 +329,12 @@ class Shop:
             )
         if error is not None and error.type.endswith(".CartAlreadyCompleted"):
             return attrs.evolve(self._existing_order(self.cart(cart_id)), run=run)
+        if (
+            error is not None
+            and error.type == "Cancelled"
+            and error.message == _payment_failed(run.data.provider_ref)
+        ):  # the customer failed 3-D Secure: a declined payment, not a failed checkout
+            raise PaymentDeclined(message, cart_id=cart_id, run=run)
         if error is not None and error.type in _TIMED_OUT:
             raise CheckoutTimedOut(
                 f"checkout {run.id} of cart {cart_id!r} did not finish in time ({message}); "
@@ -380,7 +400,7 @@ class Shop:
                 )
             return self.engine.cancel(
                 latest.id,
-                reason=f"payment {event.provider_ref} failed: the customer did not confirm it",
+                reason=_payment_failed(event.provider_ref),
             )
         except (EventNotAllowed, InvalidOperation, EntityBusy):
             return self.engine.get(latest.id)  # another delivery got there first

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar, cast
 
 import attrs
 
@@ -39,15 +39,19 @@ class Resources:
     def __init__(self, items: Iterable[object] = ()) -> None:
         self._items = tuple(items)
 
-    def get(self, kind: type[T]) -> T:
-        """The first resource that is an instance of ``kind``.
+    # ``kind`` is typed as a callable, not ``type[T]``, so that an abstract class or a
+    # Protocol (what a resource usually is) type-checks: mypy refuses those as type[T]
+    def get(self, kind: Callable[..., T]) -> T:
+        """The first resource that is an instance of ``kind`` (a class).
 
         Raises:
             MissingResource: the engine was given none (a non-retryable step failure).
         """
+        if not isinstance(kind, type):
+            raise TypeError(f"resources are looked up by class; {kind!r} is not one")
         for item in self._items:
             if isinstance(item, kind):
-                return item
+                return cast("T", item)
         article = "an" if kind.__name__[:1].lower() in "aeiou" else "a"
         raise MissingResource(
             f"a step asked for {article} {kind.__name__}, but the engine has none: "
@@ -107,7 +111,7 @@ class StepContext(Generic[InputT, DataT]):
     connection: Any = None
     resources: Resources = _NO_RESOURCES
 
-    def resource(self, kind: type[T]) -> T:
+    def resource(self, kind: Callable[..., T]) -> T:
         """The engine's resource of type ``kind`` (e.g. ``ctx.resource(PaymentProvider)``).
 
         Raises:

@@ -4,7 +4,8 @@
 
 - ``reserve`` is *transactional*: it inserts a row into the user table
   ``effects`` through ``ctx.connection``, so the row commits with the
-  transition or not at all; its compensation marks the row released;
+  transition or not at all; its compensation counts the release in the row, in
+  the compensating transition's transaction (so exactly once);
 - ``charge`` calls an "external" payment service (``Ledger``, an append-only
   file) with the step's idempotency key; its compensation calls the service's
   refund with its own key;
@@ -141,14 +142,12 @@ def reserve_stock(ctx: StepContext[Order, Progress]) -> Progress:
 
 
 def release_stock(ctx: StepContext[Order, Progress]) -> None:
-    """Mark the reservation released (idempotent: a compensation is at-least-once)."""
+    """Mark the reservation released, in the compensating transition's transaction."""
     _pace(ctx)
-    connect = sqlite3.connect(ctx.input.database, timeout=10)
-    with contextlib.closing(connect) as connection, connection:  # commit, then close
-        connection.execute(
-            "UPDATE effects SET released = 1 WHERE instance_id = ? AND step = 'reserve'",
-            (ctx.instance_id,),
-        )
+    ctx.connection.exec_driver_sql(
+        "UPDATE effects SET released = released + 1 WHERE instance_id = ? AND step = 'reserve'",
+        (ctx.instance_id,),
+    )
 
 
 def charge_payment(ctx: StepContext[Order, Progress]) -> Progress:

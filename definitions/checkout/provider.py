@@ -33,8 +33,10 @@ idempotency key.
 True
 >>> provider.cancel("k-1").status
 'canceled'
+>>> provider.authorize(request).status          # the key is spent: nothing is held again
+'canceled'
 >>> [(call.operation, call.idempotency_key) for call in provider.calls]
-[('authorize', 'k-1'), ('authorize', 'k-1'), ('cancel', 'k-1')]
+[('authorize', 'k-1'), ('authorize', 'k-1'), ('cancel', 'k-1'), ('authorize', 'k-1')]
 """
 
 from __future__ import annotations
@@ -121,7 +123,11 @@ class PaymentProvider(abc.ABC):
 
     @abc.abstractmethod
     def cancel(self, idempotency_key: str) -> Authorization | None:
-        """Cancel what was authorized under ``idempotency_key``; None when nothing was."""
+        """Cancel what was authorized under ``idempotency_key``; None when nothing was.
+
+        Either way the key is spent: a later ``authorize`` under it (a late try from
+        a process that paused past its lease) answers ``canceled`` and holds nothing.
+        """
 
 
 @attrs.define
@@ -199,6 +205,11 @@ class SimulatedProvider(PaymentProvider):
         with self._lock:
             payment = self._payments.get(idempotency_key)
             if payment is None:
+                # void the key: a late authorize under it (from a process that paused past
+                # its lease while the checkout was compensated) must not hold money
+                self._payments[idempotency_key] = _Payment(
+                    Authorization(f"pi_{uuid.uuid4().hex[:16]}", "canceled", 0, "", ""), "void"
+                )
                 self.calls.append(ProviderCall("cancel", idempotency_key, None, None, "none"))
                 return None
             payment.authorization = attrs.evolve(payment.authorization, status="canceled")

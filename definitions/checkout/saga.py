@@ -255,6 +255,13 @@ def authorize_payment(ctx: Ctx) -> CheckoutData:
             idempotency_key=authorization_key(ctx.instance_id),
         )
     )
+    if authorization.status in ("canceled", "failed"):
+        # the checkout was compensated meanwhile and its key voided (a late try)
+        raise PaymentDeclined(
+            f"the payment under this checkout's key is {authorization.status}: "
+            "start a new checkout",
+            cart_id=ctx.input.cart_id,
+        )
     return attrs.evolve(
         ctx.data, provider_ref=authorization.provider_ref, payment_status=authorization.status
     )

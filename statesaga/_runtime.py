@@ -582,23 +582,16 @@ class Runtime:
         run.step_deadline = None if step.timeout is None else started + step.timeout
         try:
             if step.transactional:
-                try:
-                    with self.store.transaction() as connection:
-                        call = Call(
-                            step.function, attrs.evolve(ctx, connection=connection), step.timeout
-                        )
-                        outcome = self._step_outcome(run, t, (yield call))
-                        if isinstance(outcome, StepFailed):
-                            raise _Discard(outcome)
-                        nxt = run.core.next(run.snapshot, outcome, self.clock())
-                        self._persist(run, nxt, started, connection=connection)
-                    if isinstance(nxt.decision, Finish):
-                        self._finished(run, run.updated_at)
-                    if self.observer is not None:
-                        self._observe(run, t.name, decision.attempt, started, None, undo=False)
-                    return nxt
-                except _Discard as discard:
-                    outcome = discard.outcome
+                done = yield from self._in_transaction(
+                    run,
+                    Call(step.function, ctx, step.timeout),
+                    lambda response: self._step_outcome(run, t, response),
+                    started,
+                    undo=False,
+                )
+                if isinstance(done, Next):
+                    return done
+                outcome = done
             else:
                 outcome = self._step_outcome(run, t, (yield Call(step.function, ctx, step.timeout)))
         finally:
@@ -618,6 +611,37 @@ class Runtime:
         if self.observer is not None:
             error = outcome.error if isinstance(outcome, StepFailed) else None
             self._observe(run, t.name, decision.attempt, started, error, undo=False)
+        return nxt
+
+    def _in_transaction(
+        self,
+        run: _Active,
+        call: Call,
+        judge: Callable[[Response], Outcome],
+        started: float,
+        *,
+        undo: bool,
+    ) -> Generator[Request, Any, Next | Outcome]:
+        """Call a step (or undo) inside the transaction that records its transition.
+
+        Returns the committed ``Next`` when it succeeded, or its failure (the
+        transaction rolled back, the step's writes with it) for the caller to record.
+        """
+        ctx = call.ctx
+        try:
+            with self.store.transaction() as connection:
+                response = yield attrs.evolve(call, ctx=attrs.evolve(ctx, connection=connection))
+                outcome = judge(response)
+                if isinstance(outcome, StepFailed | CompensationFailed):
+                    raise _Discard(outcome)
+                nxt = run.core.next(run.snapshot, outcome, self.clock())
+                self._persist(run, nxt, started, connection=connection)
+        except _Discard as discard:
+            return discard.outcome
+        if isinstance(nxt.decision, Finish):
+            self._finished(run, run.updated_at)
+        if self.observer is not None:
+            self._observe(run, ctx.step, ctx.attempt, started, None, undo=undo)
         return nxt
 
     def _step_outcome(self, run: _Active, t: TransitionDef, response: Response) -> Outcome:
@@ -658,22 +682,16 @@ class Runtime:
         if t.step.transactional:
             # the undo of a transactional step writes through the compensating
             # transition's own transaction: undone exactly once, or not at all
-            try:
-                with self.store.transaction() as connection:
-                    in_transaction = attrs.evolve(ctx, connection=connection)
-                    call = Call(compensation, in_transaction, t.step.timeout)
-                    outcome = self._compensation_outcome(run, t, ctx, (yield call))
-                    if isinstance(outcome, CompensationFailed):
-                        raise _Discard(outcome)
-                    nxt = run.core.next(run.snapshot, outcome, self.clock())
-                    self._persist(run, nxt, started, connection=connection)
-                if isinstance(nxt.decision, Finish):
-                    self._finished(run, run.updated_at)
-                if self.observer is not None:
-                    self._observe(run, ctx.step, decision.attempt, started, None, undo=True)
-                return nxt
-            except _Discard as discard:
-                outcome = discard.outcome
+            done = yield from self._in_transaction(
+                run,
+                Call(compensation, ctx, t.step.timeout),
+                lambda response: self._compensation_outcome(run, t, ctx, response),
+                started,
+                undo=True,
+            )
+            if isinstance(done, Next):
+                return done
+            outcome = done
         else:
             response = yield Call(compensation, ctx, t.step.timeout)
             outcome = self._compensation_outcome(run, t, ctx, response)

@@ -12,12 +12,19 @@ The floor is plain ``psycopg`` 3 making exactly those commits in the same
 run, in the same worker processes: INSERT instance + INSERT history,
 ``commit()``; then, per step, UPDATE instance + INSERT history, ``commit()``
 (psycopg opens each transaction with ``BEGIN``: four round trips per
-commit, as the engine's). It writes into the same tables and indexes (a
-schema migrated by the store) with payloads of the same size, one
-connection per worker, sequentially for 1 worker and on 8 connections at
-once for 8 workers. What separates the engine from the floor is the
-engine's own work: the interpreter, building rows, encoding JSON, its
-driver loop, and how it talks to psycopg.
+commit). It writes into the same tables and indexes (a schema migrated by
+the store) with payloads of the same size, one connection per worker,
+sequentially for 1 worker and on 8 connections at once for 8 workers. Both
+sides prepare their statements the same way (psycopg's default: server-side
+after the fifth execution of a statement on a connection).
+
+The engine writes each commit on PostgreSQL as one autocommitted statement
+(``WITH moved AS (UPDATE ... RETURNING id) INSERT ... SELECT ... FROM
+moved``, and the same shape for the start): one round trip per commit. With
+``--one-statement``, a third variant shows plain ``psycopg`` writing the
+commits in that shape too: what separates the engine from it is the
+engine's own work (the interpreter, building rows, encoding JSON, its driver
+loop).
 
 Each variant writes into a schema of its own, created for the run and
 dropped after it. After a warm-up, each repeat runs every variant for
@@ -30,6 +37,7 @@ Usage::
     python benchmarks/postgres_sagas.py                   # a table
     python benchmarks/postgres_sagas.py --json out.json   # and the figures as JSON
     python benchmarks/postgres_sagas.py --profile         # and where the engine's time goes
+    python benchmarks/postgres_sagas.py --one-statement   # and psycopg in the engine's shape
     python benchmarks/postgres_sagas.py --url postgresql+psycopg://user@host:5432/db
 
 The targets: the engine at no less than 80 % of the floor with 1 worker and
@@ -180,9 +188,22 @@ def _machine(seq: int) -> str:
     )
 
 
-def floor_runner(info: str) -> tuple[Runner, Callable[[], None], psycopg.Connection[Any]]:
-    """The same commits through plain ``psycopg``, into the store's own tables."""
-    connection = psycopg.connect(info)
+_HISTORY_CASTS = (
+    "%s::text, %s::integer, %s::text, %s::text, %s::text, %s::text, %s::text, %s::integer, "
+    "%s::text, %s::jsonb, %s::integer, %s::text, %s::double precision, %s::double precision"
+)
+
+
+def floor_runner(
+    info: str, one_statement: bool = False
+) -> tuple[Runner, Callable[[], None], psycopg.Connection[Any]]:
+    """The same commits through plain ``psycopg``, into the store's own tables.
+
+    With ``one_statement``, each commit is one statement in autocommit, as the
+    engine writes them: the start's INSERTs, and each step's UPDATE and INSERT,
+    joined by ``WITH ... RETURNING id``.
+    """
+    connection = psycopg.connect(info, autocommit=one_statement)
     instance_columns = [c.name for c in instances.columns]
     history_columns = [c.name for c in history.columns if c.name != "id"]
     insert_instance = (
@@ -199,6 +220,11 @@ def floor_runner(info: str) -> tuple[Runner, Callable[[], None], psycopg.Connect
         "lease_expires_at = %s, updated_at = %s, version = version + 1 "
         "WHERE id = %s AND version = %s AND epoch = %s"
     )
+    history_select = (
+        f"INSERT INTO statesaga_history ({', '.join(history_columns)}) SELECT {_HISTORY_CASTS}"
+    )
+    start_one = f"WITH i AS ({insert_instance} RETURNING id) {history_select} FROM i"
+    step_one = f"WITH moved AS ({update_instance} RETURNING id) {history_select} FROM moved"
     owner = f"bench:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     machines = [_machine(seq) for seq in range(STEPS + 1)]
     cursor = connection.cursor()
@@ -218,28 +244,31 @@ def floor_runner(info: str) -> tuple[Runner, Callable[[], None], psycopg.Connect
             "lease_expires_at": now + 30, "due_at": None, "deadline": None,
             "created_at": now, "updated_at": now,
         }  # fmt: skip
-        execute(insert_instance, [values[c] for c in instance_columns])
-        execute(
-            insert_history,
-            (instance_id, 1, "start", None, None, "s0", "s0", 0, None, None, 1, instance_id,
-             now, now),
-        )  # fmt: skip
-        commit()
+        instance = [values[c] for c in instance_columns]
+        started = (instance_id, 1, "start", None, None, "s0", "s0", 0, None, None, 1,
+                   instance_id, now, now)  # fmt: skip
+        if one_statement:
+            execute(start_one, (*instance, *started))
+        else:
+            execute(insert_instance, instance)
+            execute(insert_history, started)
+            commit()
         for seq in range(1, STEPS + 1):
             last = seq == STEPS
             now = time.time()
-            execute(
-                update_instance,
-                (f"s{seq}", "completed" if last else "running", "{}", machines[seq], None,
-                 None, 0 if last else 1, None, None if last else owner,
-                 None if last else now + 30, now, instance_id, seq, 1),
-            )  # fmt: skip
-            execute(
-                insert_history,
-                (instance_id, seq + 1, "forward", f"t{seq}", f"t{seq}", f"s{seq - 1}",
-                 f"s{seq}", 1, None, None, 1, instance_id, now, now),
-            )  # fmt: skip
-            commit()
+            update = (f"s{seq}", "completed" if last else "running", "{}", machines[seq], None,
+                      None, 0 if last else 1, None, None if last else owner,
+                      None if last else now + 30, now, instance_id, seq, 1)  # fmt: skip
+            moved = (instance_id, seq + 1, "forward", f"t{seq}", f"t{seq}", f"s{seq - 1}",
+                     f"s{seq}", 1, None, None, 1, instance_id, now, now)  # fmt: skip
+            if one_statement:
+                execute(step_one, (*update, *moved))
+                if cursor.rowcount != 1:  # the compare-and-set, checked as the engine does
+                    raise RuntimeError("fenced out")
+            else:
+                execute(update_instance, update)
+                execute(insert_history, moved)
+                commit()
 
     return run, connection.close, connection
 
@@ -247,7 +276,9 @@ def floor_runner(info: str) -> tuple[Runner, Callable[[], None], psycopg.Connect
 # -- the worker processes ---------------------------------------------------------------------
 
 
-def _worker(pipe: Connection, engine_url: str, floor_info: str, prototype: bool) -> None:
+def _worker(
+    pipe: Connection, engine_url: str, floor_info: str, prototype: bool, one_statement: bool
+) -> None:
     """A worker process: runs the variant it is told to, when and for as long as told."""
     runners: dict[str, Runner] = {}
     closers = []
@@ -257,6 +288,8 @@ def _worker(pipe: Connection, engine_url: str, floor_info: str, prototype: bool)
     ]
     if prototype:
         makers.append(("prototype", lambda: engine_runner(engine_url, prototype=True)))
+    if one_statement:
+        makers.append(("one_statement", lambda: floor_runner(floor_info, one_statement=True)))
     for name, make in makers:
         run, close, _ = make()
         runners[name] = run
@@ -282,14 +315,18 @@ def _worker(pipe: Connection, engine_url: str, floor_info: str, prototype: bool)
 class Workers:
     """``n`` worker processes, spawned once and told what to run."""
 
-    def __init__(self, n: int, engine_url: str, floor_info: str, prototype: bool) -> None:
+    def __init__(
+        self, n: int, engine_url: str, floor_info: str, prototype: bool, one_statement: bool
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         self.pipes: list[Connection] = []
         self.processes = []
         for _ in range(n):
             parent, child = context.Pipe()
             process = context.Process(
-                target=_worker, args=(child, engine_url, floor_info, prototype), daemon=True
+                target=_worker,
+                args=(child, engine_url, floor_info, prototype, one_statement),
+                daemon=True,
             )
             process.start()
             self.pipes.append(parent)
@@ -331,11 +368,20 @@ class Variant:
     description: str
 
 
-def variants(workers: int, prototype: bool) -> list[Variant]:
+def variants(workers: int, prototype: bool, one_statement: bool = False) -> list[Variant]:
     lines = []
     for count in (1, workers):
         plural = "worker" if count == 1 else "workers"
         lines.append(Variant(f"floor_{count}", "floor", count, f"psycopg floor, {count} {plural}"))
+        if one_statement:
+            lines.append(
+                Variant(
+                    f"one_statement_{count}",
+                    "one_statement",
+                    count,
+                    f"psycopg, 1 statement/commit, {count} {plural}",
+                )
+            )
         lines.append(Variant(f"engine_{count}", "engine", count, f"engine, {count} {plural}"))
         if prototype:
             lines.append(
@@ -546,10 +592,11 @@ def commit_shapes(info: str, commits: int = 1000) -> dict[str, float]:
     """µs per commit of one transition (compare-and-set UPDATE + one history row), by shape.
 
     - ``floor``: ``execute`` UPDATE, ``execute`` INSERT, ``commit()`` (4 round trips);
-    - ``executemany``: the INSERT through ``executemany`` of one row, as the store does;
+    - ``executemany``: the INSERT through ``executemany`` of one row (a psycopg pipeline);
     - ``pipeline``: the floor's statements in a psycopg pipeline (1 round trip);
     - ``one statement``: ``WITH moved AS (UPDATE ... RETURNING id) INSERT ... SELECT
-      ... FROM moved`` in autocommit (1 round trip, atomic; no row inserted = fenced).
+      ... FROM moved`` in autocommit (1 round trip, atomic; no row inserted = fenced),
+      as the store writes a transition on PostgreSQL.
     """
     connection = psycopg.connect(info)
     auto = psycopg.connect(info, autocommit=True)
@@ -644,6 +691,7 @@ def profile(url: str, engine_schema: str, floor_schema: str, console: Console) -
     engine_run, engine_close, engine = engine_runner(engine_url)
     prototype_run, prototype_close, _ = engine_runner(engine_url, prototype=True)
     floor_run, floor_close, floor_connection = floor_runner(floor_info)
+    one_run, one_close, one_connection = floor_runner(floor_info, one_statement=True)
     idle = Engine(_NoWrites(engine_url), sagas=[FiveSteps])
     payload = Nothing()
 
@@ -654,24 +702,27 @@ def profile(url: str, engine_schema: str, floor_schema: str, console: Console) -
         with tempfile.TemporaryDirectory(prefix="statesaga-bench-") as tmp:
             engine_run()
             store: Any = engine.store
-            engine_sent = _trace(store._raw(), engine_run, 50, Path(tmp))
-            floor_sent = _trace(floor_connection, floor_run, 50, Path(tmp))
+            one_run()
+            sent = {
+                "engine": _trace(store._raw(), engine_run, 50, Path(tmp)),
+                "floor": _trace(floor_connection, floor_run, 50, Path(tmp)),
+                "psycopg, 1 statement/commit": _trace(one_connection, one_run, 50, Path(tmp)),
+            }
         console.print("\n[bold]Protocol messages sent per saga (libpq trace, 50 sagas)[/]")
         table = Table()
         table.add_column("message")
-        table.add_column("engine", justify="right")
-        table.add_column("floor", justify="right")
-        for message in sorted(set(engine_sent) | set(floor_sent)):
-            table.add_row(
-                message, f"{engine_sent[message] / 50:g}", f"{floor_sent[message] / 50:g}"
-            )
-        trips = {"engine": _round_trips(engine_sent, 50), "floor": _round_trips(floor_sent, 50)}
-        table.add_row("round trips", f"{trips['engine']:g}", f"{trips['floor']:g}")
+        for name in sent:
+            table.add_column(name, justify="right")
+        for message in sorted(set().union(*sent.values())):
+            table.add_row(message, *(f"{counts[message] / 50:g}" for counts in sent.values()))
+        trips = {name: _round_trips(counts, 50) for name, counts in sent.items()}
+        table.add_row("round trips", *(f"{value:g}" for value in trips.values()))
         console.print(table)
 
         per_saga = _interleaved_us(
             {
                 "floor": floor_run,
+                "psycopg, 1 statement/commit": one_run,
                 "engine": engine_run,
                 "engine (1 row: execute)": prototype_run,
                 "engine, no writes": idle_run,
@@ -709,11 +760,11 @@ def profile(url: str, engine_schema: str, floor_schema: str, console: Console) -
         engine_close()
         prototype_close()
         floor_close()
+        one_close()
         idle.close()
     return {
         "messages_per_saga": {
-            "engine": {k: v / 50 for k, v in sorted(engine_sent.items())},
-            "floor": {k: v / 50 for k, v in sorted(floor_sent.items())},
+            name: {k: v / 50 for k, v in sorted(counts.items())} for name, counts in sent.items()
         },
         "round_trips_per_saga": trips,
         "us_per_saga_1_worker": {k: round(v, 1) for k, v in per_saga.items()},
@@ -730,6 +781,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
     parser.add_argument("--profile", action="store_true", help="also profile the engine")
     parser.add_argument(
+        "--one-statement",
+        action="store_true",
+        help="also run plain psycopg writing each commit as one autocommitted statement, "
+        "the shape the engine uses on PostgreSQL (a reference beside the floor)",
+    )
+    parser.add_argument(
         "--prototype",
         action="store_true",
         help="also run the engine with its single history row inserted by execute, "
@@ -745,8 +802,14 @@ def main(argv: list[str] | None = None) -> int:
     with schemas(args.url, [engine_schema, floor_schema]):
         engine_url = schema_url(args.url, engine_schema)
         check(engine_url)
-        lines = variants(args.workers, args.prototype)
-        pool = Workers(args.workers, engine_url, conninfo(args.url, floor_schema), args.prototype)
+        lines = variants(args.workers, args.prototype, args.one_statement)
+        pool = Workers(
+            args.workers,
+            engine_url,
+            conninfo(args.url, floor_schema),
+            args.prototype,
+            args.one_statement,
+        )
         try:
             results, cpu = measure(pool, lines, args.seconds, args.repeats)
         finally:

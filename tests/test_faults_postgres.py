@@ -12,8 +12,9 @@ Each test prints its figures (run ``pytest -s`` to see them):
   A's transactional step), over 240 trials;
 - **a backend killed mid-transition**: ``pg_terminate_backend`` on the
   connection a transition is being written on, just before its COMMIT (the
-  engine's own connection, for a step or for a start; or a transactional
-  step's), or after a transactional step's write and before the
+  engine's own connection, for a step or for a start, where the transition is
+  one autocommitted statement: just before that statement; or a
+  transactional step's), or after a transactional step's write and before the
   transition's UPDATE: nothing of that transition is persisted, the engine
   raises ``StoreError`` naming the lost connection and keeps working on the
   same thread, and a fresh engine's ``recover`` finishes the run;
@@ -334,17 +335,20 @@ def _terminate(admin: sa.Engine, pid: int) -> None:
 def _kill_at(engine: Engine, admin: sa.Engine, record: str, before: str) -> list[int]:
     """Arm ``engine``'s store: terminate the backend ``before`` ``record``'s "commit" or "update".
 
-    ``record`` names a history row: ``start`` or a transition. With "update",
+    ``record`` names a history row: ``start`` or a transition. On the engine's
+    own connection, "commit" is its ``COMMIT``, or the one statement that is
+    the whole transaction (``_execute_committed``, autocommitted). With "update",
     the backend of a transactional step's transaction dies after the step's
     own write and before the transition's UPDATE. Returns the list the
     terminated backend's pid is appended to.
     """
     store: Any = engine.store
-    insert, transition, transaction, commit = (
+    insert, transition, transaction, commit, execute_committed = (
         store.insert,
         store.transition,
         store.transaction,
         store._commit,
+        store._execute_committed,
     )
     killed: list[int] = []
     armed: list[str] = []
@@ -375,6 +379,13 @@ def _kill_at(engine: Engine, admin: sa.Engine, record: str, before: str) -> list
             _terminate(admin, killed[-1])
         commit(raw, cursor)
 
+    def execute_committed_armed(raw: Any, cursor: Any, sql: str, params: Any) -> int:
+        if armed == ["hot"]:
+            armed.clear()
+            killed.append(raw.info.backend_pid)
+            _terminate(admin, killed[-1])
+        return int(execute_committed(raw, cursor, sql, params))
+
     @contextlib.contextmanager
     def transaction_armed() -> Iterator[Any]:
         with transaction() as connection:
@@ -387,6 +398,7 @@ def _kill_at(engine: Engine, admin: sa.Engine, record: str, before: str) -> list
     store.insert = insert_armed
     store.transition = transition_armed
     store._commit = commit_armed
+    store._execute_committed = execute_committed_armed
     store.transaction = transaction_armed
     return killed
 

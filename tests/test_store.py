@@ -6,6 +6,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+import attrs
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -13,9 +14,10 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from statesaga import StoreError
+from statesaga import FencedOut, StoreError
 from statesaga.locks import InProcessLocks, SqlLocks
 from statesaga.store import SqlStore
+from statesaga.store.base import HistoryRow, InstanceRow, Write
 from statesaga.store.migrate import HEAD, MIGRATIONS, current_revision, upgrade
 from statesaga.store.schema import metadata
 
@@ -138,3 +140,100 @@ def test_a_schema_must_be_a_plain_identifier_and_is_for_postgresql(path: Path) -
         SqlStore(f"sqlite:///{path}", schema="x")
     with pytest.raises(StoreError, match="not a plain identifier"):
         SqlStore("postgresql+psycopg://nobody@127.0.0.1:1/none", schema="x; drop table y")
+
+
+# -- the hot path: a transition's compare-and-set and its history rows --------------------------
+
+
+def _instance_row(instance_id: str) -> InstanceRow:
+    return InstanceRow(
+        id=instance_id, saga="s", saga_version=1, graph_hash="h", entity_key=None,
+        idempotency_key=None, correlation_id="c", state="a", status="running", input={},
+        context={}, output=None, machine={"seq": 0}, error=None, attempt=1, version=1, epoch=1,
+        lease_owner="me", lease_expires_at=100.0, due_at=None, deadline=None, created_at=1.0,
+        updated_at=1.0,
+    )  # fmt: skip
+
+
+def _history_row(instance_id: str, version: int, transition: str = "t") -> HistoryRow:
+    return HistoryRow(
+        instance_id=instance_id, version=version, kind="forward", transition=transition,
+        step="f", from_state="a", to_state="b", attempt=1, event=None,
+        error={"type": "E", "message": "m"}, epoch=1, correlation_id="c", started_at=2.0,
+        finished_at=2.5,
+    )  # fmt: skip
+
+
+def _write(state: str) -> Write:
+    return Write(
+        state=state, status="running", context="{}", machine='{"seq":1}', error=None,
+        output=None, attempt=1, due_at=None, lease_owner="me", lease_expires_at=100.0,
+        updated_at=3.0,
+    )  # fmt: skip
+
+
+def test_a_transition_writes_its_history_rows_with_the_instance_or_nothing(db: str) -> None:
+    store = SqlStore(db, auto_migrate=True)
+    try:
+        store.insert(_instance_row("i1"), [_history_row("i1", 1, "start")])
+        store.insert(_instance_row("i2"), [_history_row("i2", 1), _history_row("i2", 1, "u")])
+        store.transition("i1", 1, 1, _write("b"), [_history_row("i1", 2)])  # one row
+        store.transition("i1", 2, 1, _write("c"), [])  # none
+        rows = [_history_row("i1", 4, "x"), _history_row("i1", 4, "y")]
+        store.transition("i1", 3, 1, _write("d"), rows)  # several
+        before = store.dump()
+        for version, epoch, history_rows in (
+            (3, 1, [_history_row("i1", 4)]),  # a stale version
+            (4, 2, [_history_row("i1", 5)]),  # a stale epoch
+            (4, 2, []),
+            (4, 2, rows),
+            (1, 1, [_history_row("nope", 2)]),
+        ):
+            with pytest.raises(FencedOut):
+                store.transition("i1", version, epoch, _write("z"), history_rows)
+        with pytest.raises(FencedOut):
+            store.transition("nope", 1, 1, _write("z"), [_history_row("nope", 2)])
+        assert store.dump() == before, "a fenced-out write wrote something"
+        row = store.get("i1")
+        assert row is not None
+        assert (row.state, row.version, row.machine) == ("d", 4, {"seq": 1})
+        history = store.history("i1")
+        assert [(h.version, h.transition) for h in history] == [
+            (1, "start"), (2, "t"), (4, "x"), (4, "y"),
+        ]  # fmt: skip
+        assert history[1] == attrs.evolve(_history_row("i1", 2), id=history[1].id)
+        assert [h.transition for h in store.history("i2")] == ["t", "u"]
+    finally:
+        store.close()
+
+
+def test_a_postgresql_hot_path_leaves_no_transaction_open_and_cuts_nothing(
+    postgres_url: str,
+) -> None:
+    import psycopg
+    from conftest import _truncate
+
+    _truncate(postgres_url)
+    store = SqlStore(postgres_url)
+    try:
+        store.insert(_instance_row("i1"), [_history_row("i1", 1, "start")])
+        idle = psycopg.pq.TransactionStatus.IDLE
+        raw = store._raw()
+        assert raw.autocommit
+        assert raw.info.transaction_status == idle
+        with pytest.raises(FencedOut):
+            store.transition("i1", 7, 1, _write("b"), [_history_row("i1", 8)])
+        assert raw.info.transaction_status == idle
+        # a value too long for its column is an error, as in an INSERT's VALUES: never cut short
+        with pytest.raises(psycopg.errors.StringDataRightTruncation):
+            store.transition("i1", 1, 1, _write("b"), [_history_row("i1", 2, "t" * 201)])
+        assert raw.info.transaction_status == idle
+        row = store.get("i1")
+        assert row is not None
+        assert row.version == 1
+        assert [h.transition for h in store.history("i1")] == ["start"]
+        store.transition("i1", 1, 1, _write("b"), [_history_row("i1", 2, "t" * 200)])
+        assert [len(h.transition or "") for h in store.history("i1")] == [5, 200]
+    finally:
+        store.close()
+        _truncate(postgres_url)

@@ -3,8 +3,18 @@
 The transition hot path (insert a new instance, compare-and-set a transition)
 runs hand-written statements straight on the DBAPI connection SQLAlchemy
 holds: SQLAlchemy's per-statement overhead would otherwise dominate a
-SQLite commit. Everything else (reads, claims, listings) uses SQLAlchemy
-Core as usual.
+SQLite commit. On PostgreSQL (psycopg 3) that connection autocommits, and a
+transition with one history row is a single statement, one round trip
+instead of four (``BEGIN``, UPDATE, INSERT, ``COMMIT``)::
+
+    WITH moved AS (UPDATE statesaga_instances SET ... WHERE id = %s
+                   AND version = %s AND epoch = %s RETURNING id)
+    INSERT INTO statesaga_history (...) SELECT ... FROM moved
+
+A statement is a transaction of its own: the compare-and-set and the history
+row commit together or not at all, and a fenced-out holder's statement
+inserts nothing (row count 0). Everything else (reads, claims, listings) uses
+SQLAlchemy Core as usual.
 
 >>> store = SqlStore("sqlite://")  # an in-memory database, migrated on open
 >>> store.get("nope") is None
@@ -85,7 +95,16 @@ class SqlStore:
         elif schema is not None:
             _use_schema(self.engine, schema)
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        self._begin_sql = "BEGIN IMMEDIATE" if self.is_sqlite else None
+        # psycopg 3: the hot-path connection autocommits; one statement is one transaction
+        self._one_statement = (
+            self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg"
+        )
+        if self.is_sqlite:
+            self._begin_sql: str | None = "BEGIN IMMEDIATE"
+        elif self._one_statement:
+            self._begin_sql = "BEGIN"  # the connection autocommits: open several-statement ones
+        else:
+            self._begin_sql = None  # the driver opens a transaction itself
         assigns = ", ".join(f"{c} = {mark}" for c in _WRITE_COLUMNS)
         self._update_sql = (
             f"UPDATE statesaga_instances SET {assigns}, version = version + 1 "
@@ -98,6 +117,19 @@ class SqlStore:
         self._insert_history_sql = (
             f"INSERT INTO statesaga_history ({', '.join(_HISTORY_COLUMNS)}) "
             f"VALUES ({', '.join([mark] * len(_HISTORY_COLUMNS))})"
+        )
+        # one history row joined to the instance's write; typed, as a SELECT list is not an
+        # INSERT's VALUES (to text, not varchar(n): a cast would truncate what is too long)
+        history_select = (
+            f"INSERT INTO statesaga_history ({', '.join(_HISTORY_COLUMNS)}) "
+            f"SELECT {', '.join(f'{mark}::{_pg_type(c)}' for c in _HISTORY_COLUMNS)}"
+        )
+        self._transition_sql = (
+            f"WITH moved AS ({self._update_sql} RETURNING id) {history_select} FROM moved"
+        )
+        self._start_sql = (
+            f"WITH started AS ({self._insert_instance_sql} RETURNING id) "
+            f"{history_select} FROM started"
         )
         if auto_migrate is None:
             auto_migrate = self.is_sqlite
@@ -121,6 +153,8 @@ class SqlStore:
             else:
                 fairy.detach()
             raw = fairy.dbapi_connection
+            if self._one_statement:
+                _autocommit(raw)
             with self._connections_lock:
                 self._connections[ident] = raw
             # closed when this thread ends, so short-lived threads do not pile connections up
@@ -149,12 +183,16 @@ class SqlStore:
             _dump(getattr(row, c)) if c in _JSON_INSTANCE else getattr(row, c)
             for c in _INSTANCE_COLUMNS
         ]
+        rows = [_history_values(h) for h in history_rows]
         raw = self._raw()
         cursor = self._cursor(raw)
         try:
+            if self._one_statement and len(rows) == 1:
+                self._execute_committed(raw, cursor, self._start_sql, (*values, *rows[0]))
+                return
             self._begin(cursor)
             cursor.execute(self._insert_instance_sql, values)
-            self._write_history(cursor, [_history_values(h) for h in history_rows])
+            self._write_history(cursor, rows)
             self._commit(raw, cursor)
         except Exception as error:
             self._abort(raw, cursor, error)
@@ -208,6 +246,18 @@ class SqlStore:
         raw = self._raw()
         cursor = self._cursor(raw)
         try:
+            if self._one_statement and len(rows) <= 1:
+                # one statement: the compare-and-set and its history row commit together;
+                # fenced out, it moves nothing and so inserts nothing
+                if rows:
+                    moved = self._execute_committed(
+                        raw, cursor, self._transition_sql, (*params, *rows[0])
+                    )
+                else:
+                    moved = self._execute_committed(raw, cursor, self._update_sql, params)
+                if moved != 1:
+                    raise _fenced(instance_id, version, epoch)
+                return
             self._begin(cursor)
             cursor.execute(self._update_sql, params)
             if cursor.rowcount != 1:
@@ -221,6 +271,16 @@ class SqlStore:
     def _begin(self, cursor: Any) -> None:
         if self._begin_sql is not None:
             cursor.execute(self._begin_sql)
+
+    def _execute_committed(self, raw: Any, cursor: Any, sql: str, params: Sequence[Any]) -> int:
+        """Run ``sql`` as a transaction of its own on the autocommitting ``raw``; its row count.
+
+        It is committed when this returns. If the connection is lost on the way, it
+        committed entirely or not at all, and ``_abort`` makes the error a
+        ``StoreError`` saying so: nothing is ever half-written.
+        """
+        cursor.execute(sql, params)
+        return int(cursor.rowcount)
 
     def _commit(self, raw: Any, cursor: Any) -> None:
         if self.is_sqlite:
@@ -498,6 +558,8 @@ class SqlStore:
         raw = self._raw()
         cursor = self._cursor(raw)
         try:
+            if self._one_statement:
+                return self._execute_committed(raw, cursor, sql, params)
             self._begin(cursor)
             cursor.execute(sql, params)
             count = int(cursor.rowcount)
@@ -602,6 +664,26 @@ def _configure_sqlite(engine: sa.Engine, synchronous: str, busy_timeout: float) 
 
 def _dump(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def _autocommit(raw: Any) -> None:
+    """Make a psycopg connection autocommit: each statement a transaction of its own."""
+    raw.rollback()  # whatever opening it left open (nothing, usually)
+    raw.autocommit = True
+
+
+def _pg_type(column: str) -> str:
+    """The PostgreSQL type a parameter for history ``column`` is cast to."""
+    kind = history.c[column].type
+    if isinstance(kind, sa.String):
+        return "text"  # assigned to varchar(n) afterwards: too long is an error, not cut
+    if isinstance(kind, sa.Integer):
+        return "integer"
+    if isinstance(kind, sa.Float):
+        return "double precision"
+    if isinstance(kind, sa.JSON):
+        return "jsonb"
+    raise AssertionError(f"no PostgreSQL cast for history column {column}")  # pragma: no cover
 
 
 def _history_values(row: HistoryRow) -> tuple[Any, ...]:

@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -61,6 +62,7 @@ from definitions.checkout import (
     SimulatedProvider,
     cart_key,
 )
+from definitions.checkout.models import Base, create_tables
 from definitions.checkout.provider import ProviderCall
 from definitions.checkout.saga import authorization_key
 from statesaga import Run, Status
@@ -1182,4 +1184,63 @@ def test_the_shop_tables_live_in_the_stores_schema(postgres_url: str) -> None:
     finally:
         with admin.begin() as connection:
             connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        admin.dispose()
+
+
+# -- opening an empty database from several processes at once ------------------------------
+
+
+def race_to_create_tables(database: str, racers: int = 4) -> list[BaseException]:
+    """``racers`` engines create the shop's tables at the same instant; what they raised."""
+    engines = [sa.create_engine(database) for _ in range(racers)]
+    barrier = threading.Barrier(racers)
+    errors: list[BaseException] = []
+
+    def create(engine: sa.Engine) -> None:
+        barrier.wait()
+        try:
+            create_tables(engine)
+        except Exception as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=create, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    for engine in engines:
+        engine.dispose()
+    return errors
+
+
+def shop_tables(database: str) -> set[str]:
+    engine = sa.create_engine(database)
+    try:
+        return set(sa.inspect(engine).get_table_names()) & set(Base.metadata.tables)
+    finally:
+        engine.dispose()
+
+
+def test_shops_opening_a_new_sqlite_database_at_once_all_get_the_tables(tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'new.db'}"
+    assert race_to_create_tables(database) == []
+    assert shop_tables(database) == set(Base.metadata.tables)
+
+
+def test_shops_opening_a_new_postgres_schema_at_once_all_get_the_tables(postgres_url: str) -> None:
+    schema = f"shop_race_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(postgres_url)
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    database = (
+        sa.make_url(postgres_url)
+        .update_query_dict({"options": f"-csearch_path={schema}"})
+        .render_as_string(hide_password=False)
+    )
+    try:
+        assert race_to_create_tables(database) == []
+        assert shop_tables(database) == set(Base.metadata.tables)
+    finally:
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
         admin.dispose()

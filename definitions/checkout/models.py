@@ -177,5 +177,12 @@ class Order(Base):
 
 
 def create_tables(bind: sa.Engine | sa.Connection) -> None:
-    """Create the shop's tables where they do not exist yet (a demo's or a test's set-up)."""
-    Base.metadata.create_all(bind)
+    """Create the shop's tables where they do not exist yet (a demo's or a test's set-up).
+
+    Several processes may open an empty database at once: the one that loses the
+    race to create a table finds it there on a second look.
+    """
+    try:
+        Base.metadata.create_all(bind)
+    except sa.exc.DBAPIError:
+        Base.metadata.create_all(bind)  # another process created them meanwhile

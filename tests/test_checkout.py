@@ -63,7 +63,7 @@ from definitions.checkout import (
     cart_key,
 )
 from definitions.checkout.models import Base, create_tables
-from definitions.checkout.provider import ProviderCall
+from definitions.checkout.provider import Authorization, PaymentRequest, ProviderCall
 from definitions.checkout.saga import authorization_key
 from statesaga import Run, Status
 from statesaga.store.sql import SqlStore
@@ -426,6 +426,46 @@ def test_3ds_confirmed_by_the_webhook_completes(shop: Shop, provider: FaultyProv
         "order",
         "complete",
     ]
+
+
+class EagerCustomer(FaultyProvider):
+    """The customer confirms 3-D Secure so fast that the webhook beats the shop's record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shop: Shop | None = None
+        self.early: list[BaseException | Run | None] = []
+
+    def authorize(self, request: PaymentRequest) -> Authorization:
+        authorization = super().authorize(request)
+        if authorization.status == "requires_action" and self.shop is not None:
+            event = self.finish_action(authorization.provider_ref, succeeded=True)
+            try:  # delivered while the checkout is still in its authorize step
+                self.early.append(self.shop.payment_webhook(event))
+            except CheckoutInProgress as error:
+                self.early.append(error)
+        return authorization
+
+
+def test_a_webhook_that_comes_before_the_wait_is_refused_and_counts_when_delivered_again(
+    url: str,
+) -> None:
+    provider = EagerCustomer()
+    with open_shop(url, provider) as shop:
+        provider.shop = shop
+        cart_id = shop.create_cart({"mug": 1}, payment_method="card_3ds")
+
+        pending = shop.complete(cart_id)
+
+        # refused (409), so the provider delivers it again, rather than acknowledged and lost
+        (early,) = provider.early
+        assert isinstance(early, CheckoutInProgress)
+        assert "not waiting for its payment yet" in early.message
+        assert pending.status == "requires_action"
+        assert pending.provider_ref is not None
+        done = shop.payment_webhook(provider.finish_action(pending.provider_ref))
+        assert done is not None
+        assert done.status is Status.COMPLETED
 
 
 def test_3ds_failed_by_the_customer_rolls_everything_back(

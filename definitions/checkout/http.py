@@ -12,8 +12,9 @@ endpoint                             answers
                                      or insufficient stock; 402 payment declined; 504 the deadline
                                      passed; 500 anything else
 ``POST /payments/webhook``           200 the checkout after the delivery, or ``{"status":
-                                     "ignored"}`` when no checkout matches; 422 a body that is not
-                                     a webhook event; 413 a body over 64 KiB
+                                     "ignored"}`` when no checkout matches; 409 it came before
+                                     the checkout waits (the provider delivers it again); 422 a
+                                     body that is not a webhook event; 413 a body over 64 KiB
 ``GET /checkouts/{checkout_id}``     200 the checkout: status, state, error, order and history;
                                      404 unknown checkout
 ``GET /problems/{name}``             200 what a problem type means (the ``type`` of error bodies)

@@ -383,12 +383,29 @@ class Shop:
         delivery, or one that arrived after the wait timed out) changes nothing
         and returns the cart's latest checkout, if any: providers deliver
         at-least-once, so the shop acknowledges duplicates rather than failing them.
+
+        Raises:
+            CheckoutInProgress: the webhook came early, while its checkout still runs
+                towards the wait; the provider should deliver it again (HTTP 409).
         """
         key = cart_key(event.reference)
         runs = self.engine.list(saga=SAGA, key=key, limit=1)
         if not runs:
             return None
         latest = runs[0]
+        if latest.status is Status.RUNNING and latest.data.provider_ref in (
+            None,
+            event.provider_ref,
+        ):
+            # early: the checkout has not reached its wait yet (the provider answered the
+            # customer before the shop recorded the answer); a non-2xx answer makes the
+            # provider deliver again, by when the checkout waits for it
+            raise CheckoutInProgress(
+                f"checkout {latest.id} of cart {event.reference!r} is not waiting for its "
+                "payment yet: deliver the webhook again shortly",
+                cart_id=event.reference,
+                run=latest,
+            )
         if latest.status is not Status.WAITING or latest.data.provider_ref != event.provider_ref:
             return latest
         try:

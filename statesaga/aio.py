@@ -203,6 +203,12 @@ async def _call(request: Call) -> Response:
     try:
         if inspect.iscoroutinefunction(function):
             value = await asyncio.wait_for(function(request.ctx), request.timeout)
+        elif request.ctx.connection is not None:
+            # a transactional sync step owns the transaction's connection: it cannot be
+            # left running while the transaction rolls back; an overrun is discarded
+            value = await asyncio.to_thread(function, request.ctx)
+            if request.timeout is not None and time.monotonic() - started > request.timeout:
+                return Response(error=_timeout(request))
         else:
             value = await asyncio.wait_for(
                 asyncio.to_thread(function, request.ctx), request.timeout

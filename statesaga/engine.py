@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextvars
 import inspect
+import threading
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -70,9 +72,12 @@ class Engine(Runtime):
 
     Sync steps run in the calling thread; ``async`` steps run to completion on
     a fresh event loop. A step's ``timeout`` cancels an async step; a sync step
-    that overruns has its result discarded (and a transactional step's writes
-    rolled back), and its lease is no longer renewed, so another engine may
-    recover the run; if this engine then writes late, the epoch check rejects it.
+    with a timeout runs in a thread of its own, which the engine stops waiting
+    for when the timeout passes (the attempt fails with ``StepTimeout``). A
+    transactional step stays in the calling thread, which owns its connection:
+    if it overruns, its result is discarded and its writes rolled back, and its
+    lease is no longer renewed, so another engine may recover the run; if this
+    engine then writes late, the epoch check rejects it.
     """
 
     def __enter__(self) -> Engine:
@@ -205,7 +210,10 @@ class Engine(Runtime):
 def _call(request: Call) -> Response:
     started = time.monotonic()
     try:
-        value = request.function(request.ctx)
+        if _bounded_in_a_thread(request):
+            value = _in_a_thread(request)
+        else:
+            value = request.function(request.ctx)
         if inspect.isawaitable(value):
             value = asyncio.run(_bounded(value, request))
     except Exception as error:
@@ -222,6 +230,54 @@ async def _bounded(awaitable: Any, request: Call) -> Any:
         if request.timeout is None:
             raise
         raise _timeout(request) from None
+
+
+def _bounded_in_a_thread(request: Call) -> bool:
+    """A sync step with a timeout and no transaction of its own runs in a thread of its own.
+
+    The engine then stops waiting when the timeout passes, even if the call never
+    returns (a hung connection). A transactional step runs in the calling thread,
+    which owns its connection: it cannot be abandoned mid-transaction, so its
+    late result is discarded and its writes rolled back instead.
+    """
+    return (
+        request.timeout is not None
+        and request.ctx.connection is None
+        and not inspect.iscoroutinefunction(request.function)
+    )
+
+
+def _in_a_thread(request: Call) -> Any:
+    """Call the step in a daemon thread; give up on it after its timeout.
+
+    A step left running may still finish its work: that is what idempotency keys
+    and ``undo_on_failure`` are for. Its result, or error, is dropped.
+    """
+    assert request.timeout is not None
+    outcome: list[tuple[bool, Any]] = []
+    finished = threading.Event()
+    context = contextvars.copy_context()  # the run's logging context goes along
+
+    def call() -> None:
+        try:
+            outcome.append((True, context.run(request.function, request.ctx)))
+        except BaseException as error:  # re-raised in the engine's thread
+            outcome.append((False, error))
+        finally:
+            finished.set()
+
+    name = f"statesaga-step-{request.ctx.step}-{request.ctx.instance_id[:8]}"
+    threading.Thread(target=call, name=name, daemon=True).start()
+    if not finished.wait(request.timeout):
+        raise StepTimeout(
+            f"{request.ctx.step} ran longer than its timeout of {request.timeout:g}s; it was "
+            "left running in the background and whatever it returns will be ignored",
+            instance_id=request.ctx.instance_id,
+        )
+    succeeded, value = outcome[0]
+    if not succeeded:
+        raise value
+    return value
 
 
 def _timeout(request: Call) -> StepTimeout:

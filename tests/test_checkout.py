@@ -1156,9 +1156,9 @@ def test_a_flaky_provider_is_retried_under_one_idempotency_key(
 
 @pytest.mark.slow
 def test_a_late_provider_answer_is_discarded_and_the_retry_completes(url: str) -> None:
-    # the first call answers after 5.5 s; the step's timeout is 5 s. A sync step is not
-    # interrupted: its late answer is discarded (a StepTimeout) and the step retried, which
-    # the provider answers at once under the same key
+    # the first call answers after 5.5 s; the step's timeout is 5 s. The engine stops
+    # waiting for it at 5 s (a StepTimeout; the call runs on and its answer is ignored) and
+    # retries, which the provider answers at once under the same key
     provider = SimulatedProvider(slow_seconds=5.5)
     try:
         with open_shop(url, provider) as shop:

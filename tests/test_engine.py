@@ -588,6 +588,48 @@ def test_a_step_within_its_timeout_completes(engine: Engine) -> None:
     assert (run.status, run.data) == (Status.COMPLETED, sagas.Naps(1))
 
 
+hung_release = threading.Event()
+
+
+def call_a_service_that_hangs(ctx: StepContext[Order, Progress]) -> None:
+    """A sync call with no timeout of its own, whose server never answers (until released)."""
+    journal.hit("hang", ctx)
+    hung_release.wait(30)
+
+
+def forget_the_call(ctx: StepContext[Order, Progress]) -> None:
+    journal.hit("undo_hang", ctx)
+
+
+class CallsAHungService(Saga[Order, Progress]):
+    name = "calls-a-hung-service"
+    new = State(initial=True)
+    called = State(final=True)
+    call = new.to(called).run(
+        call_a_service_that_hangs,
+        undo=forget_the_call,
+        undo_on_failure=True,
+        timeout=0.2,
+        retry=sagas.FAST,
+    )
+
+
+def test_a_sync_step_that_never_returns_is_given_up_on_after_its_timeout(engine: Engine) -> None:
+    hung_release.clear()
+    try:
+        run = engine.start(CallsAHungService, Order("o-hung"))
+
+        # every attempt still hangs: the engine stopped waiting for each after 0.2 s
+        assert not hung_release.is_set()
+        assert run.status is Status.COMPENSATED
+        assert run.error is not None
+        assert run.error.type == "StepTimeout"
+        assert "left running in the background" in run.error.message
+        assert journal.names() == ["hang", "hang", "hang", "undo_hang"]
+    finally:
+        hung_release.set()  # let the abandoned calls end
+
+
 # -- leases ---------------------------------------------------------------------------------------
 
 

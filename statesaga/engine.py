@@ -266,7 +266,8 @@ def _in_a_thread(request: Call) -> Any:
         finally:
             finished.set()
 
-    name = f"statesaga-step-{request.ctx.step}-{request.ctx.instance_id[:8]}"
+    # named after the thread that runs the engine, so logs and debuggers tell them apart
+    name = f"{threading.current_thread().name}/{request.ctx.step}:{request.ctx.instance_id[:8]}"
     threading.Thread(target=call, name=name, daemon=True).start()
     if not finished.wait(request.timeout):
         raise StepTimeout(

@@ -19,6 +19,7 @@ Amounts are integers in the currency's minor unit (cents).
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -182,7 +183,11 @@ def create_tables(bind: sa.Engine | sa.Connection) -> None:
     Several processes may open an empty database at once: the one that loses the
     race to create a table finds it there on a second look.
     """
-    try:
-        Base.metadata.create_all(bind)
-    except sa.exc.DBAPIError:
-        Base.metadata.create_all(bind)  # another process created them meanwhile
+    for attempt in range(1, 6):
+        try:
+            Base.metadata.create_all(bind)
+            return
+        except sa.exc.DBAPIError:  # another process created one meanwhile: look again
+            if attempt == 5:
+                raise
+            time.sleep(0.05 * attempt)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from statesaga import Saga, State
 
-__all__ = ["STEPS", "FiveSteps", "Nothing"]
+__all__ = ["STEPS", "FiveSteps", "Nothing", "instance_values", "machine_json"]
 
 STEPS = 5
 
@@ -43,3 +44,35 @@ class FiveSteps(Saga[Nothing, Nothing]):
     t3 = s2.to(s3).run(noop, read_only=True)
     t4 = s3.to(s4).run(noop, read_only=True)
     t5 = s4.to(s5).run(noop, read_only=True)
+
+
+# -- what the engine writes for a run of FiveSteps, for the raw floors beside it ----------------
+
+
+def machine_json(seq: int) -> str:
+    """The ``machine`` column the store writes after ``seq`` steps (compact, as the store's)."""
+    pending = f"t{seq + 1}" if seq < STEPS else None
+    return json.dumps(
+        {
+            "pending": pending,
+            "wake_at": None,
+            "stack": [],
+            "pivoted": False,
+            "seq": seq,
+            "event": None,
+        },
+        separators=(",", ":"),
+    )
+
+
+def instance_values(instance_id: str, now: float, owner: str) -> dict[str, Any]:
+    """The instance row the store inserts when a FiveSteps run starts, by column."""
+    return {
+        "id": instance_id, "saga": FiveSteps.name, "saga_version": 1,
+        "graph_hash": "0" * 16, "entity_key": None, "idempotency_key": None,
+        "correlation_id": instance_id, "state": "s0", "status": "running",
+        "input": "{}", "context": "{}", "output": None, "machine": machine_json(0),
+        "error": None, "attempt": 1, "version": 1, "epoch": 1, "lease_owner": owner,
+        "lease_expires_at": now + 30, "due_at": None, "deadline": None,
+        "created_at": now, "updated_at": now,
+    }  # fmt: skip

@@ -77,7 +77,7 @@ from sqlalchemy.dialects import postgresql
 # run from a checkout without installing: the repository root holds the package
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from five_steps import STEPS, FiveSteps, Nothing
+from five_steps import STEPS, FiveSteps, Nothing, instance_values, machine_json
 
 from statesaga import Engine, Status
 from statesaga.store import SqlStore
@@ -173,21 +173,6 @@ def engine_runner(url: str, prototype: bool = False) -> tuple[Runner, Callable[[
     return run, engine.close, engine
 
 
-def _machine(seq: int) -> str:
-    pending = f"t{seq + 1}" if seq < STEPS else None
-    return json.dumps(
-        {
-            "pending": pending,
-            "wake_at": None,
-            "stack": [],
-            "pivoted": False,
-            "seq": seq,
-            "event": None,
-        },
-        separators=(",", ":"),
-    )
-
-
 _HISTORY_CASTS = (
     "%s::text, %s::integer, %s::text, %s::text, %s::text, %s::text, %s::text, %s::integer, "
     "%s::text, %s::jsonb, %s::integer, %s::text, %s::double precision, %s::double precision"
@@ -226,7 +211,7 @@ def floor_runner(
     start_one = f"WITH i AS ({insert_instance} RETURNING id) {history_select} FROM i"
     step_one = f"WITH moved AS ({update_instance} RETURNING id) {history_select} FROM moved"
     owner = f"bench:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    machines = [_machine(seq) for seq in range(STEPS + 1)]
+    machines = [machine_json(seq) for seq in range(STEPS + 1)]
     cursor = connection.cursor()
     execute = cursor.execute
     commit = connection.commit
@@ -235,15 +220,7 @@ def floor_runner(
         # what the engine writes, with the same sizes; the ids are fresh per saga
         instance_id = uuid.uuid4().hex
         now = time.time()
-        values = {
-            "id": instance_id, "saga": FiveSteps.name, "saga_version": 1,
-            "graph_hash": "0" * 16, "entity_key": None, "idempotency_key": None,
-            "correlation_id": instance_id, "state": "s0", "status": "running",
-            "input": "{}", "context": "{}", "output": None, "machine": machines[0],
-            "error": None, "attempt": 1, "version": 1, "epoch": 1, "lease_owner": owner,
-            "lease_expires_at": now + 30, "due_at": None, "deadline": None,
-            "created_at": now, "updated_at": now,
-        }  # fmt: skip
+        values = instance_values(instance_id, now, owner)
         instance = [values[c] for c in instance_columns]
         started = (instance_id, 1, "start", None, None, "s0", "s0", 0, None, None, 1,
                    instance_id, now, now)  # fmt: skip
@@ -625,7 +602,7 @@ def commit_shapes(info: str, commits: int = 1000) -> dict[str, float]:
     row.update(
         id=instance_id, saga=FiveSteps.name, saga_version=1, graph_hash="0" * 16,
         correlation_id=instance_id, state="s0", status="running", input="{}", context="{}",
-        machine=_machine(0), attempt=1, version=1, epoch=1, created_at=now, updated_at=now,
+        machine=machine_json(0), attempt=1, version=1, epoch=1, created_at=now, updated_at=now,
     )  # fmt: skip
     connection.execute(
         f"INSERT INTO statesaga_instances ({', '.join(columns)}) "
@@ -634,7 +611,7 @@ def commit_shapes(info: str, commits: int = 1000) -> dict[str, float]:
     )
     connection.commit()
     version = [1]
-    machine = _machine(1)
+    machine = machine_json(1)
 
     def values() -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         now, current = time.time(), version[0]

@@ -63,7 +63,7 @@ from rich.table import Table
 # run from a checkout without installing: the repository root holds the package
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from five_steps import STEPS, FiveSteps, Nothing
+from five_steps import STEPS, FiveSteps, Nothing, instance_values, machine_json
 
 from statesaga import Engine, Status
 from statesaga.locks import InProcessLocks, SqlLocks
@@ -160,35 +160,14 @@ def floor_variant(path: Path) -> Variant:
     )
     owner = f"bench:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
-    def machine(seq: int) -> str:
-        pending = f"t{seq + 1}" if seq < STEPS else None
-        return json.dumps(
-            {
-                "pending": pending,
-                "wake_at": None,
-                "stack": [],
-                "pivoted": False,
-                "seq": seq,
-                "event": None,
-            }
-        )
-
-    machines = [machine(seq) for seq in range(STEPS + 1)]
+    machines = [machine_json(seq) for seq in range(STEPS + 1)]
     execute = connection.execute
 
     def one_saga() -> None:
         # what the engine writes, with the same sizes; the ids are fresh per saga
         instance_id = uuid.uuid4().hex
         now = time.time()
-        values = {
-            "id": instance_id, "saga": FiveSteps.name, "saga_version": 1,
-            "graph_hash": "0" * 16, "entity_key": None, "idempotency_key": None,
-            "correlation_id": instance_id, "state": "s0", "status": "running",
-            "input": "{}", "context": "{}", "output": None, "machine": machines[0],
-            "error": None, "attempt": 1, "version": 1, "epoch": 1, "lease_owner": owner,
-            "lease_expires_at": now + 30, "due_at": None, "deadline": None,
-            "created_at": now, "updated_at": now,
-        }  # fmt: skip
+        values = instance_values(instance_id, now, owner)
         execute("BEGIN IMMEDIATE")
         execute(insert_instance, [values[c] for c in instance_columns])
         execute(

@@ -93,19 +93,11 @@ class RedisLocks:
         connect_timeout: float = 1.0,
         timeout: float = 1.0,
     ) -> None:
-        if isinstance(client_or_url, str):
-            self.client = redis.Redis.from_url(
-                client_or_url,
-                socket_connect_timeout=connect_timeout,
-                socket_timeout=timeout,
-                retry=Retry(_backoff(), 1, supported_errors=(RedisConnectionError,)),
-            )
-            self.url = _redact(client_or_url)
-            self._owns_client = True
-        else:
-            self.client = client_or_url
-            self.url = _describe(client_or_url.connection_pool.connection_kwargs)
-            self._owns_client = False
+        retry = Retry(_backoff(), 1, supported_errors=(RedisConnectionError,))
+        client, self.url, self._owns_client = _client(
+            redis.Redis, client_or_url, connect_timeout, timeout, retry
+        )
+        self.client: redis.Redis = client
         self.namespace = namespace
         # registered once: EVALSHA, loading the script only if the server lacks it
         self._extend = self.client.register_script(_EXTEND)
@@ -185,19 +177,11 @@ class AsyncRedisLocks:
         connect_timeout: float = 1.0,
         timeout: float = 1.0,
     ) -> None:
-        if isinstance(client_or_url, str):
-            self.client = redis.asyncio.Redis.from_url(
-                client_or_url,
-                socket_connect_timeout=connect_timeout,
-                socket_timeout=timeout,
-                retry=AsyncRetry(_backoff(), 1, supported_errors=(RedisConnectionError,)),
-            )
-            self.url = _redact(client_or_url)
-            self._owns_client = True
-        else:
-            self.client = client_or_url
-            self.url = _describe(client_or_url.connection_pool.connection_kwargs)
-            self._owns_client = False
+        retry = AsyncRetry(_backoff(), 1, supported_errors=(RedisConnectionError,))
+        client, self.url, self._owns_client = _client(
+            redis.asyncio.Redis, client_or_url, connect_timeout, timeout, retry
+        )
+        self.client: redis.asyncio.Redis = client
         self.namespace = namespace
         self._extend = self.client.register_script(_EXTEND)
         self._delete = self.client.register_script(_DELETE)
@@ -255,6 +239,25 @@ def _unavailable(url: str, action: str, key: str) -> Iterator[None]:
             "store's own leases still guard every entity)",
             key=key,
         ) from error
+
+
+def _client(
+    kind: Any, client_or_url: Any, connect_timeout: float, timeout: float, retry: Any
+) -> tuple[Any, str, bool]:
+    """(client, its description for messages, whether the locks own it and close it).
+
+    A URL gets a client of ``kind`` (sync or asyncio) with bounded timeouts and one
+    quick retry; a client given is used as it is.
+    """
+    if isinstance(client_or_url, str):
+        client = kind.from_url(
+            client_or_url,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=timeout,
+            retry=retry,
+        )
+        return client, _redact(client_or_url), True
+    return client_or_url, _describe(client_or_url.connection_pool.connection_kwargs), False
 
 
 def _backoff() -> ExponentialBackoff:

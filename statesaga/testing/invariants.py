@@ -122,6 +122,19 @@ def _check_run(definition: Definition, run: Run) -> list[str]:
     return problems
 
 
+def check_domain_invariant(outcome: Outcome, invariant: Callable[[Outcome], Any] | None) -> None:
+    """Call the user's ``invariant`` on ``outcome``; raise :class:`InvariantViolation` when it
+    fails an assertion or returns ``False``."""
+    if invariant is None:
+        return
+    try:
+        verdict = invariant(outcome)
+    except AssertionError as error:
+        raise InvariantViolation([f"domain invariant: {_explain(error)}"], outcome) from None
+    if verdict is False:
+        raise InvariantViolation(["domain invariant returned False"], outcome)
+
+
 def _explain(error: AssertionError) -> str:
     """The assertion's message, or the line that failed when it has none."""
     if str(error):
@@ -187,15 +200,7 @@ def assert_compensates(
                 resources=resources,
             )
             check_saga_invariants(outcome)
-            if invariant is not None:
-                try:
-                    verdict = invariant(outcome)
-                except AssertionError as error:
-                    raise InvariantViolation(
-                        [f"domain invariant: {_explain(error)}"], outcome
-                    ) from None
-                if verdict is False:
-                    raise InvariantViolation(["domain invariant returned False"], outcome)
+            check_domain_invariant(outcome, invariant)
         except InvariantViolation:
             if not first:
                 first.append(count[0])

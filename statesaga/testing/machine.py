@@ -38,7 +38,7 @@ from statesaga.errors import (
     EventNotAllowed,
 )
 from statesaga.testing.driver import Crash, Outcome, _finish, _Harness
-from statesaga.testing.invariants import InvariantViolation, _explain, check_saga_invariants
+from statesaga.testing.invariants import check_domain_invariant, check_saga_invariants
 from statesaga.testing.plans import STEP_FAULTS, UNDO_FAULTS, Fault, FaultPlan
 
 __all__ = ["SagaStateMachine"]
@@ -192,16 +192,7 @@ class SagaStateMachine(RuleBasedStateMachine):
                 self.definition, h.plan, runs, tuple(h.journal), self.world, tuple(h.notes)
             )
             check_saga_invariants(outcome)
-            domain = type(self).invariant
-            if domain is not None:
-                try:
-                    verdict = domain(outcome)
-                except AssertionError as error:
-                    raise InvariantViolation(
-                        [f"domain invariant: {_explain(error)}"], outcome
-                    ) from None
-                if verdict is False:
-                    raise InvariantViolation(["domain invariant returned False"], outcome)
+            check_domain_invariant(outcome, type(self).invariant)
         finally:
             for engine in self.harness.engines:
                 with contextlib.suppress(Exception):

@@ -355,7 +355,7 @@ def send(
             instance_id=instance_id,
             saga=target_saga,
             key=key,
-        )
+        ).run
     _print_run(run, as_json)
 
 
@@ -460,8 +460,8 @@ def _act(
     as_json: bool,
 ) -> None:
     with _errors(), _opened(db, saga, resources) as engine:
-        run = getattr(engine, name)(instance_id)
-    _print_run(run, as_json)
+        result = getattr(engine, name)(instance_id)
+    _print_run(getattr(result, "run", result), as_json)
 
 
 @app.command()

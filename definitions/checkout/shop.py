@@ -414,11 +414,11 @@ class Shop:
                     "payment_succeeded",
                     PaymentConfirmed(event.provider_ref),
                     instance_id=latest.id,
-                )
+                ).run
             return self.engine.cancel(
                 latest.id,
                 reason=_payment_failed(event.provider_ref),
-            )
+            ).run
         except (EventNotAllowed, InvalidOperation, EntityBusy):
             return self.engine.get(latest.id)  # another delivery got there first
 

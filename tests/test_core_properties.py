@@ -550,9 +550,7 @@ def test_compensation_undoes_exactly_the_completed_steps_since_the_pivot_in_reve
         assert undone == []
         # failed past the pivot, or with a pivot that may have taken effect
         assert (
-            final is S.COMPLETED
-            or trace.last.snapshot.pivoted
-            or trace.last.snapshot.pivot_unknown
+            final is S.COMPLETED or trace.last.snapshot.pivoted or trace.last.snapshot.pivot_unknown
         )
     else:
         assert len(set(undone)) == len(undone), f"compensated twice: {undone}"

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from definitions.checkout.saga import CompleteCart
 from statesaga.cli import app
-from statesaga.diagram import check_file, diff, draw, to_mermaid
+from statesaga.diagram import check_file, diff, draw, from_definition, to_mermaid
 
 DOCS = Path(__file__).parent.parent / "docs"
 CHECKOUT = "definitions.checkout:CompleteCart"
@@ -99,3 +99,14 @@ def test_the_change_example_of_the_reviewing_page_is_current() -> None:
     assert block.group(1) == mermaid or REDRAW, "redraw with STATESAGA_REDRAW_DIAGRAMS=1"
     check_file(drawing, "svg", svg_path)
     assert "v1 \u2192 v2" in mermaid
+
+
+def test_the_mermaid_chart_on_the_diagrams_page_is_the_committed_one() -> None:
+    page = (DOCS / "diagrams.md").read_text()
+    block = re.search(r"```mermaid\n(.*?)```", page, re.DOTALL)
+    assert block is not None
+    chart = to_mermaid(from_definition(CompleteCart))
+    if REDRAW:
+        (DOCS / "diagrams.md").write_text(page.replace(block.group(1), chart))
+    assert block.group(1) == chart or REDRAW, "redraw with STATESAGA_REDRAW_DIAGRAMS=1"
+    assert (DOCS / "checkout.mmd").read_text() == chart

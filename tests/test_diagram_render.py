@@ -120,9 +120,10 @@ def mermaid_svgs(
     mmdc, config = mermaid_cli
     charts = {name: to_mermaid(drawing) for name, drawing in drawings().items()}
     charts["committed checkout.mmd"] = (DOCS / "checkout.mmd").read_text()
-    page = (DOCS / "reviewing.md").read_text()
-    for number, block in enumerate(re.findall(r"```mermaid\n(.*?)```", page, re.DOTALL), 1):
-        charts[f"reviewing.md block {number}"] = block
+    for page in ("reviewing.md", "diagrams.md"):
+        text = (DOCS / page).read_text()
+        for number, block in enumerate(re.findall(r"```mermaid\n(.*?)```", text, re.DOTALL), 1):
+            charts[f"{page} block {number}"] = block
     charts["markdown section"] = re.findall(
         r"```mermaid\n(.*?)```", markdown_section(drawings()["diff"]), re.DOTALL
     )[0]
@@ -222,14 +223,16 @@ def test_awkward_text_is_drawn_as_written(mermaid_svgs: Callable[[str], ET.Eleme
 
 
 @pytest.mark.parametrize(
-    "name", ["committed checkout.mmd", "reviewing.md block 1", "markdown section"]
+    "name",
+    ["committed checkout.mmd", "diagrams.md block 1", "reviewing.md block 1", "markdown section"],
 )
 def test_committed_charts_draw_every_state(
     mermaid_svgs: Callable[[str], ET.Element], name: str
 ) -> None:
     svg = mermaid_svgs(name)
     text = words(svg)
-    drawing = drawings()["definition" if name.startswith("committed") else "diff"]
+    checkout = name.startswith(("committed", "diagrams.md"))
+    drawing = drawings()["definition" if checkout else "diff"]
     for node in drawn_nodes(drawing):
         assert node.label in text, node.label
     assert mermaid_edge_count(svg) == len(mermaid_edges(drawing))

@@ -271,7 +271,7 @@ def _edge_css(diagram: Diagram, edges: list[Edge]) -> list[str]:
         if text is not None:
             ink = "rgb(120,144,156)" if paint is theme.MUTED else _rgb(paint.stroke)
             rules.setdefault(f"color:{ink} !important", []).append(
-                f"g.label[data-id=edge{number}] p"
+                f"g.label[data-id=edge{number}] *"
             )
     return [f"{','.join(selectors)} {{{style}}}" for style, selectors in rules.items()]
 

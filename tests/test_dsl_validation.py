@@ -783,12 +783,15 @@ def test_a_context_type_without_defaults_needs_initial_context() -> None:
     class Basket:
         cart_id: str  # no default: Basket() cannot be built
 
+    def charge_basket(ctx: StepContext[CartInput, Basket]) -> None:
+        return None
+
     def declare() -> None:
         class Checkout(Saga[CartInput, Basket]):
             name = "checkout"
             new = State(initial=True)
             done = State(final=True)
-            charge = new.to(done).run(charge_card, pivot=True)
+            charge = new.to(done).run(charge_basket, pivot=True)
 
     error = rejected(declare)
     assert "context type Basket cannot be built without arguments" in str(error)
@@ -804,11 +807,14 @@ def test_initial_context_builds_a_context_type_without_defaults() -> None:
     class Basket:
         cart_id: str
 
+    def charge_basket(ctx: StepContext[CartInput, Basket]) -> None:
+        return None
+
     class Checkout(Saga[CartInput, Basket]):
         name = "checkout"
         new = State(initial=True)
         done = State(final=True)
-        charge = new.to(done).run(charge_card, pivot=True)
+        charge = new.to(done).run(charge_basket, pivot=True)
 
         @staticmethod
         def initial_context(saga_input: CartInput) -> Basket:

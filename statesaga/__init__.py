@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from statesaga.context import Resources, StepContext
 from statesaga.core import ErrorInfo, HistoryKind, Status
 from statesaga.definition import Definition
-from statesaga.dsl import Saga, State, Transition
+from statesaga.dsl import Event, Saga, State, Transition
 from statesaga.errors import (
     CancelNotAllowed,
     ConcurrencyError,
@@ -67,6 +67,7 @@ __all__ = [
     "Saga",
     "State",
     "Transition",
+    "Event",
     "Retry",
     "StepContext",
     "Resources",

@@ -17,6 +17,7 @@ def test_the_package_exports_exactly_these_names() -> None:
             "Engine",
             "EntityBusy",
             "ErrorInfo",
+            "Event",
             "EventNotAllowed",
             "FencedOut",
             "HistoryEntry",

@@ -88,7 +88,7 @@ class Waits(Saga[Cart, Checkout]):
 
 def use(engine: Engine) -> None:
     engine.send(Waits.paid, Paid("p-1"), instance_id="i-1")
-    engine.send(Waits.paid, Other(), instance_id="i-1")  # E: No overload variant of "send"
+    engine.send(Waits.paid, Other(), instance_id="i-1")  # E: "P" of "send" of "Engine"
     engine.start(Good, Other())  # E: "start" of "Engine"
     run = engine.start(Good, Cart("c-1"))
     print(run.data.no_such_field)  # E: "Checkout" has no attribute "no_such_field"

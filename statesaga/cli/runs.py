@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-import click
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from statesaga.cli._app import app
+from statesaga.cli._app import UsageError, app
 from statesaga.cli._common import (
     DbOption,
     JsonOption,
@@ -97,11 +96,11 @@ def send(
 ) -> None:
     """Send an event to a waiting run (by --id, or by --key and --saga) and drive it on."""
     if (instance_id is None) == (key is None):
-        raise click.UsageError(
+        raise UsageError(
             "name the run by --id ID, or by --key KEY with --saga MODULE:ATTR (one of them)"
         )
     if key is not None and not saga:
-        raise click.UsageError("--key needs --saga MODULE:ATTR to know which saga's run it is")
+        raise UsageError("--key needs --saga MODULE:ATTR to know which saga's run it is")
     body = parse_json(payload, "--payload")
     with opened(db, saga, resources) as engine:
         if instance_id is not None:

@@ -333,7 +333,9 @@ class Runtime:
         correlation_id = correlation_id or instance_id
         give_up = now + wait
         locked = key is not None and self.locks is not None
-        lease = yield from self._acquire(key, wait) if locked and key else _nothing()
+        lease = (
+            yield from self._acquire(key, wait, definition.name) if locked and key else _nothing()
+        )
         try:
             nxt = core.start(
                 instance_id,
@@ -404,13 +406,13 @@ class Runtime:
         if row.input != input_json:
             raise DuplicateStart(
                 f"idempotency key {row.idempotency_key!r} was used by instance {row.id} with a "
-                "different input; use a new key for a new checkout",
+                "different input; use a new key for a new run",
                 saga=row.saga,
                 instance_id=row.id,
             )
         return self._run_of(row)
 
-    def _acquire(self, key: str, wait: float) -> Generator[Request, Any, Lease]:
+    def _acquire(self, key: str, wait: float, saga: str) -> Generator[Request, Any, Lease]:
         began = self.clock()
         give_up = began + wait
         delay = 0.005
@@ -424,12 +426,17 @@ class Runtime:
                         key=key,
                         seconds=self.clock() - began,
                         acquired=True,
+                        saga=saga,
                     )
                 return lease
             if now >= give_up:
                 if self.observer is not None:
                     self._notify(
-                        self.observer.lock_waited, key=key, seconds=now - began, acquired=False
+                        self.observer.lock_waited,
+                        key=key,
+                        seconds=now - began,
+                        acquired=False,
+                        saga=saga,
                     )
                 raise EntityBusy(
                     f"{key} is busy: another run holds it; retry later, or pass wait=seconds "
@@ -454,7 +461,9 @@ class Runtime:
             wait = 0.0
         lease = None
         if self.locks is not None:
-            lease = yield from self._acquire(row.entity_key or f"instance:{row.id}", wait)
+            lease = yield from self._acquire(
+                row.entity_key or f"instance:{row.id}", wait, definition.name
+            )
         give_up = self.clock() + (wait if lease is None else 0.0)
         delay = 0.005
         try:

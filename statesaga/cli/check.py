@@ -7,7 +7,7 @@ time they wait.
 >>> from datetime import timedelta
 >>> from statesaga import Retry
 >>> retry_text(Retry(attempts=3, initial_interval=0.5, backoff=2, max_interval=60))
-'3 tries, 0.5s x2 up to 1m'
+'3 tries, 500ms x2 up to 1m'
 >>> seconds_text(timedelta(minutes=15).total_seconds())
 '15m'
 """

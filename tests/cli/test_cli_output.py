@@ -190,3 +190,12 @@ def test_shell_completion_completes_commands_and_options(tmp_path: Path) -> None
 
     assert "list" in complete("statesaga li")
     assert "--saga" in complete("statesaga list --sa")
+
+
+def test_the_store_finds_ids_by_their_start_on_every_backend(db: str) -> None:
+    with Engine(db) as engine:
+        ids = sorted(engine.start(sagas.Linear, Order(f"o-{n}")).id for n in range(3))
+        assert engine.store.ids_starting_with(ids[0][:12]) == [ids[0]]
+        assert engine.store.ids_starting_with("", limit=2) == ids[:2]
+        assert engine.store.ids_starting_with("%") == []  # a LIKE wildcard is a plain character
+        assert engine.store.ids_starting_with("zz") == []

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from statesaga.context import Resources, StepContext
 from statesaga.core import ErrorInfo, HistoryKind, Status
 from statesaga.definition import Definition
+from statesaga.delivery import Delivery
 from statesaga.dsl import Event, Saga, State, Transition
 from statesaga.errors import (
     CancelNotAllowed,
@@ -43,7 +44,7 @@ from statesaga.errors import (
     StoreError,
 )
 from statesaga.retry import Retry
-from statesaga.run import HistoryEntry, Run
+from statesaga.run import DeliveryStatus, HistoryEntry, InboxEntry, Run
 
 if TYPE_CHECKING:
     from statesaga.aio import AsyncEngine
@@ -61,6 +62,9 @@ __all__ = [
     "AsyncEngine",
     "Run",
     "HistoryEntry",
+    "Delivery",
+    "DeliveryStatus",
+    "InboxEntry",
     "InProcessLocks",
     "SqlLocks",
     # declaring

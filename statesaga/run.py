@@ -2,20 +2,45 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any, Generic
 
 import attrs
 from typing_extensions import TypeVar
 
 from statesaga.core import ErrorInfo, HistoryKind, Status
-from statesaga.delivery import InboxEntry
 
-__all__ = ["HistoryEntry", "Run"]
+__all__ = ["DeliveryStatus", "InboxEntry", "HistoryEntry", "Run"]
 
 # defaults let ``Run`` stand for ``Run[Any, Any, Any]``: a run read without its saga
 InputT = TypeVar("InputT", default=Any)
 DataT = TypeVar("DataT", default=Any)
 OutputT = TypeVar("OutputT", default=Any)
+
+
+class DeliveryStatus(enum.StrEnum):
+    """What became of an event or cancel sent to a run."""
+
+    PENDING = "pending"
+    """Recorded; the run takes it as soon as it can (its holder, or a worker)."""
+    ACCEPTED = "accepted"
+    """Applied to the run, in the transition that consumed it."""
+    REJECTED = "rejected"
+    """Recorded as not accepted: the run had moved past it or ended (see ``reason``)."""
+
+
+@attrs.frozen
+class InboxEntry:
+    """One event or cancel in a run's inbox, as ``show`` and ``Engine.get`` report it."""
+
+    event_id: str
+    kind: str
+    event: str | None
+    payload: Any
+    status: DeliveryStatus
+    reason: str | None
+    received_at: float
+    settled_at: float | None
 
 
 @attrs.frozen

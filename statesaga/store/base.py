@@ -181,6 +181,9 @@ class Store(Protocol):
     def history(self, instance_id: str) -> builtins.list[HistoryRow]:
         """An instance's history, oldest first."""
 
+    def ids_starting_with(self, prefix: str, limit: int = 10) -> builtins.list[str]:
+        """Up to ``limit`` instance ids that start with ``prefix``, sorted."""
+
     def due(self, now: float, limit: int) -> builtins.list[InstanceRow]:
         """Instances that need work now: expired leases, due retries, timeouts, deadlines."""
 

@@ -482,6 +482,17 @@ class SqlStore:
         with self.engine.connect() as connection:
             return [HistoryRow(**row._asdict()) for row in connection.execute(query)]
 
+    def ids_starting_with(self, prefix: str, limit: int = 10) -> builtins.list[str]:
+        """Up to ``limit`` instance ids that start with ``prefix``, sorted (for id prefixes)."""
+        query = (
+            sa.select(instances.c.id)
+            .where(instances.c.id.startswith(prefix, autoescape=True))
+            .order_by(instances.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            return [str(value) for value in connection.execute(query).scalars()]
+
     def _due_query(self, now: float, limit: int) -> sa.Select[Any]:
         """Instances that need work now and nobody holds.
 

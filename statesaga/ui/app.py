@@ -16,7 +16,7 @@ import math
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 import jinja2
 import sqlalchemy as sa
@@ -145,7 +145,7 @@ class Pages:
         """The template filled in, with what every page shows (the database, the nav)."""
         page = self.templates.get_template(name).render(
             request=request,
-            url_for=request.url_for,
+            url_for=_linker(request),
             database=self.source.url,
             actions_on=self.token is not None,
             **values,
@@ -359,8 +359,11 @@ class Pages:
 
     async def act(self, request: Request) -> Response:
         """Carry out a confirmed action (with the right token), then show the run."""
-        form = await request.form()
-        token, note = str(form.get("token") or ""), str(form.get("note") or "")[:500]
+        try:
+            form = await _form(request)
+        except Problem as problem:
+            return self.problem(request, problem)
+        token, note = form.get("token", ""), form.get("note", "")[:500]
 
         def page() -> Response:
             action = request.path_params["action"]
@@ -435,6 +438,26 @@ class _SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, sending)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The fields of a small url-encoded form (the confirmation forms send nothing else)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > 16_384:
+            raise Problem(413, "Form too large", "The form sent more than 16 KB.", "")
+    fields = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+    return {name: values[0] for name, values in fields.items()}
+
+
+def _linker(request: Request) -> Callable[..., str]:
+    """``url_for`` for the templates: paths, not absolute URLs (they work behind a proxy)."""
+
+    def url_for(route: str, /, **params: Any) -> str:
+        return request.url_for(route, **params).path
+
+    return url_for
 
 
 def _unavailable(detail: str) -> Problem:

@@ -373,3 +373,22 @@ def test_pages_and_counts_come_from_the_store(db: str) -> None:
         assert store.list_page(limit=10, entity_key="k3")[0].entity_key == "k3"
         assert store.count_by_status() == {("shout", 1, "compensated"): 5}
         assert store.count_by_status("other") == {}
+
+
+def test_without_graphviz_the_diagram_is_mermaid_source_and_a_note(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from statesaga.ui import drawing
+
+    monkeypatch.setenv("PATH", "")  # no `dot` to be found
+    drawing._cached_saga.cache_clear()
+    try:
+        page = client.get("/sagas/complete-cart")
+    finally:
+        drawing._cached_saga.cache_clear()
+    assert page.status_code == 200
+    assert "<svg" not in page.text
+    seen = text_of(page)
+    assert "Graphviz's dot is not installed here" in seen
+    assert "stateDiagram-v2" in seen
+    assert "reserve_inventory" in seen

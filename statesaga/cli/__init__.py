@@ -8,19 +8,20 @@ for a usage error), never a traceback.
 
 The commands live in small modules that register on one Typer app:
 ``check``, ``runs`` (start, send, show, list, cancel, retry), ``operations``
-(recover, worker, config, cleanup, stats, db upgrade) and ``diagrams``.
+(recover, worker, config, cleanup, stats, db upgrade), ``diagrams`` and ``web``
+(the ``ui`` command).
 """
 
 from __future__ import annotations
 
 import os
 
-from statesaga.cli import check, diagrams, operations, runs
+from statesaga.cli import check, diagrams, operations, runs, web
 from statesaga.cli._app import app
 
 __all__ = ["app", "main"]
 
-_COMMANDS = (check, runs, operations, diagrams)  # imported for the commands they register
+_COMMANDS = (check, runs, operations, diagrams, web)  # imported for the commands they register
 
 
 def main() -> None:

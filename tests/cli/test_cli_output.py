@@ -93,8 +93,10 @@ def test_cancel_and_retry_take_an_id_prefix(
         waiting = engine.start(sagas.Waiting, Order("o-9"))
     cancelled = cli.invoke(app, ["cancel", waiting.id[:10], "--saga", "sagas:Waiting", "--json"])
     assert cancelled.exit_code == 0, cancelled.output
-    assert json.loads(cancelled.output)["id"] == waiting.id
-    assert json.loads(cancelled.output)["status"] == "compensated"
+    delivery = json.loads(cancelled.output)
+    assert delivery["status"] == "accepted"
+    assert delivery["run"]["id"] == waiting.id
+    assert delivery["run"]["status"] == "compensated"
 
     journal.fail.update({"ship": 1, "undo_reserve": -1})  # ship fails once; its undo never works
     journal.error["ship"] = sagas.Fatal

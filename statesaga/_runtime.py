@@ -386,9 +386,15 @@ class Runtime:
             history_rows = self._history_rows(run, nxt, now, now, version=1)
             try:
                 yield from self._insert(row, history_rows, give_up if not locked else now)
-            except DuplicateStart:
-                existing = self.store.find(definition.name, idempotency_key=idempotency_key)
-                if existing is None:  # pragma: no cover - the index said it exists
+            except (DuplicateStart, EntityBusy):
+                # a racing start may have taken the entity key with the same idempotency key
+                # (the database reports whichever unique index it checked first)
+                existing = (
+                    None
+                    if idempotency_key is None
+                    else self.store.find(definition.name, idempotency_key=idempotency_key)
+                )
+                if existing is None:
                     raise
                 return self._existing(existing, input_json)
             log.info(

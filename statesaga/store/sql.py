@@ -363,10 +363,11 @@ class SqlStore:
             .where(
                 instances.c.id == instance_id,
                 instances.c.version == version,
+                # never the claimant's own live lease: another thread of the same engine
+                # may be driving the run under it
                 sa.or_(
                     instances.c.lease_owner.is_(None),
                     instances.c.lease_expires_at < now,
-                    instances.c.lease_owner == owner,
                 ),
             )
             .values(

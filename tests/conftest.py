@@ -38,12 +38,7 @@ settings.load_profile(_hypothesis_profile())
 
 import pytest  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
-
-POSTGRES_URL = os.environ.get(
-    "STATESAGA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-REQUIRE_SERVICES = os.environ.get("STATESAGA_REQUIRE_SERVICES") == "1"
-STORE_TABLES = ("statesaga_history", "statesaga_locks", "statesaga_instances")
+from services import POSTGRES_URL, REQUIRE_SERVICES, truncate  # noqa: E402
 
 
 def _unavailable(service: str, error: Exception) -> None:
@@ -81,15 +76,6 @@ def postgres_url() -> object:
     admin.dispose()
 
 
-def _truncate(url: str) -> None:
-    engine = sa.create_engine(url)
-    with engine.begin() as connection:
-        extra = sa.inspect(connection).has_table("test_effects")
-        tables = ", ".join((*STORE_TABLES, *(("test_effects",) if extra else ())))
-        connection.exec_driver_sql(f"TRUNCATE {tables} CASCADE")
-    engine.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def db(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> object:
     """A fresh store URL on each backend: a new SQLite file, or an emptied PostgreSQL."""
@@ -97,9 +83,9 @@ def db(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> object:
         yield f"sqlite:///{os.path.join(tmp_path, 'sagas.db')}"
         return
     url = request.getfixturevalue("postgres_url")
-    _truncate(url)
+    truncate(url)
     yield url
-    _truncate(url)
+    truncate(url)
 
 
 REDIS_URL = os.environ.get("STATESAGA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -110,8 +110,8 @@ def test_leases_exclude_renew_expire_and_release(kind: str, path: Path) -> None:
 
 
 def test_a_postgresql_store_keeps_its_tables_in_the_schema_it_is_given(postgres_url: str) -> None:
-    from conftest import POSTGRES_URL
     from sagas import Linear, Order
+    from services import POSTGRES_URL
 
     from statesaga import Engine, Status
 
@@ -211,14 +211,16 @@ def test_a_postgresql_hot_path_leaves_no_transaction_open_and_cuts_nothing(
     postgres_url: str,
 ) -> None:
     import psycopg
-    from conftest import _truncate
+    from services import truncate as _truncate
 
     _truncate(postgres_url)
     store = SqlStore(postgres_url)
     try:
         store.insert(_instance_row("i1"), [_history_row("i1", 1, "start")])
         idle = psycopg.pq.TransactionStatus.IDLE
-        raw = store._raw()
+        with store._hot.connection() as hot:  # the one connection the calls above used
+            raw = hot.raw
+        assert store._hot.open == 1
         assert raw.autocommit
         assert raw.info.transaction_status == idle
         with pytest.raises(FencedOut):

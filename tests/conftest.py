@@ -146,3 +146,33 @@ def dot() -> str:
         _unavailable("Graphviz's dot", FileNotFoundError("dot: apt-get install graphviz"))
     assert found is not None
     return found
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> object:
+    """A runner in an empty directory, with no statesaga settings in the environment.
+
+    Its output is a pipe (not a terminal) of no declared width, as when a
+    command's output is piped to another program.
+    """
+    from typer.testing import CliRunner
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("DATABASE_URL", "SAGAS", "RESOURCES", "SCHEMA", "REDIS_URL"):
+        monkeypatch.delenv(f"STATESAGA_{name}", raising=False)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("STATESAGA_TRACEBACK", raising=False)
+    return CliRunner()
+
+
+@pytest.fixture
+def shop(tmp_path: os.PathLike[str]) -> object:
+    """The shop's tables and a mug in stock, in the CLI's default database (statesaga.db)."""
+    from definitions.checkout import Shop
+
+    with Shop.open(f"sqlite:///{os.path.join(tmp_path, 'statesaga.db')}") as opened:
+        opened.add_product("mug", "Enamel mug", unit_price=1250, stock=10)
+        yield opened

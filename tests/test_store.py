@@ -239,3 +239,28 @@ def test_a_postgresql_hot_path_leaves_no_transaction_open_and_cuts_nothing(
     finally:
         store.close()
         _truncate(postgres_url)
+
+
+# -- batched lease renewal ------------------------------------------------------------------------
+
+
+def test_extend_leases_renews_every_lease_whose_epoch_matches_in_one_call(db: str) -> None:
+    store = SqlStore(db, auto_migrate=True)
+    try:
+        ids = [f"r{index:05d}" for index in range(6000)]  # more than one slice on SQLite
+        for instance_id in ids[:3]:
+            store.insert(_instance_row(instance_id), [_history_row(instance_id, 1, "start")])
+        engine = store.engine
+        with engine.begin() as connection:  # the rest straight in: 6,000 starts take a while
+            rows = [attrs.asdict(_instance_row(instance_id)) for instance_id in ids[3:]]
+            connection.execute(sa.insert(metadata.tables["statesaga_instances"]), rows)
+        store.claim("r00001", 1, "thief", 500.0, now=200.0)  # epoch 2: r00001 lost its claim
+        leases = [(instance_id, 1) for instance_id in ids] + [("gone", 1)]
+        assert store.extend_leases(leases, 300.0) == set(ids) - {"r00001"}
+        assert store.extend_leases([], 400.0) == set()
+        expiries = {row.id: row.lease_expires_at for row in store.list(limit=10_000)}
+        assert expiries["r00001"] == 500.0  # the thief's lease, untouched
+        assert {expiries[i] for i in ids if i != "r00001"} == {300.0}
+        assert store.extend_leases([("r00001", 2), ("r00002", 2)], 600.0) == {"r00001"}
+    finally:
+        store.close()

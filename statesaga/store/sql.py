@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from statesaga.errors import ConnectionLost, DuplicateStart, EntityBusy, FencedOut, StoreError
+from statesaga.store import claims as _claims
 from statesaga.store import inbox as _inbox
 from statesaga.store.base import HistoryRow, InboxRow, InstanceRow, Settle, Write
 from statesaga.store.hot import HotConnection, HotConnections
@@ -424,6 +425,29 @@ class SqlStore:
         with self.engine.begin() as connection:
             return bool(connection.execute(statement).rowcount == 1)
 
+    def extend_leases(self, leases: Sequence[tuple[str, int]], expires_at: float) -> set[str]:
+        """Push out many leases at once; the ids whose epoch still matched.
+
+        One statement for every (id, epoch) pair on PostgreSQL (two array
+        parameters), slices of ``claims.RENEW_BATCH`` pairs elsewhere, all in
+        one transaction. An id missing from the answer lost its claim (another
+        holder bumped the epoch) or is gone.
+        """
+        if not leases:
+            return set()
+        if self._one_statement:
+            ids = [instance_id for instance_id, _ in leases]
+            epochs = [epoch for _, epoch in leases]
+            with self.engine.begin() as connection:
+                result = connection.exec_driver_sql(_claims.PG_RENEW_SQL, (expires_at, ids, epochs))
+                return {str(value) for value in result.scalars()}
+        renewed: set[str] = set()
+        with self.engine.begin() as connection:
+            for batch in _claims.renewal_batches(leases):
+                result = connection.execute(_claims.renew_statement(batch, expires_at))
+                renewed.update(str(value) for value in result.scalars())
+        return renewed
+
     def release_lease(self, instance_id: str, epoch: int) -> bool:
         """Let the lease go without a transition, unless the epoch moved on."""
         statement = (
@@ -569,21 +593,21 @@ class SqlStore:
             return [str(value) for value in connection.execute(query).scalars()]
 
     def _due_query(self, now: float, limit: int) -> sa.Select[Any]:
-        """Instances that need work now and nobody holds.
+        """Instances that need work now and nobody holds, earliest due first.
 
         Every run that is not terminal has a live lease or a due time (the
         liveness invariant): so these are the runs whose holder's lease expired
         (a crash, a lost connection), the released runs whose due time passed
         (a retry's backoff, a wait's timeout, the deadline, a busy lock), and
-        the released runs with events or cancels pending in their inbox.
+        the released runs with events or cancels pending in their inbox. Each
+        kind is read through its own partial index (see ``store.claims``).
         """
-        c = instances.c
-        needs_work = sa.or_(
-            sa.and_(c.lease_owner.is_not(None), c.lease_expires_at < now),
-            sa.and_(c.lease_owner.is_(None), c.due_at <= now),
-            sa.and_(c.lease_owner.is_(None), _inbox.pending_exists(c.id)),
+        picked = _claims.due_ids(now, limit).subquery("picked")
+        return (
+            sa.select(instances)
+            .join(picked, picked.c.id == instances.c.id)
+            .order_by(picked.c.since, instances.c.id)
         )
-        return sa.select(instances).where(needs_work).order_by(c.due_at, c.id).limit(limit)
 
     def due(self, now: float, limit: int) -> builtins.list[InstanceRow]:
         """Instances that need work now and nobody holds (see :meth:`claim_due`)."""
@@ -598,40 +622,24 @@ class SqlStore:
         expires_at: float,
         sagas: Sequence[tuple[str, int]] | None = None,
     ) -> builtins.list[InstanceRow]:
-        """Claim up to ``limit`` instances that need work now, in one transaction.
+        """Claim up to ``limit`` instances that need work now, in one statement.
 
         Each claim bumps the instance's epoch. On PostgreSQL the candidates are
         locked with ``FOR UPDATE SKIP LOCKED``, so many workers claim disjoint
         batches without waiting on each other; SQLite's write lock serialises
         them. ``sagas`` limits the claim to the (name, version) pairs a worker
-        can drive.
+        can drive. The cost does not grow with the backlog or with the runs
+        already finished: only the first ``limit`` entries of each partial
+        index are read.
         """
-        query = self._due_query(now, limit)
-        if sagas is not None:
-            if not sagas:
-                return []
-            query = query.where(
-                sa.tuple_(instances.c.saga, instances.c.saga_version).in_(list(sagas))
-            )
-        if not self.is_sqlite:
-            query = query.with_for_update(skip_locked=True)
+        if sagas is not None and not sagas:
+            return []
+        statement = _claims.claim_statement(
+            now, limit, owner, expires_at, sagas, lock=not self.is_sqlite
+        )
         with self.engine.begin() as connection:
-            ids = [row.id for row in connection.execute(query)]
-            if not ids:
-                return []
-            claimed = connection.execute(
-                sa.update(instances)
-                .where(instances.c.id.in_(ids))
-                .values(
-                    epoch=instances.c.epoch + 1,
-                    version=instances.c.version + 1,
-                    lease_owner=owner,
-                    lease_expires_at=expires_at,
-                    updated_at=now,
-                )
-                .returning(instances)
-            )
-            return [_instance(row) for row in claimed]
+            claimed = [_instance(row) for row in connection.execute(statement)]
+        return claimed
 
     # -- the inbox ---------------------------------------------------------------------
 

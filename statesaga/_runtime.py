@@ -1510,26 +1510,46 @@ class Runtime:
             self._active.pop(run.id, None)
 
     def _keep_leases(self) -> None:
-        """Renew the leases of runs whose steps outlive a third of the lease."""
+        """Renew the leases of runs whose steps outlive a third of the lease.
+
+        Every run due for renewal in a round is renewed by one statement (the
+        store's ``extend_leases``), so the cost of a round does not grow with
+        the runs in flight; each lease's new expiry is taken when its
+        statement runs, not when the round began.
+        """
         interval = self.lease_ttl / 3
         while not self._stopping.wait(interval / 2):
             now = self.clock()
             with self._active_lock:
                 runs = list(self._active.values())
-            for run in runs:
-                if now - run.renewed_at < interval:
-                    continue
-                if run.step_deadline is not None and now > run.step_deadline:
-                    continue  # an overrunning step loses its lease; recovery takes over
-                try:
-                    ok = self.store.extend_lease(run.id, run.epoch, now + self.lease_ttl)
-                    if run.lease is not None and self.locks is not None:
-                        renewed = self._renew_lock(run.lease, now)
-                        ok = ok and renewed is not None
-                        run.lease = renewed or run.lease
-                except Exception:  # the next transition's compare-and-set has the last word
-                    log.exception("renewing the lease of %s failed", run.id, extra=_log_extra(run))
-                    continue
+            due = [
+                run
+                for run in runs
+                if now - run.renewed_at >= interval
+                # an overrunning step loses its lease; recovery takes over
+                and (run.step_deadline is None or now <= run.step_deadline)
+            ]
+            if not due:
+                continue
+            try:
+                kept = self.store.extend_leases(
+                    [(run.id, run.epoch) for run in due], self.clock() + self.lease_ttl
+                )
+            except Exception:  # the next transition's compare-and-set has the last word
+                log.exception("renewing %d leases failed", len(due))
+                continue
+            for run in due:
+                ok = run.id in kept
+                if run.lease is not None and self.locks is not None:
+                    try:
+                        renewed = self._renew_lock(run.lease, self.clock())
+                    except Exception:
+                        log.exception(
+                            "renewing the lock of %s failed", run.id, extra=_log_extra(run)
+                        )
+                        renewed = None
+                    ok = ok and renewed is not None
+                    run.lease = renewed or run.lease
                 run.renewed_at = now
                 if not ok and not run.lost:
                     run.lost = True

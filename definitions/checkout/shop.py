@@ -35,6 +35,7 @@ from definitions.checkout.errors import (
     InsufficientStock,
     InvalidCart,
     PaymentDeclined,
+    PaymentNotSettled,
 )
 from definitions.checkout.models import (
     Cart,
@@ -47,10 +48,11 @@ from definitions.checkout.models import (
 )
 from definitions.checkout.provider import PaymentProvider, SimulatedProvider, WebhookEvent
 from definitions.checkout.saga import CompleteCart, CompleteCartInput, PaymentConfirmed
-from statesaga import EntityBusy, EventNotAllowed, InvalidOperation, Run, Status
+from statesaga import EntityBusy, Run, Status
 from statesaga.engine import Engine
+from statesaga.settings import Settings
 
-__all__ = ["CheckoutResult", "Shop", "StockLevel", "cart_key"]
+__all__ = ["CheckoutResult", "Shop", "StockLevel", "WebhookReceipt", "cart_key"]
 
 SAGA = CompleteCart.name
 
@@ -96,6 +98,25 @@ class CheckoutResult:
     run: Run | None = None
 
 
+@attrs.frozen
+class WebhookReceipt:
+    """What became of a webhook delivery.
+
+    Attributes:
+        status: ``accepted`` (the checkout took it), ``pending`` (kept until the
+            checkout waits for it), ``rejected`` (the checkout had moved on or ended:
+            ``reason`` says how) or ``ignored`` (no checkout of that cart).
+        duplicate: this event id was delivered before; nothing new was recorded.
+        run: the checkout, as it stands after the delivery.
+    """
+
+    event_id: str
+    status: str
+    reason: str | None
+    duplicate: bool
+    run: Run | None
+
+
 # the error a run recorded (its type's qualified name) -> what the shop raises
 _RAISES: dict[str, type[CheckoutError]] = {
     f"{kind.__module__}.{kind.__qualname__}": kind
@@ -139,6 +160,30 @@ class Shop:
         provider = provider or SimulatedProvider()
         engine = Engine(database, resources=[provider, *resources], **engine_options)
         create_tables(engine.store.engine)  # type: ignore[attr-defined]
+        return cls(engine)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings | None = None,
+        *,
+        provider: PaymentProvider | None = None,
+        resources: Iterable[object] = (),
+        **overrides: Any,
+    ) -> Self:
+        """A shop on the engine :meth:`Engine.from_settings <statesaga.engine.Engine.from_settings>`
+        builds: the same database, schema, Redis locks, lease and deadline as ``statesaga
+        worker`` reads (``STATESAGA_*``, ``statesaga.toml``; ``overrides`` win).
+
+        The shop's tables are created where missing, next to the store's (in its schema).
+        """
+        provider = provider or SimulatedProvider()
+        engine = Engine.from_settings(settings, resources=[provider, *resources], **overrides)
+        try:
+            create_tables(engine.store.engine)  # type: ignore[attr-defined]
+        except BaseException:
+            engine.close()
+            raise
         return cls(engine)
 
     def close(self) -> None:
@@ -376,51 +421,74 @@ class Shop:
         )
 
     def payment_webhook(self, event: WebhookEvent) -> Run | None:
-        """Deliver the provider's webhook to the checkout waiting for it.
+        """Deliver the provider's webhook; the checkout it concerns, as it stands after.
 
-        A success resumes the checkout (order, cart completed); a failure cancels
-        it, which compensates. A webhook with no checkout waiting (a duplicate
-        delivery, or one that arrived after the wait timed out) changes nothing
-        and returns the cart's latest checkout, if any: providers deliver
-        at-least-once, so the shop acknowledges duplicates rather than failing them.
+        See :meth:`receive_webhook`, which also says what became of the delivery.
+        """
+        return self.receive_webhook(event).run
+
+    def receive_webhook(self, event: WebhookEvent) -> WebhookReceipt:
+        """Check the provider's webhook against the provider, then hand it to the checkout.
+
+        The payment's status is read back from the provider first: a webhook that
+        says ``succeeded`` for a payment the provider still holds as
+        ``requires_action`` (forged, or premature) changes nothing. Then the
+        event goes to the run's durable inbox, deduplicated by ``event.id``,
+        whether or not the run is busy: a success resumes the checkout (order,
+        cart completed), a failure cancels it, which compensates. An event that
+        comes before the checkout waits for it is kept until it does; one that
+        comes after the checkout ended is recorded as not accepted. Providers
+        deliver at least once, so none of these is an error.
 
         Raises:
-            CheckoutInProgress: the webhook came early, while its checkout still runs
-                towards the wait; the provider should deliver it again (HTTP 409).
+            PaymentNotSettled: (409) the provider does not hold the payment as the
+                webhook says; nothing was recorded.
+            ProviderUnavailable: the provider could not be asked; nothing was recorded.
         """
-        key = cart_key(event.reference)
-        runs = self.engine.list(saga=SAGA, key=key, limit=1)
-        if not runs:
-            return None
-        latest = runs[0]
-        if latest.status is Status.RUNNING and latest.data.provider_ref in (
-            None,
-            event.provider_ref,
-        ):
-            # early: the checkout has not reached its wait yet (the provider answered the
-            # customer before the shop recorded the answer); a non-2xx answer makes the
-            # provider deliver again, by when the checkout waits for it
-            raise CheckoutInProgress(
-                f"checkout {latest.id} of cart {event.reference!r} is not waiting for its "
-                "payment yet: deliver the webhook again shortly",
+        self._check_with_provider(event)
+        run = self._checkout_paid_by(event)
+        if run is None:
+            return WebhookReceipt(event.id, "ignored", "no checkout of this cart", False, None)
+        if event.status == "succeeded":
+            delivery = self.engine.send(
+                "payment_succeeded",
+                PaymentConfirmed(event.provider_ref),
+                instance_id=run.id,
+                event_id=event.id,
+            )
+        else:
+            delivery = self.engine.cancel(
+                run.id, reason=_payment_failed(event.provider_ref), event_id=event.id
+            )
+        return WebhookReceipt(
+            event.id,
+            delivery.status,
+            delivery.reason,
+            delivery.duplicate,
+            delivery.run if delivery.run is not None else self.engine.get(run.id),
+        )
+
+    def _check_with_provider(self, event: WebhookEvent) -> None:
+        held = self.engine.resources.get(PaymentProvider).status(event.provider_ref)
+        # the statuses the provider may hold for a payment the webhook reports as settled;
+        # "canceled": the checkout was compensated meanwhile (the webhook is late, not false)
+        fits = ("authorized", "canceled") if event.status == "succeeded" else ("failed", "canceled")
+        if held not in fits:
+            raise PaymentNotSettled(
+                f"the webhook says payment {event.provider_ref} {event.status}, but the "
+                f"provider holds it as {held or 'unknown'}: nothing was recorded",
                 cart_id=event.reference,
-                run=latest,
             )
-        if latest.status is not Status.WAITING or latest.data.provider_ref != event.provider_ref:
-            return latest
-        try:
-            if event.status == "succeeded":
-                return self.engine.send(
-                    "payment_succeeded",
-                    PaymentConfirmed(event.provider_ref),
-                    instance_id=latest.id,
-                )
-            return self.engine.cancel(
-                latest.id,
-                reason=_payment_failed(event.provider_ref),
-            )
-        except (EventNotAllowed, InvalidOperation, EntityBusy):
-            return self.engine.get(latest.id)  # another delivery got there first
+
+    def _checkout_paid_by(self, event: WebhookEvent) -> Run | None:
+        """The checkout of the webhook's cart that this payment belongs to."""
+        runs = self.engine.list(saga=SAGA, key=cart_key(event.reference), limit=20)
+        for run in runs:
+            if run.data.provider_ref == event.provider_ref:
+                return run
+        # early: the provider answered the customer before the checkout recorded its answer
+        open_ = [r for r in runs if not r.status.is_terminal and r.data.provider_ref is None]
+        return open_[0] if open_ else None
 
     def checkout(self, checkout_id: str) -> Run:
         """A checkout run with its history."""

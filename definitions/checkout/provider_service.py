@@ -212,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.webhook_secret:
         parser.error(f"set {WEBHOOK_SECRET_ENV} (or pass --webhook-secret): the shop shares it")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     provider = SimulatedProvider(slow_seconds=args.slow_seconds, webhook_secret=args.webhook_secret)
     try:
         uvicorn.run(

@@ -117,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         provider, secret = own, own.webhook_secret
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per provider call otherwise
     try:
         settings = Settings.load(database_url=args.db, schema=args.schema, redis_url=args.redis)
         shop = Shop.from_settings(settings, provider=provider)

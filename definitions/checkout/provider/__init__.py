@@ -339,8 +339,3 @@ class _Refusal:
     def status(self) -> str:
         return self.result
 
-
-if __name__ == "__main__":  # python -m definitions.checkout.provider: the provider as a service
-    from definitions.checkout.provider_service import main
-
-    main()

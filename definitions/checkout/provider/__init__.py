@@ -338,4 +338,3 @@ class _Refusal:
     @property
     def status(self) -> str:
         return self.result
-

@@ -6,7 +6,8 @@
 - :mod:`~definitions.checkout.shop`: :class:`Shop`, what the API, demo and tests call;
 - :mod:`~definitions.checkout.provider_service`, :mod:`~definitions.checkout.provider_client`:
   the simulated provider as an HTTP service, and the client every process reaches it with;
-- :mod:`~definitions.checkout.signing`: webhook signatures (HMAC-SHA256, a replay window);
+- :mod:`~definitions.checkout.signing`, :mod:`~definitions.checkout.webhooks`: webhook
+  signatures (HMAC-SHA256, a replay window), and a verified webhook to the checkout's inbox;
 - :mod:`~definitions.checkout.http`: the HTTP API (an ASGI app; ``statesaga[http]``), with
   :mod:`~definitions.checkout.problems`, :mod:`~definitions.checkout.validation` and
   :mod:`~definitions.checkout.serve` (the server process);

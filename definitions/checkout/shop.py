@@ -35,7 +35,6 @@ from definitions.checkout.errors import (
     InsufficientStock,
     InvalidCart,
     PaymentDeclined,
-    PaymentNotSettled,
 )
 from definitions.checkout.models import (
     Cart,
@@ -47,7 +46,8 @@ from definitions.checkout.models import (
     create_tables,
 )
 from definitions.checkout.provider import PaymentProvider, SimulatedProvider, WebhookEvent
-from definitions.checkout.saga import CompleteCart, CompleteCartInput, PaymentConfirmed
+from definitions.checkout.saga import CompleteCart, CompleteCartInput
+from definitions.checkout.webhooks import WebhookReceipt, payment_failed, receive_webhook
 from statesaga import EntityBusy, Run, Status
 from statesaga.engine import Engine
 from statesaga.settings import Settings
@@ -98,36 +98,12 @@ class CheckoutResult:
     run: Run | None = None
 
 
-@attrs.frozen
-class WebhookReceipt:
-    """What became of a webhook delivery.
-
-    Attributes:
-        status: ``accepted`` (the checkout took it), ``pending`` (kept until the
-            checkout waits for it), ``rejected`` (the checkout had moved on or ended:
-            ``reason`` says how) or ``ignored`` (no checkout of that cart).
-        duplicate: this event id was delivered before; nothing new was recorded.
-        run: the checkout, as it stands after the delivery.
-    """
-
-    event_id: str
-    status: str
-    reason: str | None
-    duplicate: bool
-    run: Run | None
-
-
 # the error a run recorded (its type's qualified name) -> what the shop raises
 _RAISES: dict[str, type[CheckoutError]] = {
     f"{kind.__module__}.{kind.__qualname__}": kind
     for kind in (CartNotFound, InvalidCart, InsufficientStock, PaymentDeclined)
 }
 _TIMED_OUT = {"DeadlinePassed", "WaitTimedOut", "StepTimeout"}  # StepTimeout: the provider
-
-
-def _payment_failed(provider_ref: str | None) -> str:
-    """Why a checkout is canceled when its payment's webhook reports a failure."""
-    return f"payment {provider_ref} failed: the customer did not confirm it"
 
 
 class Shop:
@@ -377,7 +353,7 @@ class Shop:
         if (
             error is not None
             and error.type == "Cancelled"
-            and error.message == _payment_failed(run.data.provider_ref)
+            and error.message == payment_failed(run.data.provider_ref)
         ):  # the customer failed 3-D Secure: a declined payment, not a failed checkout
             raise PaymentDeclined(message, cart_id=cart_id, run=run)
         if error is not None and error.type in _TIMED_OUT:
@@ -445,50 +421,7 @@ class Shop:
                 webhook says; nothing was recorded.
             ProviderUnavailable: the provider could not be asked; nothing was recorded.
         """
-        self._check_with_provider(event)
-        run = self._checkout_paid_by(event)
-        if run is None:
-            return WebhookReceipt(event.id, "ignored", "no checkout of this cart", False, None)
-        if event.status == "succeeded":
-            delivery = self.engine.send(
-                "payment_succeeded",
-                PaymentConfirmed(event.provider_ref),
-                instance_id=run.id,
-                event_id=event.id,
-            )
-        else:
-            delivery = self.engine.cancel(
-                run.id, reason=_payment_failed(event.provider_ref), event_id=event.id
-            )
-        return WebhookReceipt(
-            event.id,
-            delivery.status,
-            delivery.reason,
-            delivery.duplicate,
-            delivery.run if delivery.run is not None else self.engine.get(run.id),
-        )
-
-    def _check_with_provider(self, event: WebhookEvent) -> None:
-        held = self.engine.resources.get(PaymentProvider).status(event.provider_ref)
-        # the statuses the provider may hold for a payment the webhook reports as settled;
-        # "canceled": the checkout was compensated meanwhile (the webhook is late, not false)
-        fits = ("authorized", "canceled") if event.status == "succeeded" else ("failed", "canceled")
-        if held not in fits:
-            raise PaymentNotSettled(
-                f"the webhook says payment {event.provider_ref} {event.status}, but the "
-                f"provider holds it as {held or 'unknown'}: nothing was recorded",
-                cart_id=event.reference,
-            )
-
-    def _checkout_paid_by(self, event: WebhookEvent) -> Run | None:
-        """The checkout of the webhook's cart that this payment belongs to."""
-        runs = self.engine.list(saga=SAGA, key=cart_key(event.reference), limit=20)
-        for run in runs:
-            if run.data.provider_ref == event.provider_ref:
-                return run
-        # early: the provider answered the customer before the checkout recorded its answer
-        open_ = [r for r in runs if not r.status.is_terminal and r.data.provider_ref is None]
-        return open_[0] if open_ else None
+        return receive_webhook(self.engine, event, key=cart_key(event.reference))
 
     def checkout(self, checkout_id: str) -> Run:
         """A checkout run with its history."""

@@ -66,11 +66,7 @@ def receive_webhook(engine: Engine, event: WebhookEvent, *, key: str) -> Webhook
             run.id, reason=payment_failed(event.provider_ref), event_id=event.id
         )
     return WebhookReceipt(
-        event.id,
-        delivery.status,
-        delivery.reason,
-        delivery.duplicate,
-        delivery.run if delivery.run is not None else engine.get(run.id),
+        event.id, delivery.status.value, delivery.reason, delivery.duplicate, delivery.run
     )
 
 

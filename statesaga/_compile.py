@@ -88,6 +88,7 @@ class _Compiler:
             transitions=transitions,
             initial=initial,
             deadline=deadline,
+            refuse_early_events=bool(getattr(self.cls, "refuse_early_events", False)),
             output=output,
             output_type=output_type,
             initial_context=initial_context,

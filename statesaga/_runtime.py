@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
@@ -27,17 +27,20 @@ import attrs
 from statesaga.context import Resources, StepContext
 from statesaga.core import (
     BranchChosen,
+    CancelRequested,
     ChooseBranch,
     CompensationFailed,
     CompensationSucceeded,
     Done,
     ErrorInfo,
     EventArrived,
+    EventFit,
     Finish,
     HistoryKind,
     Interpreter,
     Next,
     Outcome,
+    Record,
     RunCompensation,
     RunStep,
     Sleep,
@@ -48,9 +51,12 @@ from statesaga.core import (
     Wait,
 )
 from statesaga.definition import Definition, TransitionDef
+from statesaga.delivery import Delivery, DeliveryStatus, InboxEntry
 from statesaga.errors import (
     DuplicateStart,
     EntityBusy,
+    EventNotAllowed,
+    FencedOut,
     InputError,
     InstanceNotFound,
     SagaNotRegistered,
@@ -61,7 +67,7 @@ from statesaga.locks.base import AsyncLocks, Lease, Locks
 from statesaga.retry import Retry
 from statesaga.run import HistoryEntry, Run
 from statesaga.serde import converter, structure
-from statesaga.store.base import HistoryRow, InstanceRow, Store, Write
+from statesaga.store.base import HistoryRow, InboxRow, InstanceRow, Settle, Store, Write
 from statesaga.store.sql import SqlStore
 
 if TYPE_CHECKING:
@@ -76,6 +82,12 @@ log = logging.getLogger("statesaga.engine")
 
 #: how many runs ``recover`` claims at a time (each batch's leases start together)
 RECOVERY_BATCH = 20
+
+#: seconds a start with an idempotency key waits for a racing start of the same key
+IDEMPOTENT_WAIT = 2.0
+
+#: seconds before a run whose entity lock was busy at recovery is looked at again
+BUSY_RETRY = 0.5
 
 SagaRef: TypeAlias = "type | Definition | str"
 
@@ -333,7 +345,20 @@ class Runtime:
         correlation_id = correlation_id or instance_id
         give_up = now + wait
         locked = key is not None and self.locks is not None
-        lease = yield from self._acquire(key, wait) if locked and key else _nothing()
+        lease: Lease | None = None
+        if locked and key:
+            try:
+                lease = yield from self._acquire(key, wait)
+            except EntityBusy:
+                if idempotency_key is None:
+                    raise
+                # a racing start of the same key holds the lock: wait for its run, never busy
+                found = yield from self._await_start(
+                    definition.name, key, idempotency_key, max(wait, IDEMPOTENT_WAIT)
+                )
+                if isinstance(found, InstanceRow):
+                    return self._existing(found, input_json)
+                lease = found
         try:
             nxt = core.start(
                 instance_id,
@@ -379,10 +404,11 @@ class Runtime:
                     instance_id=instance_id,
                     correlation_id=correlation_id,
                 )
-            return (yield from self._hold(run, nxt))
+            result = yield from self._hold(run, nxt)
         finally:
             if lease is not None:
                 self._release_lock(lease)
+        return (yield from self._after_release(result))
 
     def _insert(
         self, row: InstanceRow, history_rows: builtins.list[HistoryRow], give_up: float
@@ -400,11 +426,46 @@ class Runtime:
                 yield Pause(min(delay, give_up - now))
                 delay = min(delay * 2, 0.25)
 
+    def _await_start(
+        self, saga: str, key: str, idempotency_key: str, patience: float
+    ) -> Generator[Request, Any, InstanceRow | Lease]:
+        """The run a racing start with ``idempotency_key`` made, or the lock once it is free.
+
+        Raises ``EntityBusy`` at once when the key is held by a run of another
+        idempotency key, or when nothing turns up within ``patience`` seconds.
+        """
+        give_up = self.clock() + patience
+        delay = 0.005
+        while True:
+            existing = self.store.find(saga, idempotency_key=idempotency_key)
+            if existing is not None:
+                return existing
+            holder = self.store.find(saga, entity_key=key)
+            if holder is not None and holder.idempotency_key != idempotency_key:
+                raise EntityBusy(
+                    f"{key} is busy: run {holder.id} holds it; retry later, or pass "
+                    "wait=seconds to wait for it",
+                    key=key,
+                    instance_id=holder.id,
+                )
+            lease: Lease | None = yield LockOp(key)
+            if lease is not None:
+                return lease
+            now = self.clock()
+            if now >= give_up:
+                raise EntityBusy(
+                    f"{key} is busy: another start holds it; retry later, or pass "
+                    "wait=seconds to wait for it",
+                    key=key,
+                )
+            yield Pause(min(delay, give_up - now))
+            delay = min(delay * 2, 0.1)
+
     def _existing(self, row: InstanceRow, input_json: Any) -> Run:
         if row.input != input_json:
             raise DuplicateStart(
                 f"idempotency key {row.idempotency_key!r} was used by instance {row.id} with a "
-                "different input; use a new key for a new checkout",
+                "different input; use a new idempotency key for a new run",
                 saga=row.saga,
                 instance_id=row.id,
             )
@@ -495,24 +556,34 @@ class Runtime:
         try:
             now = self.clock()
             if outcome is None:
-                nxt = core.decide(run.snapshot, now)
+                nxt = self._take_inbox(run, now, resumed=True) or core.decide(
+                    run.snapshot, now, resumed=True
+                )
             else:
                 try:
                     nxt = core.next(run.snapshot, outcome, now)
                 except StateSagaError:  # the run changed between the check and the claim
-                    self._release(run, core.decide(run.snapshot, now).decision)
+                    self._release(run)
                     raise
-            return (yield from self._hold(run, nxt, started=now))
+            result = yield from self._hold(run, nxt, started=now)
         finally:
             if run.lease is not None:
                 self._release_lock(run.lease)
+        return (yield from self._after_release(result))
 
-    def _release(self, run: _Active, decision: Any) -> None:
-        """Give up the instance row's lease without a transition (nothing to run now)."""
+    def _release(self, run: _Active, *, busy: bool = False) -> None:
+        """Give up the instance row's lease without a transition.
+
+        The run keeps a due time whenever it is not terminal (the liveness
+        invariant), so recovery finds it again; ``busy`` (its entity lock was
+        held by someone else) puts that time a little later.
+        """
         now = self.clock()
-        due = decision.until if isinstance(decision, Sleep | Wait) else None
+        due = run.core.next_due(run.snapshot, now)
+        if busy and due is not None:
+            due = max(due, now + BUSY_RETRY)
         write = attrs.evolve(
-            self._write(run, run.snapshot, decision, now),
+            self._write(run, run.snapshot, None, now),
             lease_owner=None,
             lease_expires_at=None,
             due_at=due,
@@ -520,6 +591,197 @@ class Runtime:
         self.store.transition(run.id, run.version, run.epoch, write, [])
         run.version += 1
         run.leased = False
+
+    # -- the inbox: events and cancels ------------------------------------------------------
+
+    def _send(
+        self,
+        instance_id: str,
+        kind: str,
+        event: str | None,
+        payload: Any,
+        event_id: str | None,
+        wait: float,
+    ) -> Driver:
+        """Record an event (or cancel) in the run's inbox, then consume it if the run is free."""
+        row = self._get_row(instance_id)
+        definition, _ = self._for_row(row)
+        if kind == "event":
+            assert event is not None
+            payload = self._payload_json(definition, row, event, payload)
+        entry, duplicate = self.store.receive(
+            InboxRow(
+                instance_id=row.id,
+                event_id=event_id or uuid.uuid4().hex,
+                kind=kind,
+                event=event,
+                payload=payload,
+                status=DeliveryStatus.PENDING.value,
+                reason=None,
+                correlation_id=row.correlation_id,
+                received_at=self.clock(),
+            )
+        )
+        run: Run | None = None
+        if not duplicate:
+            run = yield from self._consume(row.id, wait)
+            entry = self.store.inbox_entry(row.id, entry.event_id) or entry
+        if run is None:
+            run = self._run_of(self._get_row(row.id))
+        return Delivery(
+            event_id=entry.event_id,
+            event=event,
+            instance_id=row.id,
+            status=DeliveryStatus(entry.status),
+            reason=entry.reason,
+            duplicate=duplicate,
+            run=run,
+        )
+
+    def _payload_json(
+        self, definition: Definition, row: InstanceRow, event: str, payload: Any
+    ) -> Any:
+        """The event's payload, checked against its declared type and made JSON."""
+        takers = [t for t in definition.transitions.values() if t.event == event]
+        if not takers:
+            known = sorted({t.event for t in definition.transitions.values() if t.event})
+            raise EventNotAllowed(
+                f"saga {definition.name!r} has no event {event!r} (it takes: "
+                f"{', '.join(known) or 'no events'}); check the event's name",
+                saga=definition.name,
+                instance_id=row.id,
+                state=row.state,
+            )
+        here = definition.events_from.get(row.state, {}).get(event)
+        payload_type = (here or takers[0]).payload_type
+        if payload_type is None:
+            return None if payload is None else converter.unstructure(payload)
+        typed = structure(
+            payload, payload_type, what=f"payload of event {event!r}", saga=definition.name
+        )
+        return converter.unstructure(typed, payload_type)
+
+    def _consume(self, instance_id: str, wait: float) -> Generator[Request, Any, Run | None]:
+        """Claim the run and let it take its inbox; ``None`` if someone else holds it.
+
+        Whoever holds the run takes the inbox before it lets the run go, and
+        checks again once it has: so an event recorded while the run was busy is
+        consumed by the holder, by this sender, or by a worker, never lost.
+        """
+        for _ in range(3):
+            try:
+                run, _ = yield from self._claimed(instance_id, wait)
+            except EntityBusy:
+                return None  # the holder (or a worker) takes it
+            except FencedOut:
+                continue  # the run moved between reading and claiming it: look again
+            try:
+                now = self.clock()
+                nxt = self._take_inbox(run, now, resumed=True) or run.core.decide(
+                    run.snapshot, now, resumed=True
+                )
+                result: Run = yield from self._hold(run, nxt, started=now)
+            except FencedOut:
+                # another engine claimed the run meanwhile: what this one took from the
+                # inbox is persisted, and the run is theirs to drive on
+                return None
+            finally:
+                if run.lease is not None:
+                    self._release_lock(run.lease)
+            if not self._has_pending(result):
+                return result
+        return None
+
+    def _has_pending(self, result: Run) -> bool:
+        """A run just let go while still able to take events has some in its inbox."""
+        if result.status.is_terminal:
+            return False  # late entries are rejected by whoever claims it next
+        return bool(self.store.pending(result.id))
+
+    def _after_release(self, result: Run) -> Generator[Request, Any, Run]:
+        """After letting a run go: take the events that came while it was held."""
+        if not self._has_pending(result):
+            return result
+        taken = yield from self._consume(result.id, 0.0)
+        return result if taken is None else taken
+
+    def _take_inbox(self, run: _Active, now: float, *, resumed: bool) -> Next | None:
+        """Apply (or reject) the run's pending inbox entries, persisted in one transition.
+
+        Returns what to do next, or ``None`` if nothing was pending (or all of it
+        is early, waiting for a later state).
+        """
+        pending = self.store.pending(run.id)
+        if not pending:
+            return None
+        applied = self._apply_inbox(run, Next(run.snapshot, _UNDECIDED), pending, now, resumed)
+        if applied is None:
+            return None
+        nxt, settles = applied
+        if nxt.decision is _UNDECIDED:  # nothing was accepted: decide as of now
+            decided = run.core.decide(nxt.snapshot, now, resumed=resumed)
+            nxt = Next(decided.snapshot, decided.decision, nxt.records + decided.records)
+        done = self._persist(run, nxt, now, settle=settles)
+        return Next(done.snapshot, done.decision)  # persisted: nothing left to write
+
+    def _apply_inbox(
+        self,
+        run: _Active,
+        nxt: Next,
+        pending: builtins.list[InboxRow],
+        now: float,
+        resumed: bool,
+    ) -> tuple[Next, builtins.list[Settle]] | None:
+        """``nxt`` with the inbox entries applied (and the rejected ones recorded)."""
+        core = run.core
+        snapshot, decision, records = nxt.snapshot, nxt.decision, list(nxt.records)
+        settles: builtins.list[Settle] = []
+        for entry in pending:
+            assert entry.id is not None
+            fit: EventFit
+            if entry.kind == "cancel":
+                fit = core.cancel_fit(snapshot, resumed=resumed)
+                reason = (entry.payload or {}).get("reason", "cancelled")
+                outcome: Outcome = CancelRequested(reason)
+                rejected = ErrorInfo("CancelRejected", fit.reason or "", retryable=False)
+            else:
+                assert entry.event is not None
+                fit = core.event_fit(snapshot, entry.event, entry.received_at)
+                if fit.verdict == "early":
+                    continue  # kept until a state takes it
+                payload = _payload_of(run.definition, snapshot, entry)
+                outcome = EventArrived(entry.event, payload, entry.received_at)
+                rejected = ErrorInfo("EventRejected", fit.reason or "", retryable=False)
+            if fit.accepted:
+                applied = core.next(snapshot, outcome, now)
+                snapshot, decision = applied.snapshot, applied.decision
+                records.extend(applied.records)
+                settles.append(Settle(entry.id, DeliveryStatus.ACCEPTED.value, None, now))
+                continue
+            log.info(
+                "%s %s of %s %s not accepted: %s",
+                entry.kind,
+                entry.event or "",
+                run.definition.name,
+                run.id,
+                fit.reason,
+                extra=_log_extra(run),
+            )
+            records.append(
+                Record(
+                    HistoryKind.REJECTED,
+                    snapshot.state,
+                    snapshot.state,
+                    None,
+                    0,
+                    rejected,
+                    entry.event,
+                )
+            )
+            settles.append(Settle(entry.id, DeliveryStatus.REJECTED.value, fit.reason, now))
+        if not settles:
+            return None
+        return Next(snapshot, decision, tuple(records)), settles
 
     def _hold(self, run: _Active, nxt: Next, *, started: float | None = None) -> Driver:
         """Drive ``run`` from ``nxt`` while the keeper renews its leases."""
@@ -531,7 +793,7 @@ class Runtime:
 
     def _drive(self, run: _Active, nxt: Next, started: float | None) -> Driver:
         if started is not None:
-            self._persist(run, nxt, started)
+            nxt = self._persist(run, nxt, started)
         else:
             run.snapshot = nxt.snapshot
         while True:
@@ -551,12 +813,13 @@ class Runtime:
                 # the delay has been slept: decide as of its end even if the clock (a test's
                 # fake one) has not moved, so that a retry is never put off for ever
                 now = max(self.clock(), decision.until)
-                nxt = run.core.decide(run.snapshot, now)
-                self._persist(run, nxt, now)
+                # a cancel sent during the backoff is taken before the next try
+                taken = self._take_inbox(run, now, resumed=False)
+                nxt = taken or self._persist(run, run.core.decide(run.snapshot, now), now)
             else:
                 break
         if run.leased:  # claimed, but nothing was persisted that let the lease go
-            self._release(run, decision)
+            self._release(run)
         return self._result(run)
 
     def _context(self, run: _Active, name: str, attempt: int, key: str) -> StepContext[Any, Any]:
@@ -607,7 +870,7 @@ class Runtime:
                 extra=_log_extra(run, t.name),
             )
         nxt = run.core.next(run.snapshot, outcome, self.clock())
-        self._persist(run, nxt, started)
+        nxt = self._persist(run, nxt, started)
         if self.observer is not None:
             error = outcome.error if isinstance(outcome, StepFailed) else None
             self._observe(run, t.name, decision.attempt, started, error, undo=False)
@@ -635,7 +898,7 @@ class Runtime:
                 if isinstance(outcome, StepFailed | CompensationFailed):
                     raise _Discard(outcome)
                 nxt = run.core.next(run.snapshot, outcome, self.clock())
-                self._persist(run, nxt, started, connection=connection)
+                nxt = self._persist(run, nxt, started, connection=connection)
         except _Discard as discard:
             return discard.outcome
         if isinstance(nxt.decision, Finish):
@@ -696,7 +959,7 @@ class Runtime:
             response = yield Call(compensation, ctx, t.step.timeout)
             outcome = self._compensation_outcome(run, t, ctx, response)
         nxt = run.core.next(run.snapshot, outcome, self.clock())
-        self._persist(run, nxt, started)
+        nxt = self._persist(run, nxt, started)
         if self.observer is not None:
             error = outcome.error if isinstance(outcome, CompensationFailed) else None
             self._observe(run, ctx.step, decision.attempt, started, error, undo=True)
@@ -747,25 +1010,44 @@ class Runtime:
                 nxt = run.core.next(
                     attrs.evolve(run.snapshot, pending=name, attempt=1), outcome, self.clock()
                 )
-                self._persist(run, nxt, started)
-                return nxt
+                return self._persist(run, nxt, started)
             if bool(response.value) != t.guard_negated:
                 chosen = name
                 break
         nxt = run.core.next(run.snapshot, BranchChosen(chosen), self.clock())
-        self._persist(run, nxt, started)
-        return nxt
+        return self._persist(run, nxt, started)
 
     # -- persistence ------------------------------------------------------------------------
 
-    def _persist(self, run: _Active, nxt: Next, started: float, connection: Any = None) -> None:
-        if not nxt.records:
+    def _persist(
+        self,
+        run: _Active,
+        nxt: Next,
+        started: float,
+        connection: Any = None,
+        settle: Sequence[Settle] = (),
+    ) -> Next:
+        """Write ``nxt`` (one transaction); what to do next, which the inbox may change.
+
+        A transition that lets the run go to wait for an event first takes the
+        events already in its inbox, in the same write: an event that came while
+        a step ran is consumed by the run's holder before it lets go.
+        """
+        if isinstance(nxt.decision, Wait) and nxt.records and not settle:
+            pending = self.store.pending(run.id)
+            if pending:
+                applied = self._apply_inbox(run, nxt, pending, self.clock(), resumed=False)
+                if applied is not None:
+                    nxt, settle = applied
+        if not nxt.records and not settle:
             run.snapshot = nxt.snapshot
-            return
+            return nxt
         now = self.clock()
         write = self._write(run, nxt.snapshot, nxt.decision, now)
         rows = self._history_rows(run, nxt, started, now, version=run.version + 1)
-        self.store.transition(run.id, run.version, run.epoch, write, rows, connection)
+        self.store.transition(
+            run.id, run.version, run.epoch, write, rows, connection, settle=settle
+        )
         run.version += 1
         run.snapshot = nxt.snapshot
         run.leased = write.lease_owner is not None
@@ -785,6 +1067,7 @@ class Runtime:
                 )
         if connection is None and isinstance(nxt.decision, Finish):
             self._finished(run, now)  # a step's own transaction reports once it commits
+        return nxt
 
     def _finished(self, run: _Active, now: float) -> None:
         """Log (and report) a run that just reached a terminal status."""
@@ -963,17 +1246,6 @@ class Runtime:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def _event(self, instance_id: str, event: str, payload: Any) -> EventArrived:
-        """The outcome of sending ``event``, its payload structured into the declared type."""
-        row = self._get_row(instance_id)
-        definition, _ = self._for_row(row)
-        t = definition.events_from.get(row.state, {}).get(event)
-        if t is not None and t.payload_type is not None:
-            payload = structure(
-                payload, t.payload_type, what=f"payload of event {event!r}", saga=definition.name
-            )
-        return EventArrived(event, payload)
-
     def _get_row(self, instance_id: str) -> InstanceRow:
         row = self.store.get(instance_id)
         if row is None:
@@ -1020,6 +1292,7 @@ class Runtime:
             seq=int(machine.get("seq", 0)),
             error=None if row.error is None else converter.structure(row.error, ErrorInfo),
             event=event,
+            pivot_unknown=bool(machine.get("unknown")),
         )
 
     def _active_of(self, row: InstanceRow, definition: Definition, core: Interpreter) -> _Active:
@@ -1033,6 +1306,10 @@ class Runtime:
             converter.structure(row.input, definition.input_type),
             row.correlation_id,
             row.entity_key,
+            # a completed run keeps its output when a late event is recorded against it
+            output=None
+            if row.output is None or definition.output_type is None
+            else converter.structure(row.output, definition.output_type),
             created_at=row.created_at,
             updated_at=row.updated_at,
             renewed_at=self.clock(),
@@ -1084,9 +1361,23 @@ class Runtime:
         )
 
     def get(self, instance_id: str) -> Run:
-        """The run with that id, with its history."""
+        """The run with that id, with its history and its inbox."""
         row = self._get_row(instance_id)
-        return self._run_of(row, self.store.history(instance_id))
+        run = self._run_of(row, self.store.history(instance_id))
+        inbox = tuple(
+            InboxEntry(
+                event_id=e.event_id,
+                kind=e.kind,
+                event=e.event,
+                payload=e.payload,
+                status=DeliveryStatus(e.status),
+                reason=e.reason,
+                received_at=e.received_at,
+                settled_at=e.settled_at,
+            )
+            for e in self.store.inbox(instance_id)
+        )
+        return attrs.evolve(run, inbox=inbox)
 
     def history(self, instance_id: str) -> builtins.list[HistoryEntry]:
         """The run's persisted transitions, oldest first."""
@@ -1213,26 +1504,38 @@ class Runtime:
             self.store.release_lease(row.id, row.epoch)
             raise
         run = self._active_of(row, definition, core)
-        now = self.clock()
         if self.locks is not None:
             lease = yield LockOp(row.entity_key or f"instance:{row.id}")
             if lease is None:
-                self._release(run, core.decide(run.snapshot, now).decision)
+                # someone holds the entity: the run stays due, a little later
+                self._release(run, busy=True)
                 raise EntityBusy(f"{row.entity_key} is busy; left for later", key=row.entity_key)
             run.lease = lease
         try:
-            return (yield from self._hold(run, core.decide(run.snapshot, now), started=now))
+            now = self.clock()
+            nxt = self._take_inbox(run, now, resumed=True) or core.decide(
+                run.snapshot, now, resumed=True
+            )
+            result = yield from self._hold(run, nxt, started=now)
         finally:
             if run.lease is not None:
                 self._release_lock(run.lease)
+        return (yield from self._after_release(result))
 
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
+# the decision of a Next whose inbox entries are applied before anything is decided
+_UNDECIDED = Sleep(float("-inf"))
 
-def _nothing() -> Generator[Request, Any, None]:
-    return None
-    yield  # pragma: no cover - makes this a generator
+
+def _payload_of(definition: Definition, snapshot: Snapshot, entry: InboxRow) -> Any:
+    """An inbox entry's payload, structured into the type its transition from here declares."""
+    assert entry.event is not None
+    t = definition.events_from.get(snapshot.state, {}).get(entry.event)
+    if t is None or t.payload_type is None or entry.payload is None:
+        return entry.payload
+    return converter.structure(entry.payload, t.payload_type)
 
 
 def _with_default_retry(definition: Definition, policy: Retry | None) -> Definition:
@@ -1284,6 +1587,7 @@ def _machine(snapshot: Snapshot, definition: Definition) -> dict[str, Any]:
         "pivoted": snapshot.pivoted,
         "seq": snapshot.seq,
         "event": event,
+        "unknown": snapshot.pivot_unknown,
     }
 
 

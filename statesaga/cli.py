@@ -355,7 +355,7 @@ def send(
             instance_id=instance_id,
             saga=target_saga,
             key=key,
-        )
+        ).run
     _print_run(run, as_json)
 
 
@@ -460,8 +460,8 @@ def _act(
     as_json: bool,
 ) -> None:
     with _errors(), _opened(db, saga, resources) as engine:
-        run = getattr(engine, name)(instance_id)
-    _print_run(run, as_json)
+        result = getattr(engine, name)(instance_id)
+    _print_run(getattr(result, "run", result), as_json)
 
 
 @app.command()
@@ -618,7 +618,7 @@ def diagram(
         typer.Option(
             "--format",
             "-f",
-            help="dot, svg, png, pdf or mermaid (default: from -o's suffix, else dot).",
+            help="dot, svg, png, pdf, mermaid or markdown (default: from -o's suffix, else dot).",
         ),
     ] = None,
     output: Annotated[
@@ -640,7 +640,7 @@ def diagram(
     ] = False,
     db: DbOption = None,
 ) -> None:
-    """Draw a saga as DOT, SVG, PNG, PDF or Mermaid; a run's path on it; or what changed."""
+    """Draw a saga (DOT, SVG, PNG, PDF, Mermaid, Markdown), a run's path on it, or what changed."""
     from statesaga import diagram as diagrams
 
     try:
@@ -683,7 +683,7 @@ def diagram(
         if output is not None:
             output.write_bytes(data)
             _consoles.err.print(f"wrote {escape(str(output))}", highlight=False)
-        elif fmt in ("dot", "mermaid"):
+        elif fmt in diagrams.TEXT_FORMATS:
             sys.stdout.write(data.decode())
         elif sys.stdout.isatty():
             raise StateSagaError(f"{fmt.upper()} is binary; pass -o FILE or pipe it to a file")

@@ -52,6 +52,7 @@ __all__ = [
     "Done",
     "ErrorInfo",
     "EventArrived",
+    "EventFit",
     "Finish",
     "HistoryKind",
     "Interpreter",
@@ -67,6 +68,8 @@ __all__ = [
     "StepFailed",
     "StepSucceeded",
     "Wait",
+    "OPEN_STATUSES",
+    "TERMINAL_STATUSES",
 ]
 
 
@@ -100,6 +103,11 @@ class Status(enum.StrEnum):
 _TERMINAL = frozenset({Status.COMPLETED, Status.COMPENSATED, Status.FAILED})
 _CLOSED = frozenset({Status.COMPLETED, Status.COMPENSATED})
 
+#: statuses that keep an instance's entity key taken (everything but completed and compensated)
+OPEN_STATUSES: tuple[str, ...] = tuple(s.value for s in Status if s not in _CLOSED)
+#: statuses in which nothing runs until someone acts
+TERMINAL_STATUSES: tuple[str, ...] = tuple(s.value for s in Status if s in _TERMINAL)
+
 
 class HistoryKind(enum.StrEnum):
     """What a history record describes."""
@@ -116,6 +124,8 @@ class HistoryKind(enum.StrEnum):
     COMPENSATE = "compensate"
     COMPENSATION_RETRY = "compensation_retry"
     RESUME = "resume"
+    REJECTED = "rejected"
+    """An event or cancel from the inbox that the run could not take (the reason is its error)."""
 
 
 @attrs.frozen
@@ -155,6 +165,9 @@ class Snapshot:
         seq: transitions taken so far.
         error: the failure that stopped the forward path, if any.
         event: the payload of the event whose transition is pending.
+        pivot_unknown: the pending pivot step may have taken effect (it was pending
+            when the run was resumed after a crash, or a try's outcome was lost):
+            from here the run only goes forward.
     """
 
     instance_id: str
@@ -170,6 +183,7 @@ class Snapshot:
     seq: int = 0
     error: ErrorInfo | None = None
     event: Any = None
+    pivot_unknown: bool = False
 
 
 # -- outcomes: what happened since the last decision ------------------------------------
@@ -198,10 +212,16 @@ class BranchChosen:
 
 @attrs.frozen
 class EventArrived:
-    """An event was sent to the instance."""
+    """An event was sent to the instance (``received_at``: when the inbox recorded it).
+
+    The event is judged by when it was received, not by when it is consumed:
+    one received before the wait timed out (or the deadline passed) is taken
+    even if the timeout has passed by the time anything reads it.
+    """
 
     event: str
     payload: Any = None
+    received_at: float | None = None
 
 
 @attrs.frozen
@@ -322,6 +342,26 @@ class Next:
     records: tuple[Record, ...] = ()
 
 
+@attrs.frozen
+class EventFit:
+    """What the run makes of an event (or a cancel) from its inbox, as of now.
+
+    ``verdict`` is ``"accept"`` (apply it now), ``"early"`` (keep it: a state the
+    run can still reach takes it) or ``"late"`` (record it as not accepted, with
+    ``reason``).
+    """
+
+    verdict: str
+    reason: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """The event applies now."""
+        return self.verdict == "accept"
+
+
+ACCEPT, EARLY, LATE = "accept", "early", "late"
+
 _MAX_CHAINED = 1000
 
 
@@ -342,6 +382,7 @@ class Interpreter:
         self._automatic = definition.automatic_from
         self._events = definition.events_from
         self._states = definition.states
+        self._later_events = _events_reachable(definition)
 
     # -- entry points -------------------------------------------------------------------
 
@@ -365,9 +406,74 @@ class Interpreter:
         record = Record(HistoryKind.START, initial, initial)
         return self._settle(snapshot, now, [record])
 
-    def decide(self, snapshot: Snapshot, now: float) -> Next:
-        """What ``snapshot`` calls for at time ``now`` (after a sleep, or on recovery)."""
+    def decide(self, snapshot: Snapshot, now: float, *, resumed: bool = False) -> Next:
+        """What ``snapshot`` calls for at time ``now`` (after a sleep, or on recovery).
+
+        ``resumed``: the snapshot was read back from the store by an engine that
+        did not write it (recovery, a worker, a claim). A pivot step pending then
+        may have been called before a crash: from here the run only goes forward.
+        """
+        if resumed and self._pivot_pending(snapshot):
+            snapshot = attrs.evolve(snapshot, pivot_unknown=True)
         return self._settle(snapshot, now, [])
+
+    # -- rules the drivers ask about -------------------------------------------------------
+
+    def event_fit(self, snapshot: Snapshot, event: str, received_at: float) -> EventFit:
+        """Whether an event received at ``received_at`` applies now, waits, or comes too late."""
+        status = snapshot.status
+        state = snapshot.state
+        if status.is_terminal:
+            return EventFit(LATE, f"the run had ended ({status}) when {event!r} was consumed")
+        if status is Status.COMPENSATING:
+            return EventFit(LATE, f"the run is compensating; it takes no more events ({event!r})")
+        if status is Status.WAITING and event in self._events[state]:
+            deadline = snapshot.deadline
+            if deadline is not None and received_at >= deadline and not self._bound(snapshot):
+                return EventFit(LATE, f"{event!r} arrived after the run's deadline")
+            if snapshot.wake_at is not None and received_at >= snapshot.wake_at:
+                return EventFit(
+                    LATE, f"{event!r} arrived after the wait in state {state!r} timed out"
+                )
+            return EventFit(ACCEPT)
+        if event in self._later_events[state]:
+            if self.definition.refuse_early_events:
+                return EventFit(
+                    LATE,
+                    f"{event!r} arrived before the run waited for it in state {state!r}, "
+                    f"and saga {self.definition.name!r} refuses early events",
+                )
+            return EventFit(EARLY)
+        return EventFit(
+            LATE,
+            f"state {state!r} does not take {event!r}, and no state the run can still reach does",
+        )
+
+    def cancel_fit(self, snapshot: Snapshot, *, resumed: bool = False) -> EventFit:
+        """Whether a cancel applies now (``"accept"``) or cannot any more (``"late"``)."""
+        status = snapshot.status
+        if status.is_terminal or status is Status.COMPENSATING:
+            return EventFit(LATE, f"it is {status}")
+        if snapshot.pivoted:
+            return EventFit(LATE, "it has passed its pivot and only goes forward")
+        if self._bound(snapshot) or (resumed and self._pivot_pending(snapshot)):
+            return EventFit(LATE, "its pivot step may have taken effect, so it only goes forward")
+        return EventFit(ACCEPT)
+
+    def next_due(self, snapshot: Snapshot, now: float) -> float | None:
+        """When a run released in ``snapshot`` next needs an engine (``None``: never by itself).
+
+        Every run that is not terminal and not held has a due time, except one that
+        waits for an event with neither a timeout nor a deadline (an event for it is
+        found through the inbox).
+        """
+        status = snapshot.status
+        if status.is_terminal:
+            return None
+        if status is Status.WAITING:
+            return _earliest(snapshot)
+        wake_at = snapshot.wake_at
+        return wake_at if wake_at is not None and wake_at > now else now
 
     def next(self, snapshot: Snapshot, outcome: Outcome, now: float) -> Next:
         """Apply ``outcome`` to ``snapshot`` at time ``now`` and decide what follows.
@@ -388,8 +494,8 @@ class Interpreter:
                 return self._step_failed(snapshot, error, now)
             case BranchChosen(name):
                 return self._branch_chosen(snapshot, name, now)
-            case EventArrived(event, payload):
-                return self._event(snapshot, event, payload, now)
+            case EventArrived(event, payload, received_at):
+                return self._event(snapshot, event, payload, now, received_at)
             case CancelRequested(reason):
                 return self._cancel(snapshot, reason, now)
             case CompensationSucceeded(data):
@@ -513,7 +619,7 @@ class Interpreter:
                 (status is Status.RUNNING or status is Status.WAITING)
                 and snapshot.deadline is not None
                 and now >= snapshot.deadline
-                and not snapshot.pivoted
+                and not self._bound(snapshot)
             ):
                 error = ErrorInfo("DeadlinePassed", "the run deadline passed", False)
                 snapshot = self._begin_compensation(snapshot, error, HistoryKind.DEADLINE, records)
@@ -598,7 +704,9 @@ class Interpreter:
             self._begin_compensation(snapshot, error, HistoryKind.FAILURE, records), now, records
         )
 
-    def _event(self, snapshot: Snapshot, event: str, payload: Any, now: float) -> Next:
+    def _event(
+        self, snapshot: Snapshot, event: str, payload: Any, now: float, received_at: float | None
+    ) -> Next:
         t = self._events[snapshot.state].get(event) if snapshot.status is Status.WAITING else None
         if t is None:
             accepted = self.definition.events_in(snapshot.state)
@@ -615,23 +723,44 @@ class Interpreter:
                 instance_id=snapshot.instance_id,
                 state=snapshot.state,
             )
-        if self._overdue(snapshot, now):
+        # an event is judged by when it was received: one that came before the wait timed
+        # out is taken even if nothing consumed it until after (the inbox kept it)
+        at = now if received_at is None else min(received_at, now)
+        if self._overdue(snapshot, at):
             # the deadline or the wait's timeout passed before the event came: time wins
             return self._settle(snapshot, now, [])
         if t.step is None:
             moved, record = self._advance(snapshot, t, snapshot.data, now, HistoryKind.EVENT)
-            return self._settle(moved, now, [record])
+            return self._settle(moved, at, [record])
         running = attrs.evolve(
             snapshot, status=Status.RUNNING, pending=t.name, attempt=1, wake_at=None, event=payload
         )
-        return self._settle(running, now, [])
+        return self._settle(running, at, [])
 
-    @staticmethod
-    def _overdue(snapshot: Snapshot, now: float) -> bool:
+    def _overdue(self, snapshot: Snapshot, now: float) -> bool:
         deadline_passed = (
-            snapshot.deadline is not None and now >= snapshot.deadline and not snapshot.pivoted
+            snapshot.deadline is not None and now >= snapshot.deadline and not self._bound(snapshot)
         )
         return deadline_passed or (snapshot.wake_at is not None and now >= snapshot.wake_at)
+
+    def _pivot_pending(self, snapshot: Snapshot) -> bool:
+        """A pivot step is the next thing to run (or to retry)."""
+        if snapshot.status is not Status.RUNNING or snapshot.pending is None:
+            return False
+        step = self._transitions[snapshot.pending].step
+        return step is not None and step.pivot
+
+    def _bound(self, snapshot: Snapshot) -> bool:
+        """The run only goes forward: its pivot took effect, or may have.
+
+        A pivot may have taken effect once a try of it failed with an unknown
+        outcome (a retryable error: a timeout, a lost answer) or it was pending
+        when the run was resumed after a crash. Neither the deadline nor a cancel
+        then compensates the steps before it.
+        """
+        if snapshot.pivoted:
+            return True
+        return self._pivot_pending(snapshot) and (snapshot.attempt > 1 or snapshot.pivot_unknown)
 
     def _wait_timed_out(self, snapshot: Snapshot, now: float, records: list[Record]) -> Snapshot:
         t = self.definition.timeout_from.get(snapshot.state)
@@ -661,9 +790,16 @@ class Interpreter:
             record = Record(HistoryKind.RETRY, t.source, t.source, t.name, snapshot.attempt, error)
             return self._settle(retried, now, [record])
         records = [Record(HistoryKind.FAILURE, t.source, t.source, t.name, snapshot.attempt, error)]
-        if snapshot.pivoted:
-            # past the pivot nothing is undone: stop, keep the step pending for a retry
-            failed = attrs.evolve(snapshot, status=Status.FAILED, error=error, wake_at=None)
+        if self._bound(snapshot):
+            # past the pivot (or with a pivot that may have taken effect) nothing is undone:
+            # stop, keep the step pending for a retry, visible as failed
+            failed = attrs.evolve(
+                snapshot,
+                status=Status.FAILED,
+                error=error,
+                wake_at=None,
+                pivot_unknown=not snapshot.pivoted,
+            )
             return Next(failed, Finish(Status.FAILED), tuple(records))
         compensating = self._begin_compensation(snapshot, error, None, records)
         return self._settle(compensating, now, records)
@@ -678,9 +814,15 @@ class Interpreter:
         """Start compensating (or, past the pivot, fail), recording ``kind`` if given."""
         if kind is not None:
             records.append(Record(kind, snapshot.state, snapshot.state, snapshot.pending, 0, error))
-        if snapshot.pivoted:
+        if self._bound(snapshot):
             # past the pivot nothing is undone: stop and wait for someone to retry
-            return attrs.evolve(snapshot, status=Status.FAILED, error=error, wake_at=None)
+            return attrs.evolve(
+                snapshot,
+                status=Status.FAILED,
+                error=error,
+                wake_at=None,
+                pivot_unknown=not snapshot.pivoted,
+            )
         stack = snapshot.stack
         t = self._transitions[snapshot.pending] if snapshot.pending is not None else None
         if (
@@ -708,15 +850,10 @@ class Interpreter:
     # -- cancel, compensation, retry -----------------------------------------------------
 
     def _cancel(self, snapshot: Snapshot, reason: str, now: float) -> Next:
-        status = snapshot.status
-        if status.is_terminal or status is Status.COMPENSATING or snapshot.pivoted:
-            why = (
-                f"it is {status}"
-                if status.is_terminal or status is Status.COMPENSATING
-                else "it has passed its pivot and only goes forward"
-            )
+        fit = self.cancel_fit(snapshot)
+        if not fit.accepted:
             raise CancelNotAllowed(
-                f"instance {snapshot.instance_id} cannot be cancelled: {why}",
+                f"instance {snapshot.instance_id} cannot be cancelled: {fit.reason}",
                 saga=self.definition.name,
                 instance_id=snapshot.instance_id,
                 state=snapshot.state,
@@ -776,7 +913,10 @@ class Interpreter:
                 instance_id=snapshot.instance_id,
                 state=snapshot.state,
             )
-        if not snapshot.pivoted:
+        if snapshot.pivot_unknown and snapshot.pending is not None:
+            # the pivot may have taken effect: try it again rather than compensate
+            resumed = attrs.evolve(snapshot, status=Status.RUNNING, attempt=1, wake_at=None)
+        elif not snapshot.pivoted:
             resumed = attrs.evolve(snapshot, status=Status.COMPENSATING, attempt=1, wake_at=None)
         elif snapshot.pending is not None:
             resumed = attrs.evolve(snapshot, status=Status.RUNNING, attempt=1, wake_at=None)
@@ -784,6 +924,25 @@ class Interpreter:
             resumed = self._enter(snapshot, snapshot.state, now)
         record = Record(HistoryKind.RESUME, snapshot.state, snapshot.state, snapshot.pending)
         return self._settle(resumed, now, [record])
+
+
+def _events_reachable(definition: Definition) -> dict[str, frozenset[str]]:
+    """For each state: the events taken there or in any state reachable from it."""
+    successors: dict[str, set[str]] = {state: set() for state in definition.states}
+    for t in definition.transitions.values():
+        successors.setdefault(t.source, set()).add(t.target)
+    reachable: dict[str, frozenset[str]] = {}
+    for state in definition.states:
+        seen, todo = {state}, [state]
+        while todo:
+            for target in successors.get(todo.pop(), ()):
+                if target not in seen:
+                    seen.add(target)
+                    todo.append(target)
+        reachable[state] = frozenset(
+            event for s in seen for event in definition.events_from.get(s, {})
+        )
+    return reachable
 
 
 def _earliest(snapshot: Snapshot) -> float | None:

@@ -119,6 +119,9 @@ class Definition:
     #: runtime records it with each instance and refuses to drive an instance
     #: with a graph whose hash differs.
     graph_hash: str = ""
+    #: an event sent before the run waits for it is refused (recorded as not
+    #: accepted) instead of kept in the inbox until a state takes it
+    refuse_early_events: bool = False
 
     @property
     def key(self) -> tuple[str, int]:

@@ -227,6 +227,9 @@ class Saga(Generic[InputT, DataT]):
             instances finish on the graph they started on.
         deadline: default run deadline, seconds or a ``timedelta``; when it
             passes before the pivot, the saga compensates.
+        refuse_early_events: ``True`` to record an event sent before the run
+            waits for it as not accepted; by default it is kept in the run's
+            inbox until a state takes it.
         definition: the compiled, validated :class:`~statesaga.Definition`
             (set when the class is created).
 
@@ -239,6 +242,7 @@ class Saga(Generic[InputT, DataT]):
     name: ClassVar[str]
     version: ClassVar[int] = 1
     deadline: ClassVar[float | timedelta | None] = None
+    refuse_early_events: ClassVar[bool] = False
     definition: ClassVar[Definition]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

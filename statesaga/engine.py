@@ -43,7 +43,8 @@ from statesaga._runtime import (
     SagaRef,
     log,
 )
-from statesaga.core import CancelRequested, RetryRequested
+from statesaga.core import RetryRequested
+from statesaga.delivery import Delivery
 from statesaga.errors import (
     ConcurrencyError,
     SagaNotRegistered,
@@ -159,22 +160,57 @@ class Engine(Runtime):
         instance_id: str | None = None,
         saga: SagaRef | None = None,
         key: str | None = None,
+        event_id: str | None = None,
         wait: float = 0.0,
-    ) -> Run:
-        """Send ``event`` (with its payload) to a waiting run, and drive it on.
+    ) -> Delivery:
+        """Send ``event`` (with its payload) to a run: recorded first, then consumed.
+
+        The event is written to the run's durable inbox in one short
+        transaction, deduplicated by ``event_id`` (pass the webhook's or
+        message's id; a second send with the same id returns the first one's
+        delivery with ``duplicate=True``). If the run is free, this call then
+        consumes it and drives the run on; if the run is busy (its lock held,
+        a step running) the event stays ``pending`` and whoever holds the run,
+        or a worker, takes it: a race is never an error to the sender.
+
+        An event is judged by when it was received. One the run waits for is
+        accepted if it came before the wait's timeout and the deadline; one
+        that a state the run can still reach takes is kept until then (unless
+        the saga sets ``refuse_early_events``); otherwise it is ``rejected``,
+        recorded in the inbox and the history with the reason.
 
         Address the run by ``instance_id``, or by ``saga`` and entity ``key``.
-        An event the current state does not accept raises ``EventNotAllowed``;
-        a payload that does not fit raises ``InputError``; neither writes anything.
+        An event the saga does not declare raises ``EventNotAllowed``; a payload
+        that does not fit its declared type raises ``InputError``; an unknown run
+        raises ``InstanceNotFound``; none of them writes anything.
+
+        Args:
+            wait: seconds to wait for a busy run before leaving the event pending.
         """
         target = self._find_id(instance_id, saga, key)
-        outcome = self._event(target, event, payload)
-        return self._pump(self._operate(target, outcome, wait))  # type: ignore[no-any-return]
-
-    def cancel(self, instance_id: str, *, reason: str = "cancelled", wait: float = 0.0) -> Run:
-        """Cancel a run before its pivot: it compensates what it did, in reverse."""
         return self._pump(  # type: ignore[no-any-return]
-            self._operate(instance_id, CancelRequested(reason), wait)
+            self._send(target, "event", event, payload, event_id, wait)
+        )
+
+    def cancel(
+        self,
+        instance_id: str,
+        *,
+        reason: str = "cancelled",
+        event_id: str | None = None,
+        wait: float = 0.0,
+    ) -> Delivery:
+        """Ask a run to stop and compensate what it did, in reverse.
+
+        Recorded in the run's inbox like an event (deduplicated by ``event_id``)
+        and applied as soon as the run can take it: at once if it is free,
+        otherwise by its holder before its next retry or wait, or by a worker.
+        A run that has ended, is compensating, or whose pivot took effect (or
+        may have) cannot be cancelled: the delivery is ``rejected`` with the
+        reason.
+        """
+        return self._pump(  # type: ignore[no-any-return]
+            self._send(instance_id, "cancel", None, {"reason": reason}, event_id, wait)
         )
 
     def retry(self, instance_id: str, *, wait: float = 0.0) -> Run:

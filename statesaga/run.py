@@ -7,6 +7,7 @@ from typing import Any
 import attrs
 
 from statesaga.core import ErrorInfo, HistoryKind, Status
+from statesaga.delivery import InboxEntry
 
 __all__ = ["HistoryEntry", "Run"]
 
@@ -55,6 +56,7 @@ class Run:
         error: why the forward path stopped (step failure, deadline, cancel),
             or why a ``failed`` run needs attention.
         history: the persisted transitions, oldest first (filled by ``get``).
+        inbox: the events and cancels sent to the run, oldest first (filled by ``get``).
     """
 
     id: str
@@ -71,6 +73,7 @@ class Run:
     created_at: float
     updated_at: float
     history: tuple[HistoryEntry, ...] = ()
+    inbox: tuple[InboxEntry, ...] = ()
 
     @property
     def is_terminal(self) -> bool:

@@ -121,3 +121,42 @@ def redis_url() -> str:
     finally:
         client.close()
     return REDIS_URL
+
+
+# -- renderers -----------------------------------------------------------------------------------
+#
+# Diagrams are checked by the programs that draw them: Graphviz's dot, and mermaid-cli (npm ci at
+# the repository's root, PUPPETEER_SKIP_DOWNLOAD=1) on the Chromium puppeteer-config.json names.
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def mermaid_cli() -> tuple[str, str]:
+    """``(mmdc, puppeteer config)``: skipped where either is missing, a failure in CI."""
+    import json
+    import shutil
+
+    mmdc = os.path.join(ROOT, "node_modules", ".bin", "mmdc")
+    config = os.path.join(ROOT, "puppeteer-config.json")
+    with open(config, encoding="utf-8") as file:
+        chromium = json.load(file)["executablePath"]
+    if not os.path.exists(mmdc) or shutil.which("node") is None:
+        _unavailable(
+            "mermaid-cli", FileNotFoundError(f"{mmdc}: run PUPPETEER_SKIP_DOWNLOAD=1 npm ci")
+        )
+    if not os.path.exists(chromium):
+        _unavailable("Chromium", FileNotFoundError(f"{chromium}: apt-get install chromium"))
+    return mmdc, config
+
+
+@pytest.fixture(scope="session")
+def dot() -> str:
+    """Graphviz's ``dot``: skipped where it is missing, a failure in CI."""
+    import shutil
+
+    found = shutil.which("dot")
+    if found is None:
+        _unavailable("Graphviz's dot", FileNotFoundError("dot: apt-get install graphviz"))
+    assert found is not None
+    return found

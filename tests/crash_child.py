@@ -103,20 +103,20 @@ def arm(engine: Engine, boundary: str) -> None:
         if hit(rows):
             die()
 
-    def transition_then_die(*args: Any) -> None:
+    def transition_then_die(*args: Any, **kwargs: Any) -> None:
         nonlocal kill_on_commit
         rows, connection = args[4], args[5] if len(args) > 5 else None
         if not hit(rows):
-            transition(*args)
+            transition(*args, **kwargs)
         elif connection is not None:  # a transactional step's: commits as its block exits
-            transition(*args)
+            transition(*args, **kwargs)
             if when == "uncommitted":
                 die()
             kill_on_commit = True
         else:
             if when == "uncommitted":
                 store._commit = lambda raw, cursor: die()
-            transition(*args)
+            transition(*args, **kwargs)
             die()
 
     @contextlib.contextmanager

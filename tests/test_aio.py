@@ -64,7 +64,7 @@ def test_events_busy_keys_and_bad_input_under_the_async_engine(db: str) -> None:
             with pytest.raises(EventNotAllowed):
                 await engine.send("nope", instance_id=run.id)
             done = await engine.send("confirmed", {"code": "ok"}, saga="waiting", key="order:a-3")
-            assert done.status is Status.COMPLETED
+            assert done.run.status is Status.COMPLETED
 
     asyncio.run(main())
 
@@ -109,7 +109,7 @@ def test_recover_cancel_and_retry_under_the_async_engine(db: str) -> None:
 
             waiting = await engine.start(sagas.Waiting, Order("a-21"))
             cancelled = await engine.cancel(waiting.id)
-            assert cancelled.status is Status.COMPENSATED
+            assert cancelled.run.status is Status.COMPENSATED
             assert await engine.recover() == []
 
     asyncio.run(main())

@@ -773,7 +773,7 @@ def test_a_crash_at_any_step_ends_completed_once_or_fully_rolled_back(
             # authorized once; asked again (same key) only when the crash lost its answer
             calls = [("authorize", key)] * (2 if crash.step == "authorize" else 1)
         else:
-            canceled = shop.engine.cancel(crashed.id, reason="the customer gave up")
+            canceled = shop.engine.cancel(crashed.id, reason="the customer gave up").run
 
             assert canceled.status is Status.COMPENSATED
             assert books(shop, provider, cart_id) == Books(

@@ -13,7 +13,6 @@ import sqlalchemy as sa
 from sagas import Confirmation, Fatal, Linear, Order, Pivoted, Progress, Receipt, journal
 
 from statesaga import (
-    CancelNotAllowed,
     DuplicateStart,
     Engine,
     EntityBusy,
@@ -29,6 +28,7 @@ from statesaga import (
     Status,
     StepContext,
 )
+from statesaga.delivery import DeliveryStatus
 
 
 class FakeClock:
@@ -189,9 +189,10 @@ def test_a_waiting_run_takes_its_event_with_a_typed_payload(engine: Engine) -> N
     run = engine.start(sagas.Waiting, Order("o-7"), key="order:o-7")
     assert (run.status, run.state) == (Status.WAITING, "awaiting")
 
-    done = engine.send("confirmed", {"code": "A1"}, saga=sagas.Waiting, key="order:o-7")
+    delivery = engine.send("confirmed", {"code": "A1"}, saga=sagas.Waiting, key="order:o-7")
 
-    assert done.status is Status.COMPLETED
+    assert (delivery.status, delivery.duplicate) == (DeliveryStatus.ACCEPTED, False)
+    assert delivery.run.status is Status.COMPLETED
     entry = engine.get(run.id).history[-1]
     assert (entry.kind, entry.event, entry.transition) == (
         HistoryKind.EVENT,
@@ -204,7 +205,7 @@ def test_a_wrong_event_or_payload_is_rejected_and_nothing_is_written(engine: Eng
     run = engine.start(sagas.Waiting, Order("o-8"))
     before = engine.store.dump()
 
-    with pytest.raises(EventNotAllowed, match="accepts confirmed"):
+    with pytest.raises(EventNotAllowed, match="has no event 'shipped' \\(it takes: confirmed\\)"):
         engine.send("shipped", instance_id=run.id)
     with pytest.raises(InputError, match="payload of event 'confirmed'"):
         engine.send("confirmed", {"code": 7, "extra": True}, instance_id=run.id)
@@ -212,15 +213,42 @@ def test_a_wrong_event_or_payload_is_rejected_and_nothing_is_written(engine: Eng
         engine.send("confirmed", {"code": "x"}, instance_id="missing")
 
     assert engine.store.dump() == before
-    assert (
-        engine.send("confirmed", Confirmation("ok"), instance_id=run.id).status is Status.COMPLETED
+    delivery = engine.send("confirmed", Confirmation("ok"), instance_id=run.id)
+    assert delivery.run.status is Status.COMPLETED
+
+
+def test_an_event_to_a_finished_run_is_recorded_as_not_accepted(engine: Engine) -> None:
+    run = engine.start(sagas.Waiting, Order("o-9"))
+    engine.send("confirmed", {"code": "A"}, instance_id=run.id, event_id="hook-1")
+
+    late = engine.send("confirmed", {"code": "B"}, instance_id=run.id, event_id="hook-2")
+
+    assert late.status is DeliveryStatus.REJECTED
+    assert late.reason == "the run had ended (completed) when 'confirmed' was consumed"
+    shown = engine.get(run.id)
+    assert [(e.event_id, e.status.value) for e in shown.inbox] == [
+        ("hook-1", "accepted"),
+        ("hook-2", "rejected"),
+    ]
+    last = shown.history[-1]
+    assert (last.kind, last.event) == (HistoryKind.REJECTED, "confirmed")
+    assert last.error is not None
+    assert last.error.type == "EventRejected"
+
+
+def test_a_duplicate_event_is_delivered_once(engine: Engine) -> None:
+    run = engine.start(sagas.Waiting, Order("o-9d"))
+    first = engine.send("confirmed", {"code": "A"}, instance_id=run.id, event_id="hook-1")
+
+    again = engine.send("confirmed", {"code": "A"}, instance_id=run.id, event_id="hook-1")
+
+    assert (again.status, again.duplicate, again.event_id) == (
+        DeliveryStatus.ACCEPTED,
+        True,
+        first.event_id,
     )
-
-
-def test_an_event_to_a_finished_run_is_rejected(engine: Engine) -> None:
-    run = engine.start(Linear, Order("o-9"))
-    with pytest.raises(EventNotAllowed, match="completed, not waiting"):
-        engine.send("confirmed", instance_id=run.id)
+    assert journal.names().count("confirm") == 1
+    assert len(engine.get(run.id).inbox) == 1
 
 
 # -- failure and compensation ------------------------------------------------------------------
@@ -280,8 +308,9 @@ def test_after_the_pivot_failures_go_forward_never_back(engine: Engine) -> None:
 
     assert run.status is Status.FAILED
     assert "undo_reserve" not in journal.names()
-    with pytest.raises(CancelNotAllowed, match="cannot be cancelled: it is failed"):
-        engine.cancel(run.id)
+    refused = engine.cancel(run.id)
+    assert (refused.status, refused.reason) == (DeliveryStatus.REJECTED, "it is failed")
+    assert engine.get(run.id).history[-1].kind is HistoryKind.REJECTED
     journal.fail["notify"] = 0
     assert engine.retry(run.id).status is Status.COMPLETED
 
@@ -289,14 +318,16 @@ def test_after_the_pivot_failures_go_forward_never_back(engine: Engine) -> None:
 def test_cancel_compensates_a_waiting_run(engine: Engine) -> None:
     run = engine.start(sagas.Waiting, Order("o-14"))
 
-    cancelled = engine.cancel(run.id, reason="customer changed their mind")
+    delivery = engine.cancel(run.id, reason="customer changed their mind")
 
+    assert delivery.status is DeliveryStatus.ACCEPTED
+    cancelled = delivery.run
     assert cancelled.status is Status.COMPENSATED
     assert cancelled.error is not None
     assert cancelled.error.message == "customer changed their mind"
     assert journal.names() == ["reserve", "undo_reserve"]
-    with pytest.raises(CancelNotAllowed):
-        engine.cancel(run.id)
+    again = engine.cancel(run.id)
+    assert (again.status, again.reason) == (DeliveryStatus.REJECTED, "it is compensated")
 
 
 # -- the transition's own transaction ---------------------------------------------------------
@@ -419,9 +450,12 @@ def test_a_holder_whose_run_was_claimed_mid_step_is_fenced_out(engine: Engine, d
         other.store.claim(run.id, version, "thief", later + 30, later)
 
     journal.hooks["confirm"] = steal
-    with pytest.raises(FencedOut, match="this write was rejected"):
-        engine.send("confirmed", {"code": "x"}, instance_id=run.id)
-    assert engine.get(run.id).status is Status.WAITING
+    # the event was taken (recorded with the claim that applied it); the late write of the
+    # fenced-out holder is rejected, and the run is the thief's to drive on: no error to the
+    # sender, whose event is safe
+    delivery = engine.send("confirmed", {"code": "x"}, instance_id=run.id)
+    assert delivery.status is DeliveryStatus.ACCEPTED
+    assert (delivery.run.status, delivery.run.state) == (Status.RUNNING, "awaiting")
     assert kinds(engine, run.id) == ["start", "forward", "forward"]
     other.close()
 

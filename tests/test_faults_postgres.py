@@ -363,7 +363,7 @@ def _kill_at(engine: Engine, admin: sa.Engine, record: str, before: str) -> list
             armed.append("hot")
         insert(row, rows)
 
-    def transition_armed(*args: Any) -> None:
+    def transition_armed(*args: Any, **kwargs: Any) -> None:
         connection = args[5] if len(args) > 5 else None
         if hit(args[4]):
             if before == "update":
@@ -372,7 +372,7 @@ def _kill_at(engine: Engine, admin: sa.Engine, record: str, before: str) -> list
                 _terminate(admin, killed[-1])
             else:
                 armed.append("hot" if connection is None else "step")
-        transition(*args)
+        transition(*args, **kwargs)
 
     def commit_armed(raw: Any, cursor: Any) -> None:
         if armed == ["hot"]:

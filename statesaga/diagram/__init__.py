@@ -4,8 +4,9 @@ A saga is extracted into a small model (:func:`from_definition`), which
 renderers turn into DOT (:func:`to_dot`), Mermaid ``stateDiagram-v2``
 (:func:`to_mermaid`) or, through Graphviz's ``dot``, SVG, PNG and PDF
 (:func:`render`). :func:`overlay` marks one run's path on it; :func:`diff`
-marks what changed between two versions, and :func:`definition_at` loads a
-saga as it was at a git revision. The ``statesaga diagram`` command does all
+marks what changed between two versions, :func:`definition_at` loads a
+saga as it was at a git revision, and :func:`markdown_section` wraps a
+chart for a pull-request comment. The ``statesaga diagram`` command does all
 of this from the shell.
 
 >>> from statesaga.diagram import from_definition, to_mermaid
@@ -13,8 +14,8 @@ of this from the shell.
 >>> drawing = from_definition(CompleteCart)
 >>> [state.id for state in drawing.states][:3]
 ['new', 'validated', 'reserved']
->>> to_mermaid(drawing).splitlines()[3]
-'stateDiagram-v2'
+>>> "stateDiagram-v2" in to_mermaid(drawing).splitlines()
+True
 
 Nothing here imports the ``graphviz`` package until DOT is drawn.
 """
@@ -37,8 +38,9 @@ from statesaga.diagram.model import (
     Trace,
     from_definition,
 )
-from statesaga.diagram.output import FORMATS, check_file, draw, format_for
+from statesaga.diagram.output import FORMATS, TEXT_FORMATS, check_file, draw, format_for
 from statesaga.diagram.overlay import overlay
+from statesaga.diagram.review import markdown_section
 from statesaga.diagram.revision import definition_at
 
 __all__ = [
@@ -59,7 +61,9 @@ __all__ = [
     "render",
     "draw",
     "FORMATS",
+    "TEXT_FORMATS",
     "format_for",
+    "markdown_section",
     "check_file",
     # overlay and diff
     "overlay",

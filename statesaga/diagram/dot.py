@@ -4,20 +4,24 @@ DOT is built with the ``graphviz`` package (``pip install 'statesaga[diagrams]'`
 imported here on first use so that ``import statesaga`` never loads it. SVG,
 PNG and PDF need Graphviz's ``dot`` program.
 
-The visual language: forward steps are solid lines labelled with their step;
-compensations are dashed orange lines drawn back from a step's target to its
-source, labelled ``undo ...``; the pivot is a thick purple line and the states
-after it are tinted purple; waiting states are blue and list their events and
-timeout, and event edges are blue (dotted when taken on a timeout); guards sit
-in brackets on branch edges; final states (completed), ``compensated`` and
-``failed`` are green, amber and red. A legend explains what the diagram uses.
+The visual language, told apart by line as well as by colour (it survives a
+greyscale print): forward steps are solid lines labelled with their
+transition and step; compensations are dashed orange lines drawn back from a
+step's target, labelled ``<transition>.undo`` and their function; the pivot
+is a thick purple line and the states after it are tinted purple; waiting
+states are blue and list their events and timeout, event edges are blue with
+an open arrowhead, and a timeout is a dotted line drawn beside its state;
+guards sit in brackets on branch edges; final states (completed),
+``compensated`` and ``failed`` are green, amber and red, double-bordered, and
+the paths into ``compensated`` and ``failed`` are double lines. A legend
+explains what the diagram uses.
 
 >>> from definitions.checkout.saga import CompleteCart
 >>> from statesaga.diagram.model import from_definition
 >>> text = to_dot(from_definition(CompleteCart))
 >>> text.splitlines()[0]
 'digraph "complete-cart" {'
->>> "undo release_inventory" in text and 'style=dashed' in text
+>>> "reserve.undo" in text and 'style=dashed' in text
 True
 """
 
@@ -38,6 +42,7 @@ from statesaga.diagram.errors import DiagramError
 from statesaga.diagram.labels import Line, Role, change_lines, duration, edge_lines, node_lines
 from statesaga.diagram.model import (
     COMPENSATED,
+    FAILED,
     Change,
     Diagram,
     Edge,
@@ -47,6 +52,7 @@ from statesaga.diagram.model import (
     NodeKind,
     Outcome,
     Trace,
+    drawn_nodes,
 )
 
 __all__ = ["BINARY_FORMATS", "DRAWING_VERSION", "fingerprint", "fingerprint_of", "render", "to_dot"]
@@ -58,7 +64,7 @@ FONT = "Helvetica,Arial,sans-serif"
 _START = "(start)"
 _MARKER = "statesaga diagram "
 #: bump when the drawing's look changes, so that --check asks for committed SVGs to be redrawn
-DRAWING_VERSION = 1
+DRAWING_VERSION = 2
 _FINGERPRINT = re.compile(re.escape(_MARKER) + r"([0-9a-f]{16})")
 
 
@@ -161,7 +167,7 @@ def _build(diagram: Diagram) -> Any:
             "arrowsize": "0.8",
         },
     )
-    for node in diagram.nodes:
+    for node in drawn_nodes(diagram):
         if node.initial:
             ink = _ink(diagram, node)
             graph.node(
@@ -174,20 +180,26 @@ def _build(diagram: Diagram) -> Any:
         ink = _edge_ink(diagram, edge)
         attrs = _edge_style(diagram, edge, ink)
         label = _label(edge_lines(edge) + change_lines(edge), ink, edge=True)
-        if edge.kind is EdgeKind.COMPENSATION:
+        if edge.kind is EdgeKind.COMPENSATION or _into_state(edge):
             # drawn along its step, arrow pointing back, so the layout keeps one direction
             graph.edge(edge.target, edge.source, label=label, dir="back", **attrs)
         else:
             graph.edge(edge.source, edge.target, label=label, **attrs)
     _legend(graph, diagram)
-    # the outcomes and the legend share the bottom row
-    with graph.subgraph(name="outcomes") as outcomes:
-        outcomes.attr(rank="sink")
-        for node in diagram.nodes:
-            if node.kind is NodeKind.OUTCOME:
-                outcomes.node(node.id)
-        outcomes.node(_LEGEND)
+    # the legend sits at the bottom; the outcomes stay near the states that lead to them
+    with graph.subgraph(name="legend") as legend:
+        legend.attr(rank="sink")
+        legend.node(_LEGEND)
     return graph
+
+
+def _into_state(edge: Edge) -> bool:
+    """A timeout that starts compensating, drawn to the state the first undo leaves from."""
+    return (
+        edge.kind is EdgeKind.TIMEOUT
+        and edge.transition is None
+        and not edge.target.startswith("(")
+    )
 
 
 def _title(diagram: Diagram) -> str:
@@ -305,10 +317,15 @@ def _edge_style(diagram: Diagram, edge: Edge, ink: theme.Paint) -> dict[str, str
     match edge.kind:
         case EdgeKind.COMPENSATION:
             style["style"] = "dashed"
+            style["penwidth"] = "1.4"
         case EdgeKind.TIMEOUT:
             style["style"] = "dotted"
+            style["penwidth"] = "1.6"
+        case EdgeKind.EVENT:
+            style["arrowhead"] = "empty"
         case EdgeKind.OUTCOME:
-            style["style"] = "dashed" if edge.target == COMPENSATED else "dotted"
+            # a double line, like the outcome's double border: where a run ends
+            style["color"] = f"{ink.stroke}:invis:{ink.stroke}"
     if edge.pivot:
         style["penwidth"] = "3"
     highlighted = (diagram.mode is Mode.INSTANCE and edge.trace is not None) or (
@@ -369,7 +386,8 @@ def _legend_entries(diagram: Diagram) -> list[LegendEntry]:
             ("unchanged", _box(theme.MUTED)),
             ("step (forward)", _line(theme.MUTED)),
             ("undo (compensation)", _line(theme.MUTED, "dashed")),
-            ("on a timeout, or failing", _line(theme.MUTED, "dotted")),
+            ("on a timeout", _line(theme.MUTED, "dotted")),
+            ("ends: compensated or failed", _double(theme.MUTED)),
         ]
     kinds = {edge.kind for edge in diagram.edges}
     entries = [("step (forward)", _line(theme.INK))]
@@ -377,20 +395,29 @@ def _legend_entries(diagram: Diagram) -> list[LegendEntry]:
         entries.append(("undo (compensation)", _line(theme.COMPENSATION, "dashed")))
     if any(edge.kind is EdgeKind.OUTCOME and edge.target == COMPENSATED for edge in diagram.edges):
         compensated = theme.OUTCOME[Outcome.COMPENSATED]
-        entries.append(("nothing left to undo", _line(compensated, "dashed")))
+        entries.append(("nothing left to undo: compensated", _double(compensated)))
     if any(edge.pivot for edge in diagram.edges):
         entries.append(("pivot: nothing before it is undone", _line(theme.PIVOT, width=4)))
     if EdgeKind.EVENT in kinds:
-        entries.append(("on an event", _line(theme.EVENT)))
+        entries.append(("on an event (open arrowhead)", _line(theme.EVENT)))
     if EdgeKind.TIMEOUT in kinds:
         entries.append(("on a timeout", _line(theme.EVENT, "dotted")))
     if any(node.waiting for node in diagram.nodes):
         entries.append(("waits for an event", _box(theme.WAITING)))
     if any(node.forward_only for node in diagram.nodes):
         entries.append(("after the pivot: forward only", _box(theme.FORWARD_ONLY)))
+    failed = (
+        "failed: needs attention"
+        if FAILED in {n.id for n in drawn_nodes(diagram)}
+        else ("failed (not drawn): an undo kept failing; retry it")
+    )
     entries += [
         ("completed (a final state)", _box(theme.OUTCOME[Outcome.COMPLETED], width=2)),
         ("compensated", _box(theme.OUTCOME[Outcome.COMPENSATED], rounded=False, width=2)),
-        ("failed: needs attention", _box(theme.OUTCOME[Outcome.FAILED], rounded=False, width=2)),
+        (failed, _box(theme.OUTCOME[Outcome.FAILED], rounded=False, width=2)),
     ]
     return entries
+
+
+def _double(paint: theme.Paint) -> str:
+    return f'sides="tb" border="1" color="{paint.stroke}"'

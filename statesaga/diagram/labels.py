@@ -6,9 +6,9 @@ colour, while the wording stays the same in DOT and in Mermaid.
 
 >>> from statesaga.diagram.model import Edge, EdgeKind
 >>> undo = Edge("reserve.undo", EdgeKind.COMPENSATION, "reserved", "validated",
-...             step="release_inventory", undoes="reserve_inventory")
+...             step="release_inventory", undoes="reserve")
 >>> [line.text for line in edge_lines(undo)]
-['undo release_inventory']
+['reserve.undo', 'release_inventory']
 >>> duration(45), duration(90), duration(7200), duration(0.25)
 ('45 s', '1.5 min', '2 h', '0.25 s')
 """
@@ -18,9 +18,18 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
-from statesaga.diagram.model import FAILED, Change, Edge, EdgeKind, Node, NodeKind, Outcome
+from statesaga.diagram.model import FAILED, Change, Edge, EdgeKind, Node
 
-__all__ = ["Line", "Role", "change_lines", "duration", "edge_lines", "node_lines", "short_type"]
+__all__ = [
+    "Line",
+    "Role",
+    "change_lines",
+    "duration",
+    "edge_lines",
+    "edge_name",
+    "node_lines",
+    "short_type",
+]
 
 
 class Role(enum.StrEnum):
@@ -62,11 +71,8 @@ def short_type(name: str) -> str:
 def node_lines(node: Node) -> list[Line]:
     """The label of a node: its name, then what it waits for and how long."""
     lines = [Line(Role.NAME, node.label)]
-    if node.kind is NodeKind.OUTCOME:
-        if node.outcome is Outcome.COMPENSATED:
-            lines.append(Line(Role.MARK, "every done step undone"))
-        else:
-            lines.append(Line(Role.MARK, "an undo kept failing"))
+    if node.summary is not None:
+        lines.append(Line(Role.MARK, node.summary))
     if node.events:
         lines.append(Line(Role.TRIGGER, "waits for " + ", ".join(node.events)))
     if node.timeout is not None:
@@ -75,9 +81,22 @@ def node_lines(node: Node) -> list[Line]:
     return lines
 
 
+def edge_name(edge: Edge) -> str | None:
+    """What history, metrics and errors call the edge: its transition, or ``<transition>.undo``.
+
+    A compensation drawn once for several transitions names them all.
+    """
+    if edge.kind is EdgeKind.COMPENSATION:
+        return ", ".join((edge.id, *edge.merged))
+    return edge.transition
+
+
 def edge_lines(edge: Edge) -> list[Line]:
-    """The label of an edge: its guard or trigger, the step it runs and its marks."""
+    """The label of an edge: its name, guard or trigger, the step it runs and its marks."""
     lines: list[Line] = []
+    name = edge_name(edge)
+    if name is not None:
+        lines.append(Line(Role.NAME, name))
     if edge.guard is not None:
         lines.append(Line(Role.GUARD, f"[{edge.guard}]"))
     elif edge.fallback:
@@ -85,20 +104,22 @@ def edge_lines(edge: Edge) -> list[Line]:
     if edge.kind is EdgeKind.EVENT:
         lines.append(Line(Role.TRIGGER, f"on {edge.event}"))
     elif edge.kind is EdgeKind.TIMEOUT and edge.timeout is not None:
-        when = "after" if edge.transition is not None else "no event in"
-        lines.append(Line(Role.TRIGGER, f"{when} {duration(edge.timeout)}"))
+        if edge.transition is not None:
+            lines.append(Line(Role.TRIGGER, f"after {duration(edge.timeout)}"))
+        else:
+            lines.append(Line(Role.TRIGGER, f"no event in {duration(edge.timeout)}"))
+            ends = "fail" if edge.target == FAILED else "compensate"
+            lines.append(Line(Role.MARK, ends))
     elif edge.kind is EdgeKind.OUTCOME and edge.target == FAILED:
         lines.append(Line(Role.TRIGGER, "retries run out"))
     if edge.pivot:
         lines.append(Line(Role.PIVOT, "PIVOT"))
+    if edge.step is not None:
+        lines.append(Line(Role.STEP, edge.step))
     if edge.kind is EdgeKind.COMPENSATION:
-        lines.append(Line(Role.STEP, f"undo {edge.step}"))
         if edge.undo_on_failure:
             lines.append(Line(Role.MARK, f"also if {edge.undoes} fails"))
-        if edge.never_runs:
-            lines.append(Line(Role.MARK, "never runs (no step after it)"))
-    elif edge.step is not None:
-        lines.append(Line(Role.STEP, edge.step))
+    else:
         marks = [
             m
             for m, on in (("read-only", edge.read_only), ("transactional", edge.transactional))

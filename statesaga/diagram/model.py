@@ -26,7 +26,6 @@ the diff return a new ``Diagram`` whose nodes and edges carry marks.
 >>> for e in d.edges:
 ...     print(e.id, e.kind.value, e.source, e.target)
 charge step new paid
-charge.undo compensation paid new
 new.compensated outcome new (compensated)
 >>> d.node("paid").outcome
 <Outcome.COMPLETED: 'completed'>
@@ -56,7 +55,9 @@ __all__ = [
     "Outcome",
     "Trace",
     "definition_of",
+    "drawn_nodes",
     "from_definition",
+    "outcome_node",
 ]
 
 #: the node ids of the implicit outcomes; parentheses keep them apart from state names
@@ -129,7 +130,8 @@ class Node:
 
     ``events`` are the events a waiting state accepts and ``timeout`` how long
     it waits (seconds); ``forward_only`` marks states after a pivot, where
-    nothing is compensated. ``trace``, ``change`` and ``notes`` are set by the
+    nothing is compensated; ``summary`` says what an outcome means for the
+    paths that lead to it. ``trace``, ``change`` and ``notes`` are set by the
     overlay and the diff.
     """
 
@@ -142,6 +144,7 @@ class Node:
     timeout: float | None = None
     events: tuple[str, ...] = ()
     forward_only: bool = False
+    summary: str | None = None
     trace: Trace | None = None
     change: Change | None = None
     notes: tuple[str, ...] = ()
@@ -157,11 +160,12 @@ class Edge:
     """A transition, a compensation, or a path to an outcome.
 
     ``id`` is the transition's name; a compensation's is ``<transition>.undo``
-    (as in its errors), and outcome paths are ``<state>.compensated``,
+    (as in its errors and metrics), and outcome paths are ``<state>.compensated``,
     ``<state>.timeout`` and ``<state>.failed``. ``step`` is the function the
     edge runs: for a compensation, the compensation itself, with ``undoes``
-    naming the step it undoes, and ``never_runs`` set when no later step can
-    fail (the step leads into a final state).
+    naming the transition it undoes. Compensations that run the same function
+    from the same state back to the same place are one edge, whose ``merged``
+    holds the other compensations' ids (``paid.undo`` beside ``approved.undo``).
     """
 
     id: str
@@ -180,7 +184,7 @@ class Edge:
     read_only: bool = False
     transactional: bool = False
     undo_on_failure: bool = False
-    never_runs: bool = False
+    merged: tuple[str, ...] = ()
     step_timeout: float | None = None
     attempts: int | None = None
     trace: Trace | None = None
@@ -213,9 +217,9 @@ class Diagram:
         raise KeyError(node_id)
 
     def edge(self, edge_id: str) -> Edge:
-        """The edge with that id (``KeyError`` if there is none)."""
+        """The edge with that id, or that merged it (``KeyError`` if there is none)."""
         for edge in self.edges:
-            if edge.id == edge_id:
+            if edge.id == edge_id or edge_id in edge.merged:
                 return edge
         raise KeyError(edge_id)
 
@@ -237,9 +241,9 @@ def from_definition(saga: Definition | type) -> Diagram:
     after_pivot = _after_pivot(transitions)
     undo_free = _undo_free(definition.initial, transitions)
     taken_on_timeout = {t.source for t in transitions if t.on_timeout}
-    nodes: list[Node] = []
+    states: list[Node] = []
     for state in definition.states.values():
-        nodes.append(
+        states.append(
             Node(
                 id=state.name,
                 label=state.name,
@@ -251,19 +255,23 @@ def from_definition(saga: Definition | type) -> Diagram:
                 forward_only=state.name in after_pivot,
             )
         )
-    nodes.append(Node(COMPENSATED, "compensated", NodeKind.OUTCOME, outcome=Outcome.COMPENSATED))
-    nodes.append(Node(FAILED, "failed", NodeKind.OUTCOME, outcome=Outcome.FAILED))
 
     edges = [_edge(definition, t, transitions) for t in transitions]
-    edges += [_compensation(t, definition) for t in transitions if t.compensatable]
+    edges += _compensations(definition, transitions)
     for state in definition.states.values():
         if state.final:
             continue
         name = state.name
         if state.timeout is not None and name not in taken_on_timeout:
-            outcome = FAILED if name in after_pivot else COMPENSATED
+            # compensating starts here: drawn to where the first undo leaves from
+            if name in after_pivot:
+                lands = FAILED
+            elif name in undo_free:
+                lands = COMPENSATED
+            else:
+                lands = _landing(name, transitions, definition.initial)
             edges.append(
-                Edge(f"{name}.timeout", EdgeKind.TIMEOUT, name, outcome, timeout=state.timeout)
+                Edge(f"{name}.timeout", EdgeKind.TIMEOUT, name, lands, timeout=state.timeout)
             )
         if name in undo_free:
             edges.append(Edge(f"{name}.compensated", EdgeKind.OUTCOME, name, COMPENSATED))
@@ -272,10 +280,39 @@ def from_definition(saga: Definition | type) -> Diagram:
     return Diagram(
         saga=definition.name,
         version=definition.version,
-        nodes=tuple(nodes),
+        nodes=(*states, *_outcomes(edges)),
         edges=tuple(edges),
         deadline=definition.deadline,
     )
+
+
+def drawn_nodes(diagram: Diagram) -> tuple[Node, ...]:
+    """The nodes a drawing shows: the states, and the outcomes something leads to or marks."""
+    targets = {edge.target for edge in diagram.edges}
+    return tuple(
+        n
+        for n in diagram.nodes
+        if n.kind is NodeKind.STATE or n.id in targets or n.trace or n.change
+    )
+
+
+def outcome_node(outcome: Outcome, summary: str) -> Node:
+    """The node of an implicit outcome (``compensated`` or ``failed``)."""
+    node_id = COMPENSATED if outcome is Outcome.COMPENSATED else FAILED
+    return Node(node_id, outcome.value, NodeKind.OUTCOME, outcome=outcome, summary=summary)
+
+
+def _outcomes(edges: list[Edge]) -> list[Node]:
+    """The outcomes some edge leads to: a box nothing points at explains nothing."""
+    targets = {edge.target for edge in edges}
+    nodes = []
+    if COMPENSATED in targets:
+        nodes.append(outcome_node(Outcome.COMPENSATED, "every done step undone"))
+    if FAILED in targets:
+        timeouts = any(e.target == FAILED and e.kind is EdgeKind.TIMEOUT for e in edges)
+        why = "retries or the wait ran out" if timeouts else "retries ran out"
+        nodes.append(outcome_node(Outcome.FAILED, f"{why} after the pivot"))
+    return nodes
 
 
 def definition_of(saga: Definition | type) -> Definition:
@@ -314,23 +351,55 @@ def _edge(definition: Definition, t: TransitionDef, transitions: list[Transition
     )
 
 
-def _compensation(t: TransitionDef, definition: Definition) -> Edge:
-    assert t.step is not None
-    # a compensation runs when a later step fails; into a final state, no step follows
-    never_runs = definition.states[t.target].final and not t.step.compensate_on_failure
-    return Edge(
-        id=f"{t.name}.undo",
-        kind=EdgeKind.COMPENSATION,
-        source=t.target,
-        target=t.source,
-        transition=t.name,
-        step=t.step.compensation_name,
-        undoes=t.step.function_name,
-        undo_on_failure=t.step.compensate_on_failure,
-        never_runs=never_runs,
-        step_timeout=t.step.timeout,
-        attempts=t.step.compensation_retry.attempts,
-    )
+def _compensations(definition: Definition, transitions: list[TransitionDef]) -> list[Edge]:
+    """One edge per compensation: from a step's target back to where compensating goes on.
+
+    A compensation that can never run (its step leads into a final state, so
+    nothing can fail after it) is left out. Compensations that run the same
+    function from the same state and land in the same place are one edge.
+    """
+    edges: dict[tuple[str, str, str | None], Edge] = {}
+    for t in transitions:
+        if not t.compensatable or t.step is None:
+            continue
+        if definition.states[t.target].final and not t.step.compensate_on_failure:
+            continue
+        lands = _landing(t.source, transitions, definition.initial)
+        key = (t.target, lands, t.step.compensation_name)
+        found = edges.get(key)
+        if found is not None:
+            edges[key] = attrs.evolve(found, merged=(*found.merged, f"{t.name}.undo"))
+            continue
+        edges[key] = Edge(
+            id=f"{t.name}.undo",
+            kind=EdgeKind.COMPENSATION,
+            source=t.target,
+            target=lands,
+            transition=t.name,
+            step=t.step.compensation_name,
+            undoes=t.name,
+            undo_on_failure=t.step.compensate_on_failure,
+            step_timeout=t.step.timeout,
+            attempts=t.step.compensation_retry.attempts,
+        )
+    return list(edges.values())
+
+
+def _landing(state: str, transitions: list[TransitionDef], initial: str) -> str:
+    """Where compensating goes on from ``state``: back along the one step-less way into it.
+
+    A transition without a step has nothing to undo, so an undo that lands in
+    a state reached only that way goes on from the state before it (a waiting
+    state's undo goes on from where the wait began).
+    """
+    seen = {state}
+    while state != initial:
+        into = [t for t in transitions if t.target == state]
+        if len(into) != 1 or into[0].step is not None or into[0].source in seen:
+            break
+        state = into[0].source
+        seen.add(state)
+    return state
 
 
 def _reachable(starts: Iterable[str], edges: list[TransitionDef]) -> set[str]:

@@ -2,6 +2,10 @@
 
 >>> format_for("docs/checkout.svg", None), format_for(None, None), format_for("x.mmd", "dot")
 ('svg', 'dot', 'dot')
+>>> format_for("chart.jpg", None)  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+statesaga.diagram.errors.DiagramError: cannot draw chart.jpg: .jpg is not a diagram format; ...
 """
 
 from __future__ import annotations
@@ -12,11 +16,14 @@ from statesaga.diagram.dot import BINARY_FORMATS, fingerprint, fingerprint_of, r
 from statesaga.diagram.errors import DiagramError
 from statesaga.diagram.mermaid import to_mermaid
 from statesaga.diagram.model import Diagram
+from statesaga.diagram.review import markdown_section
 
-__all__ = ["FORMATS", "check_file", "draw", "format_for"]
+__all__ = ["FORMATS", "TEXT_FORMATS", "check_file", "draw", "format_for"]
 
 #: every format ``draw`` knows
-FORMATS = ("dot", "svg", "png", "pdf", "mermaid")
+FORMATS = ("dot", "svg", "png", "pdf", "mermaid", "markdown")
+#: the formats that are text, printed as they are
+TEXT_FORMATS = ("dot", "mermaid", "markdown")
 
 _SUFFIXES = {
     ".dot": "dot",
@@ -26,6 +33,7 @@ _SUFFIXES = {
     ".pdf": "pdf",
     ".mmd": "mermaid",
     ".mermaid": "mermaid",
+    ".md": "markdown",
 }
 
 
@@ -36,7 +44,14 @@ def format_for(path: str | Path | None, format: str | None) -> str:
             raise DiagramError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
         return format
     if path is not None:
-        return _SUFFIXES.get(Path(path).suffix.lower(), "dot")
+        suffix = Path(path).suffix.lower()
+        if suffix and suffix not in _SUFFIXES:
+            raise DiagramError(
+                f"cannot draw {path}: {suffix} is not a diagram format; name the file "
+                f"{', '.join(list(_SUFFIXES)[:-1])} or {list(_SUFFIXES)[-1]}, "
+                f"or pass --format ({', '.join(FORMATS)})"
+            )
+        return _SUFFIXES.get(suffix, "dot")
     return "dot"
 
 
@@ -46,6 +61,8 @@ def draw(diagram: Diagram, format: str) -> bytes:
         return to_dot(diagram).encode()
     if format == "mermaid":
         return to_mermaid(diagram).encode()
+    if format == "markdown":
+        return markdown_section(diagram).encode()
     if format in BINARY_FORMATS:
         return render(diagram, format)
     raise DiagramError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
@@ -54,15 +71,15 @@ def draw(diagram: Diagram, format: str) -> bytes:
 def check_file(diagram: Diagram, format: str, path: str | Path) -> None:
     """Raise ``DiagramError`` unless ``path`` holds the diagram as ``draw`` would write it.
 
-    DOT and Mermaid files are compared as text. An SVG is compared by the
+    DOT, Mermaid and Markdown files are compared as text. An SVG is compared by the
     fingerprint stamped in it (a hash of what it shows), so the check needs no
     Graphviz and passes whichever Graphviz version drew the committed file.
     """
     path = Path(path)
-    if format not in ("dot", "mermaid", "svg"):
+    if format not in (*TEXT_FORMATS, "svg"):
         raise DiagramError(
-            f"--check compares text, and {format.upper()} is not: commit diagrams as SVG, DOT "
-            "or Mermaid to check them"
+            f"--check compares text, and {format.upper()} is not: commit diagrams as SVG, DOT, "
+            "Mermaid or Markdown to check them"
         )
     if not path.exists():
         raise DiagramError(f"{path} does not exist")

@@ -34,7 +34,18 @@ import attrs
 from statesaga.core import ErrorInfo, HistoryKind, Status
 from statesaga.diagram.errors import DiagramError
 from statesaga.diagram.labels import short_type
-from statesaga.diagram.model import COMPENSATED, FAILED, Diagram, Edge, Mode, Node, Trace
+from statesaga.diagram.model import (
+    COMPENSATED,
+    FAILED,
+    Diagram,
+    Edge,
+    EdgeKind,
+    Mode,
+    Node,
+    Outcome,
+    Trace,
+    outcome_node,
+)
 from statesaga.run import Run
 
 __all__ = ["overlay"]
@@ -54,7 +65,9 @@ def overlay(diagram: Diagram, run: Run) -> Diagram:
         )
     nodes = {node.id: node for node in diagram.nodes}
     edges = {edge.id: edge for edge in diagram.edges}
-    _check_fits(diagram, run, nodes, edges)
+    # a compensation drawn once for several transitions answers to each of their names
+    named = {name: edge.id for edge in diagram.edges for name in (edge.id, *edge.merged)}
+    _check_fits(diagram, run, nodes, named)
 
     node_marks: dict[str, Trace] = {}
     node_notes: dict[str, list[str]] = {}
@@ -72,16 +85,16 @@ def overlay(diagram: Diagram, run: Run) -> Diagram:
                 edge_marks[name] = Trace.TAKEN  # an .on_timeout() transition
             elif f"{entry.from_state}.timeout" in edges:
                 edge_marks[f"{entry.from_state}.timeout"] = Trace.TAKEN
-        elif entry.kind is HistoryKind.COMPENSATE and name is not None:
-            edge_marks[f"{name}.undo"] = Trace.TAKEN
+        elif entry.kind is HistoryKind.COMPENSATE and name in _undone(named):
+            edge_marks[named[f"{name}.undo"]] = Trace.TAKEN
         elif entry.kind is HistoryKind.RETRY and name is not None:
             retries[name] += 1
-        elif entry.kind is HistoryKind.COMPENSATION_RETRY and name is not None:
-            retries[f"{name}.undo"] += 1
+        elif entry.kind is HistoryKind.COMPENSATION_RETRY and name in _undone(named):
+            retries[named[f"{name}.undo"]] += 1
         elif entry.kind is HistoryKind.FAILURE and entry.error is not None:
             undo = (entry.error.step or "").endswith(".undo")
-            failed = None if name is None else f"{name}.undo" if undo else name
-            if failed is not None and failed in edges:
+            failed = None if name is None else named.get(f"{name}.undo" if undo else name)
+            if failed is not None:
                 edge_marks[failed] = Trace.FAILED
                 edge_notes.setdefault(failed, []).extend(_failure(entry.error, entry.attempt))
             else:
@@ -97,9 +110,14 @@ def overlay(diagram: Diagram, run: Run) -> Diagram:
     current = _current(run)
     node_marks[current] = Trace.CURRENT
     if current in (COMPENSATED, FAILED):
-        outcome = "compensated" if current == COMPENSATED else "failed"
-        if f"{run.state}.{outcome}" in edges:
-            edge_marks[f"{run.state}.{outcome}"] = Trace.TAKEN
+        outcome = Outcome.COMPENSATED if current == COMPENSATED else Outcome.FAILED
+        ending = f"{run.state}.{outcome.value}"
+        if ending not in edges:
+            # an undo that kept failing: the definition draws no way into `failed`
+            edges[ending] = Edge(ending, EdgeKind.OUTCOME, run.state, current)
+            if current not in nodes:
+                nodes[current] = outcome_node(outcome, "an undo kept failing")
+        edge_marks[ending] = Trace.TAKEN
     else:
         node_notes.setdefault(current, []).insert(0, f"now: {run.status.value}")
 
@@ -124,6 +142,10 @@ def overlay(diagram: Diagram, run: Run) -> Diagram:
     )
 
 
+def _undone(named: dict[str, str]) -> set[str]:
+    return {name.removesuffix(".undo") for name in named if name.endswith(".undo")}
+
+
 def _current(run: Run) -> str:
     if run.status is Status.COMPENSATED:
         return COMPENSATED
@@ -144,11 +166,11 @@ def _mark(item: _Item, trace: Trace | None, notes: list[str]) -> _Item:
     return attrs.evolve(item, trace=trace, notes=(*item.notes, *notes))
 
 
-def _check_fits(diagram: Diagram, run: Run, nodes: dict[str, Node], edges: dict[str, Edge]) -> None:
+def _check_fits(diagram: Diagram, run: Run, nodes: dict[str, Node], named: dict[str, str]) -> None:
     states = {run.state} | {s for e in run.history for s in (e.from_state, e.to_state)}
     transitions = {e.transition for e in run.history if e.transition is not None}
     missing = sorted(states - nodes.keys()) + sorted(
-        t for t in transitions if t not in edges and f"{t}.undo" not in edges
+        t for t in transitions if t not in named and f"{t}.undo" not in named
     )
     if missing:
         raise DiagramError(

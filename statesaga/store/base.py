@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import attrs
 
-__all__ = ["HistoryRow", "InstanceRow", "Store", "Write"]
+__all__ = ["HistoryRow", "InboxRow", "InstanceRow", "Settle", "Store", "Write"]
 
 
 @attrs.frozen
@@ -84,6 +84,39 @@ class Write:
     updated_at: float
 
 
+@attrs.frozen
+class InboxRow:
+    """An event or cancel sent to a run, as the inbox keeps it.
+
+    ``kind`` is ``"event"`` or ``"cancel"``; ``status`` is ``"pending"`` until a
+    holder of the run consumes it, then ``"accepted"`` or ``"rejected"`` (with
+    ``reason``). ``payload`` holds the unstructured event payload (or, for a
+    cancel, ``{"reason": ...}``).
+    """
+
+    instance_id: str
+    event_id: str
+    kind: str
+    event: str | None
+    payload: Any
+    status: str
+    reason: str | None
+    correlation_id: str | None
+    received_at: float
+    settled_at: float | None = None
+    id: int | None = None
+
+
+@attrs.frozen
+class Settle:
+    """What became of an inbox entry, written with the transition that consumed it."""
+
+    id: int
+    status: str
+    reason: str | None
+    settled_at: float
+
+
 class Store(Protocol):
     """Where instances and their history live. ``SqlStore`` implements it."""
 
@@ -105,9 +138,11 @@ class Store(Protocol):
         write: Write,
         history: Sequence[HistoryRow],
         connection: Any = None,
+        settle: Sequence[Settle] = (),
     ) -> None:
         """Compare-and-set the instance on (version, epoch) and append history rows.
 
+        ``settle`` marks inbox entries consumed, in the same transaction.
         Raises ``FencedOut`` when the row's version or epoch moved on.
         """
 
@@ -158,6 +193,22 @@ class Store(Protocol):
         sagas: Sequence[tuple[str, int]] | None = None,
     ) -> builtins.list[InstanceRow]:
         """Claim up to ``limit`` instances that need work now (bumping their epochs)."""
+
+    def receive(self, entry: InboxRow) -> tuple[InboxRow, bool]:
+        """Record an event or cancel in the run's inbox, in one short transaction.
+
+        Returns the entry as stored and whether it was already there (the same
+        ``event_id`` for the same run): a duplicate is returned, not stored twice.
+        """
+
+    def pending(self, instance_id: str) -> builtins.list[InboxRow]:
+        """The run's inbox entries still to consume, oldest first."""
+
+    def inbox(self, instance_id: str) -> builtins.list[InboxRow]:
+        """Every inbox entry of the run, oldest first."""
+
+    def inbox_entry(self, instance_id: str, event_id: str) -> InboxRow | None:
+        """One inbox entry, by its event id."""
 
     def dump(self) -> dict[str, builtins.list[tuple[Any, ...]]]:
         """Every row of every table (for tests comparing before and after)."""

@@ -14,7 +14,17 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-__all__ = ["OPEN_STATUSES", "history", "instances", "locks", "metadata"]
+__all__ = [
+    "INBOX_ACCEPTED",
+    "INBOX_PENDING",
+    "INBOX_REJECTED",
+    "OPEN_STATUSES",
+    "history",
+    "inbox",
+    "instances",
+    "locks",
+    "metadata",
+]
 
 metadata = sa.MetaData()
 
@@ -60,6 +70,19 @@ instances = sa.Table(
     ),
     sa.Index("uq_statesaga_idempotency", "saga", "idempotency_key", unique=True),
     sa.Index("ix_statesaga_work", "status", "due_at"),
+    # what claims look at: released runs by due time, leased runs by lease expiry
+    sa.Index(
+        "ix_statesaga_due",
+        "due_at",
+        sqlite_where=sa.text("lease_owner IS NULL AND due_at IS NOT NULL"),
+        postgresql_where=sa.text("lease_owner IS NULL AND due_at IS NOT NULL"),
+    ),
+    sa.Index(
+        "ix_statesaga_leased",
+        "lease_expires_at",
+        sqlite_where=sa.text("lease_owner IS NOT NULL"),
+        postgresql_where=sa.text("lease_owner IS NOT NULL"),
+    ),
     sa.Index("ix_statesaga_correlation", "correlation_id"),
 )
 
@@ -96,4 +119,38 @@ locks = sa.Table(
     sa.Column("owner", sa.String(200), nullable=False),
     sa.Column("token", sa.String(64), nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+#: what became of an event or cancel in the inbox
+INBOX_PENDING, INBOX_ACCEPTED, INBOX_REJECTED = "pending", "accepted", "rejected"
+
+# events and cancels sent to a run: recorded here first (deduplicated by event id), in one
+# short transaction whoever holds the run, then consumed by whoever can drive it
+inbox = sa.Table(
+    "statesaga_inbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "instance_id",
+        sa.String(64),
+        sa.ForeignKey("statesaga_instances.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("event_id", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("event", sa.String(200), nullable=True),
+    sa.Column("payload", JsonText, nullable=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("reason", sa.String(1000), nullable=True),
+    sa.Column("correlation_id", sa.String(200), nullable=True),
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Column("settled_at", sa.Float, nullable=True),
+    sa.UniqueConstraint("instance_id", "event_id", name="uq_statesaga_inbox_event"),
+    sa.Index(
+        "ix_statesaga_inbox_pending",
+        "instance_id",
+        "id",
+        sqlite_where=sa.text("status = 'pending'"),
+        postgresql_where=sa.text("status = 'pending'"),
+    ),
 )

@@ -36,7 +36,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from statesaga.errors import DuplicateStart, EntityBusy, FencedOut, StoreError
-from statesaga.store.base import HistoryRow, InstanceRow, Write
+from statesaga.store import inbox as _inbox
+from statesaga.store.base import HistoryRow, InboxRow, InstanceRow, Settle, Write
 from statesaga.store.migrate import ensure_schema
 from statesaga.store.schema import OPEN_STATUSES, history, instances, metadata
 
@@ -95,6 +96,7 @@ class SqlStore:
         elif schema is not None:
             _use_schema(self.engine, schema)
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        self._mark = mark
         # psycopg 3: the hot-path connection autocommits; one statement is one transaction
         self._one_statement = (
             self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg"
@@ -206,11 +208,13 @@ class SqlStore:
         write: Write,
         history_rows: Sequence[HistoryRow],
         connection: Any = None,
+        settle: Sequence[Settle] = (),
     ) -> None:
         """Compare-and-set the instance on (version, epoch) and append its history rows.
 
         With ``connection`` (from :meth:`transaction`), the writes join that
         transaction and commit with it; otherwise they commit at once.
+        ``settle`` marks inbox entries consumed in the same transaction.
         """
         params = (
             write.state,
@@ -237,6 +241,7 @@ class SqlStore:
                 if cursor.rowcount != 1:
                     raise _fenced(instance_id, version, epoch)
                 self._write_history(cursor, rows)
+                _inbox.settle(cursor.execute, self._mark, settle)
             except self.engine.dialect.loaded_dbapi.Error as error:
                 if not self.engine.dialect.is_disconnect(error, dbapi_connection, None):
                     raise
@@ -246,7 +251,7 @@ class SqlStore:
         raw = self._raw()
         cursor = self._cursor(raw)
         try:
-            if self._one_statement and len(rows) <= 1:
+            if self._one_statement and len(rows) <= 1 and not settle:
                 # one statement: the compare-and-set and its history row commit together;
                 # fenced out, it moves nothing and so inserts nothing
                 if rows:
@@ -263,6 +268,7 @@ class SqlStore:
             if cursor.rowcount != 1:
                 raise _fenced(instance_id, version, epoch)
             self._write_history(cursor, rows)
+            _inbox.settle(cursor.execute, self._mark, settle)
             self._commit(raw, cursor)
         except BaseException as error:
             self._abort(raw, cursor, error)
@@ -479,18 +485,19 @@ class SqlStore:
     def _due_query(self, now: float, limit: int) -> sa.Select[Any]:
         """Instances that need work now and nobody holds.
 
-        Running or compensating ones whose holder's lease expired (a crash), or
-        that were released until a retry's time; waiting ones whose timeout or
-        deadline (``due_at``) passed.
+        Every run that is not terminal has a live lease or a due time (the
+        liveness invariant): so these are the runs whose holder's lease expired
+        (a crash, a lost connection), the released runs whose due time passed
+        (a retry's backoff, a wait's timeout, the deadline, a busy lock), and
+        the released runs with events or cancels pending in their inbox.
         """
         c = instances.c
-        free = sa.or_(c.lease_owner.is_(None), c.lease_expires_at < now)
-        active = c.status.in_(("running", "compensating"))
         needs_work = sa.or_(
-            sa.and_(active, sa.or_(c.lease_owner.is_not(None), c.due_at.is_(None))),
-            sa.and_(c.status.in_(("running", "compensating", "waiting")), c.due_at <= now),
+            sa.and_(c.lease_owner.is_not(None), c.lease_expires_at < now),
+            sa.and_(c.lease_owner.is_(None), c.due_at <= now),
+            sa.and_(c.lease_owner.is_(None), _inbox.pending_exists(c.id)),
         )
-        return sa.select(instances).where(free, needs_work).order_by(c.due_at, c.id).limit(limit)
+        return sa.select(instances).where(needs_work).order_by(c.due_at, c.id).limit(limit)
 
     def due(self, now: float, limit: int) -> builtins.list[InstanceRow]:
         """Instances that need work now and nobody holds (see :meth:`claim_due`)."""
@@ -539,6 +546,24 @@ class SqlStore:
                 .returning(instances)
             )
             return [_instance(row) for row in claimed]
+
+    # -- the inbox ---------------------------------------------------------------------
+
+    def receive(self, entry: InboxRow) -> tuple[InboxRow, bool]:
+        """Record an event or cancel; a duplicate event id returns the stored entry."""
+        return _inbox.receive(self.engine, entry)
+
+    def pending(self, instance_id: str) -> builtins.list[InboxRow]:
+        """The run's inbox entries still to consume, oldest first."""
+        return _inbox.read_inbox(self.engine, instance_id, only_pending=True)
+
+    def inbox(self, instance_id: str) -> builtins.list[InboxRow]:
+        """Every inbox entry of the run, oldest first."""
+        return _inbox.read_inbox(self.engine, instance_id)
+
+    def inbox_entry(self, instance_id: str, event_id: str) -> InboxRow | None:
+        """One inbox entry, by its event id."""
+        return _inbox.read_entry(self.engine, instance_id, event_id)
 
     def dump(self) -> dict[str, builtins.list[tuple[Any, ...]]]:
         """Every row of every table, ordered, for tests that compare before and after."""

@@ -369,10 +369,10 @@ class _Harness:
                     return marker
             return None
 
-        def transition_then_crash(*args: Any) -> Any:
+        def transition_then_crash(*args: Any, **kwargs: Any) -> Any:
             instance_id, rows = args[0], args[4]
             connection = args[5] if len(args) > 5 else None
-            result = transition(*args)
+            result = transition(*args, **kwargs)
             marker = hit(instance_id, rows)
             if marker is not None:
                 if connection is not None:  # a transactional step's: commits as its block exits

@@ -264,9 +264,7 @@ def public_error(error: ErrorInfo | None, status: str) -> dict[str, str] | None:
 
 def _failed(status: str) -> str:
     if status == "failed":
-        return (
-            "the checkout stopped halfway and is being looked at: quote the checkout id to support"
-        )
+        return "the checkout stopped halfway: quote its id to support"
     return "the checkout could not be completed; everything it did was undone"
 
 

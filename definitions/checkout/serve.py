@@ -109,9 +109,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     own: SimulatedProvider | None = None
     provider: PaymentProvider
     if args.provider_url:
-        if not args.webhook_secret:
+        if not args.webhook_secret and not args.seed_only:
             parser.error(f"set {WEBHOOK_SECRET_ENV} (or --webhook-secret): the provider's secret")
-        provider, secret = HttpProvider(args.provider_url), args.webhook_secret
+        provider, secret = HttpProvider(args.provider_url), args.webhook_secret or ""
     else:
         own = SimulatedProvider(webhook_secret=args.webhook_secret or secrets.token_hex(16))
         provider, secret = own, own.webhook_secret

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from statesaga.context import Resources, StepContext
 from statesaga.core import ErrorInfo, HistoryKind, Status
 from statesaga.definition import Definition
-from statesaga.dsl import Saga, State, Transition
+from statesaga.delivery import Delivery
+from statesaga.dsl import Event, Saga, State, Transition
 from statesaga.errors import (
     CancelNotAllowed,
     ConcurrencyError,
@@ -43,7 +44,7 @@ from statesaga.errors import (
     StoreError,
 )
 from statesaga.retry import Retry
-from statesaga.run import HistoryEntry, Run
+from statesaga.run import DeliveryStatus, HistoryEntry, InboxEntry, Run
 
 if TYPE_CHECKING:
     from statesaga.aio import AsyncEngine
@@ -61,12 +62,16 @@ __all__ = [
     "AsyncEngine",
     "Run",
     "HistoryEntry",
+    "Delivery",
+    "DeliveryStatus",
+    "InboxEntry",
     "InProcessLocks",
     "SqlLocks",
     # declaring
     "Saga",
     "State",
     "Transition",
+    "Event",
     "Retry",
     "StepContext",
     "Resources",

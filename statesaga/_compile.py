@@ -16,9 +16,10 @@ from typing import Any
 import attrs
 import cattrs
 
+from statesaga._annotations import annotation_problem, output_problem, type_text
 from statesaga._fsm import Graph
 from statesaga.definition import Definition, StateDef, StepDef, TransitionDef
-from statesaga.dsl import State, Transition, duration
+from statesaga.dsl import Event, State, Transition, duration, event_name
 from statesaga.errors import DefinitionError
 from statesaga.retry import DEFAULT_COMPENSATION_RETRY, DEFAULT_STEP_RETRY
 from statesaga.serde import converter
@@ -26,8 +27,13 @@ from statesaga.serde import converter
 __all__ = ["compile_saga"]
 
 
-def compile_saga(cls: type, input_type: Any, context_type: Any) -> Definition:
-    """Build and validate the definition of saga class ``cls``."""
+def compile_saga(
+    cls: type, input_type: Any, context_type: Any, output_type: Any = None
+) -> Definition:
+    """Build and validate the definition of saga class ``cls``.
+
+    ``output_type`` is the third argument of ``Saga[I, D, O]``, ``None`` when left out.
+    """
     name = vars(cls).get("name")
     if not isinstance(name, str) or not name:
         raise DefinitionError(
@@ -35,15 +41,18 @@ def compile_saga(cls: type, input_type: Any, context_type: Any) -> Definition:
             f"name = {_kebab(cls.__name__)!r}",
             saga=cls.__name__,
         )
-    return _Compiler(cls, name, input_type, context_type).compile()
+    return _Compiler(cls, name, input_type, context_type, output_type).compile()
 
 
 class _Compiler:
-    def __init__(self, cls: type, name: str, input_type: Any, context_type: Any) -> None:
+    def __init__(
+        self, cls: type, name: str, input_type: Any, context_type: Any, output_type: Any
+    ) -> None:
         self.cls = cls
         self.saga = name
         self.input_type = input_type
         self.context_type = context_type
+        self.declared_output = output_type
 
     def fail(
         self, message: str, *, state: str | None = None, transition: str | None = None
@@ -149,31 +158,31 @@ class _Compiler:
             seen[id(value)] = attr
             source = self.state_name(value.source, attr, "from")
             target = self.state_name(value.target, attr, "to")
-            if value.event is not None:
-                taken = value.event in states or isinstance(namespace.get(value.event), Transition)
+            event, payload = self.event_of(value, attr)
+            if event is not None:
+                taken = event in states or isinstance(namespace.get(event), Transition)
                 if taken:
                     raise self.fail(
-                        f"duplicate name: event {value.event!r} of transition {attr!r} is also "
+                        f"duplicate name: event {event!r} of transition {attr!r} is also "
                         "the name of a state or transition; rename the event",
                         transition=attr,
                     )
-                if (source, value.event) in events:
+                if (source, event) in events:
                     raise self.fail(
-                        f"duplicate event: state {source!r} accepts {value.event!r} on both "
-                        f"{events[source, value.event]!r} and {attr!r}; give them distinct events",
+                        f"duplicate event: state {source!r} accepts {event!r} on both "
+                        f"{events[source, event]!r} and {attr!r}; give them distinct events",
                         state=source,
                         transition=attr,
                     )
-                events[source, value.event] = attr
-            if value.event is not None and value.timeout_edge:
+                events[source, event] = attr
+            if event is not None and value.timeout_edge:
                 raise self.fail(
-                    f"transition {attr!r} has both .on({value.event!r}) and .on_timeout(); "
-                    "choose one",
+                    f"transition {attr!r} has both .on({event!r}) and .on_timeout(); choose one",
                     transition=attr,
                 )
-            if value.guard is not None and (value.event is not None or value.timeout_edge):
+            if value.guard is not None and (event is not None or value.timeout_edge):
                 # the interpreter evaluates guards only to choose among automatic transitions
-                trigger = ".on_timeout()" if value.timeout_edge else f".on({value.event!r})"
+                trigger = ".on_timeout()" if value.timeout_edge else f".on({event!r})"
                 raise self.fail(
                     f"transition {attr!r} is taken {trigger} but also has a guard, which would "
                     "never be evaluated; drop .when()/.unless() and branch with guarded "
@@ -187,11 +196,22 @@ class _Compiler:
                 step=self.step(value, attr),
                 guard=value.guard,
                 guard_negated=value.guard_negated,
-                event=value.event,
-                payload_type=value.payload,
+                event=event,
+                payload_type=payload,
                 on_timeout=value.timeout_edge,
             )
         return result
+
+    def event_of(self, spec: Transition, attr: str) -> tuple[str | None, type | None]:
+        """The transition's event name and payload type, from an ``Event`` or a name."""
+        if not isinstance(spec.event, Event):
+            return spec.event, spec.payload
+        try:
+            return event_name(spec.event), spec.event.payload
+        except DefinitionError as error:
+            raise self.fail(
+                f"transition {attr!r} is taken on {error.message}", transition=attr
+            ) from None
 
     def state_name(self, state: State, transition: str, direction: str) -> str:
         name = self.state_names.get(id(state))
@@ -416,14 +436,30 @@ class _Compiler:
         for t in transitions.values():
             if t.step is not None:
                 self.check_signature(t.step.function, 1, f"step {t.name!r}", t.name)
+                self.check_annotations(t.step.function, f"step {t.name!r}", t.name, "data")
                 if t.step.compensation is not None:
-                    self.check_signature(
-                        t.step.compensation, 1, f"compensation of step {t.name!r}", t.name
-                    )
+                    what = f"compensation of step {t.name!r}"
+                    self.check_signature(t.step.compensation, 1, what, t.name)
+                    self.check_annotations(t.step.compensation, what, t.name, "data")
             if t.guard is not None:
-                self.check_signature(t.guard, 1, f"guard of transition {t.name!r}", t.name)
+                what = f"guard of transition {t.name!r}"
+                self.check_signature(t.guard, 1, what, t.name)
+                self.check_annotations(t.guard, what, t.name, "bool")
         if output is not None:
             self.check_signature(output, 2, "output(input, data)")
+            problem = (
+                None
+                if self.declared_output is None
+                else output_problem(output, self.declared_output)
+            )
+            if problem is not None:
+                raise self.fail(problem)
+        elif self.declared_output is not None:
+            raise self.fail(
+                f"the saga declares the output type {type_text(self.declared_output)} but has "
+                "no output(input, data); add that static method, or drop the third type "
+                "argument of Saga[...]"
+            )
         if initial_context is not None:
             self.check_signature(initial_context, 1, "initial_context(input)")
         else:
@@ -435,6 +471,12 @@ class _Compiler:
                     f"arguments ({error}); give its fields defaults, or define a static method "
                     "initial_context(input) on the saga"
                 ) from None
+
+    def check_annotations(self, function: Any, what: str, transition: str, returns: str) -> None:
+        problem = annotation_problem(function, self.input_type, self.context_type, returns=returns)
+        if problem is not None:
+            name = getattr(function, "__qualname__", None) or repr(function)
+            raise self.fail(f"{what} ({name}) {problem}", transition=transition)
 
     def check_signature(
         self, function: Any, arity: int, what: str, transition: str | None = None
@@ -458,6 +500,9 @@ class _Compiler:
     def output_type(self, output: Callable[..., Any] | None) -> Any:
         if output is None:
             return None
+        if self.declared_output is not None:
+            self.check_type(self.declared_output, "output type")
+            return self.declared_output
         try:
             hints = typing.get_type_hints(output)
         except Exception:  # unresolved annotations: leave the output untyped

@@ -348,7 +348,7 @@ class Runtime:
         lease: Lease | None = None
         if locked and key:
             try:
-                lease = yield from self._acquire(key, wait)
+                lease = yield from self._acquire(key, wait, definition.name)
             except EntityBusy:
                 if idempotency_key is None:
                     raise
@@ -386,9 +386,15 @@ class Runtime:
             history_rows = self._history_rows(run, nxt, now, now, version=1)
             try:
                 yield from self._insert(row, history_rows, give_up if not locked else now)
-            except DuplicateStart:
-                existing = self.store.find(definition.name, idempotency_key=idempotency_key)
-                if existing is None:  # pragma: no cover - the index said it exists
+            except (DuplicateStart, EntityBusy):
+                # a racing start may have taken the entity key with the same idempotency key
+                # (the database reports whichever unique index it checked first)
+                existing = (
+                    None
+                    if idempotency_key is None
+                    else self.store.find(definition.name, idempotency_key=idempotency_key)
+                )
+                if existing is None:
                     raise
                 return self._existing(existing, input_json)
             log.info(
@@ -471,7 +477,7 @@ class Runtime:
             )
         return self._run_of(row)
 
-    def _acquire(self, key: str, wait: float) -> Generator[Request, Any, Lease]:
+    def _acquire(self, key: str, wait: float, saga: str) -> Generator[Request, Any, Lease]:
         began = self.clock()
         give_up = began + wait
         delay = 0.005
@@ -485,12 +491,17 @@ class Runtime:
                         key=key,
                         seconds=self.clock() - began,
                         acquired=True,
+                        saga=saga,
                     )
                 return lease
             if now >= give_up:
                 if self.observer is not None:
                     self._notify(
-                        self.observer.lock_waited, key=key, seconds=now - began, acquired=False
+                        self.observer.lock_waited,
+                        key=key,
+                        seconds=now - began,
+                        acquired=False,
+                        saga=saga,
                     )
                 raise EntityBusy(
                     f"{key} is busy: another run holds it; retry later, or pass wait=seconds "
@@ -515,7 +526,9 @@ class Runtime:
             wait = 0.0
         lease = None
         if self.locks is not None:
-            lease = yield from self._acquire(row.entity_key or f"instance:{row.id}", wait)
+            lease = yield from self._acquire(
+                row.entity_key or f"instance:{row.id}", wait, definition.name
+            )
         give_up = self.clock() + (wait if lease is None else 0.0)
         delay = 0.005
         try:

@@ -33,8 +33,9 @@ import asyncio
 import builtins
 import inspect
 import time
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast, overload
 
 from statesaga._runtime import (
     RECOVERY_BATCH,
@@ -47,11 +48,25 @@ from statesaga._runtime import (
     SagaRef,
     log,
 )
+from statesaga._typed_reads import typed_get, typed_list
 from statesaga.core import RetryRequested
 from statesaga.delivery import Delivery
+from statesaga.dsl import Event, event_name
 from statesaga.errors import ConcurrencyError, SagaNotRegistered, StepTimeout
 from statesaga.locks.base import Lease
 from statesaga.run import Run
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar
+
+    from statesaga.core import Status
+    from statesaga.definition import Definition
+    from statesaga.dsl import Saga
+
+    I = TypeVar("I")  # noqa: E741 - the saga's input type, as in Saga[I, D, O]
+    D = TypeVar("D")
+    O = TypeVar("O")  # noqa: E741
+    P = TypeVar("P")
 
 __all__ = ["AsyncEngine"]
 
@@ -124,6 +139,32 @@ class AsyncEngine(Runtime):
         except StopIteration as stop:
             return stop.value
 
+    @overload
+    async def start(
+        self,
+        saga: type[Saga[I, D, O]],
+        input: I | Mapping[str, Any],
+        *,
+        key: str | None = None,
+        idempotency_key: str | None = None,
+        correlation_id: str | None = None,
+        deadline: float | timedelta | datetime | None = None,
+        wait: float = 0.0,
+    ) -> Run[I, D, O]: ...
+
+    @overload
+    async def start(
+        self,
+        saga: Definition | str,
+        input: Any,
+        *,
+        key: str | None = None,
+        idempotency_key: str | None = None,
+        correlation_id: str | None = None,
+        deadline: float | timedelta | datetime | None = None,
+        wait: float = 0.0,
+    ) -> Run[Any, Any, Any]: ...
+
     async def start(
         self,
         saga: SagaRef,
@@ -134,8 +175,11 @@ class AsyncEngine(Runtime):
         correlation_id: str | None = None,
         deadline: float | timedelta | datetime | None = None,
         wait: float = 0.0,
-    ) -> Run:
-        """Start a run and drive it until it waits or ends (see ``Engine.start``)."""
+    ) -> Run[Any, Any, Any]:
+        """Start a run and drive it until it waits or ends (see ``Engine.start``).
+
+        Given the Saga class, the result is a ``Run[I, D, O]`` of its types.
+        """
         return await self._pump(  # type: ignore[no-any-return]
             self._start(
                 saga,
@@ -148,9 +192,35 @@ class AsyncEngine(Runtime):
             )
         )
 
+    @overload
+    async def send(
+        self,
+        event: Event[P],
+        payload: P | Mapping[str, Any] | None = None,
+        *,
+        instance_id: str | None = None,
+        saga: SagaRef | None = None,
+        key: str | None = None,
+        event_id: str | None = None,
+        wait: float = 0.0,
+    ) -> Delivery: ...
+
+    @overload
     async def send(
         self,
         event: str,
+        payload: Any = None,
+        *,
+        instance_id: str | None = None,
+        saga: SagaRef | None = None,
+        key: str | None = None,
+        event_id: str | None = None,
+        wait: float = 0.0,
+    ) -> Delivery: ...
+
+    async def send(
+        self,
+        event: str | Event[Any],
         payload: Any = None,
         *,
         instance_id: str | None = None,
@@ -175,6 +245,9 @@ class AsyncEngine(Runtime):
         the saga sets ``refuse_early_events``); otherwise it is ``rejected``,
         recorded in the inbox and the history with the reason.
 
+        ``event`` is the event's name, or the ``Event[Payload]`` declared on the
+        saga class (then mypy checks the payload's type).
+
         Address the run by ``instance_id``, or by ``saga`` and entity ``key``.
         An event the saga does not declare raises ``EventNotAllowed``; a payload
         that does not fit its declared type raises ``InputError``; an unknown run
@@ -185,7 +258,7 @@ class AsyncEngine(Runtime):
         """
         target = self._find_id(instance_id, saga, key)
         return await self._pump(  # type: ignore[no-any-return]
-            self._send(target, "event", event, payload, event_id, wait)
+            self._send(target, "event", event_name(event), payload, event_id, wait)
         )
 
     async def cancel(
@@ -208,6 +281,46 @@ class AsyncEngine(Runtime):
         return await self._pump(  # type: ignore[no-any-return]
             self._send(instance_id, "cancel", None, {"reason": reason}, event_id, wait)
         )
+
+    @overload
+    def get(self, instance_id: str) -> Run[Any, Any, Any]: ...
+
+    @overload
+    def get(self, instance_id: str, *, saga: type[Saga[I, D, O]]) -> Run[I, D, O]: ...
+
+    def get(self, instance_id: str, *, saga: type | None = None) -> Run[Any, Any, Any]:
+        """The run with that id, typed as a run of ``saga`` if given (see ``Engine.get``)."""
+        return typed_get(self, instance_id, saga)
+
+    @overload
+    def list(
+        self,
+        *,
+        saga: str | None = None,
+        status: Status | str | None = None,
+        key: str | None = None,
+        correlation_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+    ) -> builtins.list[Run[Any, Any, Any]]: ...
+
+    @overload
+    def list(
+        self,
+        *,
+        saga: type[Saga[I, D, O]],
+        status: Status | str | None = None,
+        key: str | None = None,
+        correlation_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+    ) -> builtins.list[Run[I, D, O]]: ...
+
+    def list(self, *, saga: type | str | None = None, **filters: Any) -> builtins.list[Run]:
+        """Runs matching every filter given, newest first (see ``Engine.list``)."""
+        return typed_list(self, saga, filters)
 
     async def retry(self, instance_id: str, *, wait: float = 0.0) -> Run:
         """Try a ``failed`` run again (see ``Engine.retry``)."""

@@ -12,40 +12,11 @@ the inbox and whoever drives the run next takes it.
 
 from __future__ import annotations
 
-import enum
-from typing import TYPE_CHECKING, Any
-
 import attrs
 
-if TYPE_CHECKING:
-    from statesaga.run import Run
+from statesaga.run import DeliveryStatus, InboxEntry, Run
 
 __all__ = ["Delivery", "DeliveryStatus", "InboxEntry"]
-
-
-class DeliveryStatus(enum.StrEnum):
-    """What became of an event or cancel sent to a run."""
-
-    PENDING = "pending"
-    """Recorded; the run takes it as soon as it can (its holder, or a worker)."""
-    ACCEPTED = "accepted"
-    """Applied to the run, in the transition that consumed it."""
-    REJECTED = "rejected"
-    """Recorded as not accepted: the run had moved past it or ended (see ``reason``)."""
-
-
-@attrs.frozen
-class InboxEntry:
-    """One event or cancel in a run's inbox, as ``show`` and ``Engine.get`` report it."""
-
-    event_id: str
-    kind: str
-    event: str | None
-    payload: Any
-    status: DeliveryStatus
-    reason: str | None
-    received_at: float
-    settled_at: float | None
 
 
 @attrs.frozen

@@ -30,18 +30,107 @@ saga fails at import time with a ``DefinitionError`` that names the fault.
 from __future__ import annotations
 
 import typing
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeAlias
 
+from typing_extensions import TypeVar
+
+from statesaga.context import StepContext
 from statesaga.definition import Definition
 from statesaga.errors import DefinitionError
 from statesaga.retry import Retry, seconds
 
-__all__ = ["Saga", "State", "Transition"]
+__all__ = ["Event", "Guard", "Saga", "State", "Step", "Transition", "Undo", "event_name"]
 
 InputT = TypeVar("InputT")
 DataT = TypeVar("DataT")
+OutputT = TypeVar("OutputT", default=Any)
+PayloadT = TypeVar("PayloadT", default=None)
+I = TypeVar("I")  # noqa: E741 - the saga's input type, as in Saga[I, D]
+D = TypeVar("D")
+
+#: a step: ``step(ctx) -> new data | None``, sync or ``async``
+Step: TypeAlias = Callable[[StepContext[I, D]], D | Awaitable[D | None] | None]
+#: a compensation: called like its step; what it returns is ignored
+Undo: TypeAlias = Callable[[StepContext[I, D]], object]
+#: a guard: ``guard(ctx) -> bool``, sync or ``async``
+Guard: TypeAlias = Callable[[StepContext[I, D]], bool | Awaitable[bool]]
+
+
+class Event(Generic[PayloadT]):
+    """An event a saga accepts, declared on the saga class with its payload type.
+
+    Declaring events on the class lets mypy check what is sent:
+    ``engine.send(Checkout.payment_succeeded, PaymentConfirmed(...))`` accepts a
+    ``PaymentConfirmed`` (or a mapping of its fields, structured strictly) and
+    rejects any other payload type.
+
+    Args:
+        name: the event's name on the wire (``engine.send("payment_succeeded")``);
+            left out, the attribute name it is declared under.
+        payload: the attrs class its payload is structured into; left out, the
+            type argument of ``Event[Payload](...)``, or no payload at all.
+
+    >>> import attrs
+    >>> @attrs.define
+    ... class PaymentConfirmed:
+    ...     payment_id: str
+    >>> class Shop:
+    ...     payment_succeeded = Event[PaymentConfirmed]()
+    ...     expired = Event("cart_expired")
+    >>> Shop.payment_succeeded.name, Shop.payment_succeeded.payload.__name__
+    ('payment_succeeded', 'PaymentConfirmed')
+    >>> Shop.expired.name, Shop.expired.payload is None
+    ('cart_expired', True)
+    """
+
+    def __init__(self, name: str | None = None, payload: type[PayloadT] | None = None) -> None:
+        if name is not None and (not isinstance(name, str) or not name.isidentifier()):
+            raise DefinitionError(
+                f"event name {name!r} must be an identifier such as 'payment_succeeded'"
+            )
+        self._name = name
+        self._payload = payload
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        if self._name is None:
+            self._name = name
+
+    @property
+    def name(self) -> str:
+        """The event's name, as the store and ``engine.send`` know it."""
+        if self._name is None:
+            raise DefinitionError(
+                "an Event() without a name must be declared as a class attribute of the saga, "
+                "or named: Event('payment_succeeded')"
+            )
+        return self._name
+
+    @property
+    def payload(self) -> type[PayloadT] | None:
+        """The payload's type, or ``None`` for an event that carries none."""
+        if self._payload is not None:
+            return self._payload
+        # ``Event[P]()``: typing records the subscripted class on the instance
+        args = typing.get_args(getattr(self, "__orig_class__", None))
+        if args and args[0] is not type(None) and not _is_type_var(args[0]):
+            return typing.cast("type[PayloadT]", args[0])
+        return None
+
+    def __repr__(self) -> str:
+        payload = self.payload
+        kind = "" if payload is None else f"[{payload.__name__}]"
+        return f"Event{kind}({self._name!r})"
+
+
+def event_name(event: str | Event[Any]) -> str:
+    """The name of an event given as an :class:`Event` or as its name.
+
+    >>> event_name("payment_succeeded"), event_name(Event("payment_succeeded"))
+    ('payment_succeeded', 'payment_succeeded')
+    """
+    return event.name if isinstance(event, Event) else event
 
 
 class State:
@@ -113,7 +202,7 @@ class Transition:
         self.undo_on_failure = False
         self.guard: Callable[..., Any] | None = None
         self.guard_negated = False
-        self.event: str | None = None
+        self.event: str | Event[Any] | None = None
         self.payload: type | None = None
         self.timeout_edge = False
 
@@ -127,9 +216,9 @@ class Transition:
 
     def run(
         self,
-        step: Callable[..., Any],
+        step: Step[I, D],
         *,
-        undo: Callable[..., Any] | None = None,
+        undo: Undo[I, D] | None = None,
         pivot: bool = False,
         read_only: bool = False,
         retry: Retry | None = None,
@@ -141,9 +230,10 @@ class Transition:
         """Run ``step`` when this transition is taken.
 
         Args:
-            step: ``step(ctx: StepContext) -> new data | None``, sync or ``async``.
-            undo: the compensation, called with the same kind of context when a
-                later failure rolls the saga back.
+            step: ``step(ctx: StepContext[I, D]) -> D | None``, sync or ``async``:
+                it returns the saga's new context data, or ``None`` to keep it.
+            undo: the compensation, ``undo(ctx: StepContext[I, D])``, called with
+                the same kind of context when a later failure rolls the saga back.
             pivot: after this step succeeds the saga only goes forward: it is
                 never compensated, nor is anything before it.
             read_only: the step has no side effect to undo (a validation, a read).
@@ -173,12 +263,12 @@ class Transition:
         self.undo_on_failure = undo_on_failure
         return self
 
-    def when(self, guard: Callable[..., Any]) -> Self:
+    def when(self, guard: Guard[I, D]) -> Self:
         """Take this transition only if ``guard(ctx)`` is true."""
         self._set_guard(guard, negated=False)
         return self
 
-    def unless(self, guard: Callable[..., Any]) -> Self:
+    def unless(self, guard: Guard[I, D]) -> Self:
         """Take this transition only if ``guard(ctx)`` is false."""
         self._set_guard(guard, negated=True)
         return self
@@ -192,18 +282,25 @@ class Transition:
         self.guard = guard
         self.guard_negated = negated
 
-    def on(self, event: str, payload: type | None = None) -> Self:
+    def on(self, event: str | Event[Any], payload: type | None = None) -> Self:
         """Take this transition when the event ``event`` is sent to the instance.
 
         Args:
-            event: the event's name, as passed to ``engine.send``.
-            payload: the attrs class the event's payload is structured into;
-                the step (if any) receives it as ``ctx.event``.
+            event: an :class:`Event` declared on the saga (its payload type comes
+                with it), or the event's name, as passed to ``engine.send``.
+            payload: for an event given by name, the attrs class its payload is
+                structured into; the step (if any) receives it as ``ctx.event``.
         """
-        if not isinstance(event, str) or not event.isidentifier():
+        if isinstance(event, Event):
+            if payload is not None:
+                raise DefinitionError(
+                    f"transition {self.name!r}: the Event {event!r} brings its payload type; "
+                    "drop the payload argument of .on(...)"
+                )
+        elif not isinstance(event, str) or not event.isidentifier():
             raise DefinitionError(
                 f"event name {event!r} on transition {self.name!r} must be an identifier "
-                "such as 'payment_succeeded'"
+                "such as 'payment_succeeded', or an Event declared on the saga"
             )
         self.event = event
         self.payload = payload
@@ -218,8 +315,16 @@ class Transition:
         return f"Transition({self.name!r}: {self.source.name} -> {self.target.name})"
 
 
-class Saga(Generic[InputT, DataT]):
+class Saga(Generic[InputT, DataT, OutputT]):
     """Base class of every saga. Subclass it as ``Saga[InputType, ContextType]``.
+
+    The type arguments flow through the engines: ``engine.start(MySaga, ...)``
+    takes an ``InputType`` (or a mapping of its fields) and returns a
+    ``Run[InputType, ContextType, OutputType]``. A saga with an ``output``
+    declares its type as a third argument, ``Saga[In, Data, Receipt]``
+    (left out, ``run.output`` is typed ``Any``). The compiler checks, when the
+    class is created, that the steps' ``StepContext[...]`` and return
+    annotations agree with these types.
 
     Class attributes:
         name: the saga's name (required), used to register and find it.
@@ -251,27 +356,33 @@ class Saga(Generic[InputT, DataT]):
             return  # an abstract base that only shares helpers
         from statesaga._compile import compile_saga
 
-        input_type, context_type = _type_arguments(cls)
-        cls.definition = compile_saga(cls, input_type, context_type)
+        input_type, context_type, output_type = _type_arguments(cls)
+        cls.definition = compile_saga(cls, input_type, context_type, output_type)
 
 
 def _declares_states(cls: type) -> bool:
     return any(isinstance(value, State) for klass in cls.__mro__ for value in vars(klass).values())
 
 
-def _type_arguments(cls: type) -> tuple[Any, Any]:
+def _type_arguments(cls: type) -> tuple[Any, Any, Any]:
+    """``(input, context, output)`` of ``Saga[...]``; output is ``None`` when not declared."""
     for klass in cls.__mro__:
         for base in getattr(klass, "__orig_bases__", ()):
             if typing.get_origin(base) is Saga:
                 args = typing.get_args(base)
-                if len(args) == 2 and not any(isinstance(a, TypeVar) for a in args):
-                    return args[0], args[1]
+                if len(args) in (2, 3) and not any(_is_type_var(a) for a in args[:2]):
+                    output = args[2] if len(args) == 3 and args[2] is not Any else None
+                    return args[0], args[1], None if _is_type_var(output) else output
     saga = vars(cls).get("name", cls.__name__)
     raise DefinitionError(
         f"saga {saga!r}: declare its input and context types, as in "
         f"`class {cls.__name__}(Saga[MyInput, MyContext])`",
         saga=str(saga),
     )
+
+
+def _is_type_var(value: Any) -> bool:
+    return isinstance(value, typing.TypeVar) or type(value).__name__ == "TypeVar"
 
 
 def duration(value: float | timedelta | None) -> float | None:

@@ -29,8 +29,9 @@ import contextvars
 import inspect
 import threading
 import time
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 from statesaga._runtime import (
     RECOVERY_BATCH,
@@ -43,14 +44,28 @@ from statesaga._runtime import (
     SagaRef,
     log,
 )
+from statesaga._typed_reads import typed_get, typed_list
 from statesaga.core import RetryRequested
 from statesaga.delivery import Delivery
+from statesaga.dsl import Event, event_name
 from statesaga.errors import (
     ConcurrencyError,
     SagaNotRegistered,
     StepTimeout,
 )
 from statesaga.run import Run
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar
+
+    from statesaga.core import Status
+    from statesaga.definition import Definition
+    from statesaga.dsl import Saga
+
+    I = TypeVar("I")  # noqa: E741 - the saga's input type, as in Saga[I, D, O]
+    D = TypeVar("D")
+    O = TypeVar("O")  # noqa: E741
+    P = TypeVar("P")
 
 __all__ = ["Engine"]
 
@@ -114,6 +129,32 @@ class Engine(Runtime):
         except StopIteration as stop:
             return stop.value
 
+    @overload
+    def start(
+        self,
+        saga: type[Saga[I, D, O]],
+        input: I | Mapping[str, Any],
+        *,
+        key: str | None = None,
+        idempotency_key: str | None = None,
+        correlation_id: str | None = None,
+        deadline: float | timedelta | datetime | None = None,
+        wait: float = 0.0,
+    ) -> Run[I, D, O]: ...
+
+    @overload
+    def start(
+        self,
+        saga: Definition | str,
+        input: Any,
+        *,
+        key: str | None = None,
+        idempotency_key: str | None = None,
+        correlation_id: str | None = None,
+        deadline: float | timedelta | datetime | None = None,
+        wait: float = 0.0,
+    ) -> Run[Any, Any, Any]: ...
+
     def start(
         self,
         saga: SagaRef,
@@ -124,14 +165,18 @@ class Engine(Runtime):
         correlation_id: str | None = None,
         deadline: float | timedelta | datetime | None = None,
         wait: float = 0.0,
-    ) -> Run:
+    ) -> Run[Any, Any, Any]:
         """Start a run and drive it until it waits for an event or ends.
+
+        Given the Saga class, the result is typed: ``engine.start(CompleteCart, ...)``
+        is a ``Run[CompleteCartInput, CheckoutData, ...]`` and mypy checks the input.
 
         Args:
             saga: the Saga class (registered on first use), its definition, or
                 the name of a registered saga (its newest version).
-            input: an instance of the saga's input type, or a dict cattrs
-                structures into one (bad input raises ``InputError``, nothing written).
+            input: an instance of the saga's input type, or a mapping structured
+                into one strictly, without coercion (a value of the wrong type
+                raises ``InputError`` naming its field; nothing is written).
             key: the entity key (``cart:complete:42``): at most one open run per
                 saga and key; a second start raises ``EntityBusy``.
             idempotency_key: a start with a key already used returns that run.
@@ -152,9 +197,35 @@ class Engine(Runtime):
             )
         )
 
+    @overload
+    def send(
+        self,
+        event: Event[P],
+        payload: P | Mapping[str, Any] | None = None,
+        *,
+        instance_id: str | None = None,
+        saga: SagaRef | None = None,
+        key: str | None = None,
+        event_id: str | None = None,
+        wait: float = 0.0,
+    ) -> Delivery: ...
+
+    @overload
     def send(
         self,
         event: str,
+        payload: Any = None,
+        *,
+        instance_id: str | None = None,
+        saga: SagaRef | None = None,
+        key: str | None = None,
+        event_id: str | None = None,
+        wait: float = 0.0,
+    ) -> Delivery: ...
+
+    def send(
+        self,
+        event: str | Event[Any],
         payload: Any = None,
         *,
         instance_id: str | None = None,
@@ -179,6 +250,9 @@ class Engine(Runtime):
         the saga sets ``refuse_early_events``); otherwise it is ``rejected``,
         recorded in the inbox and the history with the reason.
 
+        ``event`` is the event's name, or the ``Event[Payload]`` declared on the
+        saga class (then mypy checks the payload's type).
+
         Address the run by ``instance_id``, or by ``saga`` and entity ``key``.
         An event the saga does not declare raises ``EventNotAllowed``; a payload
         that does not fit its declared type raises ``InputError``; an unknown run
@@ -189,7 +263,7 @@ class Engine(Runtime):
         """
         target = self._find_id(instance_id, saga, key)
         return self._pump(  # type: ignore[no-any-return]
-            self._send(target, "event", event, payload, event_id, wait)
+            self._send(target, "event", event_name(event), payload, event_id, wait)
         )
 
     def cancel(
@@ -212,6 +286,56 @@ class Engine(Runtime):
         return self._pump(  # type: ignore[no-any-return]
             self._send(instance_id, "cancel", None, {"reason": reason}, event_id, wait)
         )
+
+    @overload
+    def get(self, instance_id: str) -> Run[Any, Any, Any]: ...
+
+    @overload
+    def get(self, instance_id: str, *, saga: type[Saga[I, D, O]]) -> Run[I, D, O]: ...
+
+    def get(self, instance_id: str, *, saga: type | None = None) -> Run[Any, Any, Any]:
+        """The run with that id, with its history; typed as a run of ``saga`` if given.
+
+        Raises:
+            InstanceNotFound: no such run, or (with ``saga``) it runs another saga.
+        """
+        return typed_get(self, instance_id, saga)
+
+    @overload
+    def list(
+        self,
+        *,
+        saga: str | None = None,
+        status: Status | str | None = None,
+        key: str | None = None,
+        correlation_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+    ) -> builtins.list[Run[Any, Any, Any]]: ...
+
+    @overload
+    def list(
+        self,
+        *,
+        saga: type[Saga[I, D, O]],
+        status: Status | str | None = None,
+        key: str | None = None,
+        correlation_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+    ) -> builtins.list[Run[I, D, O]]: ...
+
+    def list(self, *, saga: type | str | None = None, **filters: Any) -> builtins.list[Run]:
+        """Runs matching every filter given, newest first (without their history).
+
+        ``saga`` is a saga's name, or its class: then only runs of that class's
+        version are listed, typed as its runs. ``status``, ``key``,
+        ``correlation_id``, ``since`` and ``until`` (epoch seconds, when the
+        runs were started) narrow the list; ``limit`` bounds it (default 100).
+        """
+        return typed_list(self, saga, filters)
 
     def retry(self, instance_id: str, *, wait: float = 0.0) -> Run:
         """Try a ``failed`` run again: its compensation, or (past the pivot) its step."""

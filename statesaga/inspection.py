@@ -1,4 +1,4 @@
-"""Inspection: runs filtered by time, and the numbers an operator alerts on.
+"""Inspection: runs filtered by time, the numbers an operator alerts on, a saga's table.
 
 >>> from statesaga.store.sql import SqlStore
 >>> report = stats(SqlStore("sqlite://"), since=0.0)
@@ -17,6 +17,7 @@ import attrs
 import sqlalchemy as sa
 
 from statesaga.core import ErrorInfo
+from statesaga.definition import Definition
 from statesaga.errors import StateSagaError
 from statesaga.observability import TIMEOUT_ERRORS, is_failed_compensation
 from statesaga.retention import _engine_of
@@ -24,7 +25,7 @@ from statesaga.settings import parse_duration
 from statesaga.store.base import Store
 from statesaga.store.schema import instances
 
-__all__ = ["Stats", "parse_time", "stats"]
+__all__ = ["Stats", "TransitionRow", "parse_time", "stats", "transition_rows"]
 
 _TERMINAL = ("completed", "compensated", "failed")
 
@@ -144,3 +145,59 @@ def _error(raw: Any) -> ErrorInfo | None:
         bool(raw.get("retryable", True)),
         raw.get("step"),
     )
+
+
+@attrs.frozen
+class TransitionRow:
+    """One line of a saga's check table: a transition, what triggers it, what it runs."""
+
+    name: str
+    source: str
+    target: str
+    trigger: str
+    step: str
+    compensation: str
+    marks: tuple[str, ...]
+
+
+def transition_rows(definition: Definition) -> list[TransitionRow]:
+    """The saga's transitions as ``statesaga check`` prints them.
+
+    >>> from definitions.checkout.saga import CompleteCart
+    >>> row = transition_rows(CompleteCart.definition)[1]
+    >>> row.name, row.trigger, row.step, row.compensation
+    ('reserve', 'auto', 'reserve_inventory', 'release_inventory')
+    """
+    rows = []
+    for t in definition.transitions.values():
+        if t.event:
+            trigger = f"event {t.event}"
+        elif t.on_timeout:
+            trigger = "timeout"
+        elif t.guard:
+            trigger = f"when {t.guard_name}"
+        else:
+            trigger = "auto"
+        marks: tuple[str, ...] = ()
+        if t.step is not None:
+            marks = tuple(
+                mark
+                for mark, on in (
+                    ("pivot", t.step.pivot),
+                    ("read-only", t.step.read_only),
+                    ("transactional", t.step.transactional),
+                )
+                if on
+            )
+        rows.append(
+            TransitionRow(
+                name=t.name,
+                source=t.source,
+                target=t.target,
+                trigger=trigger,
+                step=t.step.function_name if t.step else "",
+                compensation=(t.step.compensation_name or "") if t.step else "",
+                marks=marks,
+            )
+        )
+    return rows

@@ -12,15 +12,42 @@ is imported only when an :class:`OpenTelemetryObserver` is made (the
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from statesaga.core import ErrorInfo, Status
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.metrics import Counter, MeterProvider
     from opentelemetry.trace import TracerProvider
 
-__all__ = ["TIMEOUT_ERRORS", "OpenTelemetryObserver", "Observer", "is_failed_compensation"]
+__all__ = [
+    "ATTEMPT_BUCKETS",
+    "DURATION_BUCKETS",
+    "LOCK_WAIT_BUCKETS",
+    "TIMEOUT_ERRORS",
+    "OpenTelemetryObserver",
+    "Observer",
+    "is_failed_compensation",
+]
+
+#: bucket boundaries (seconds) of the step and compensation durations: from a
+#: millisecond (a local write) to five minutes (a slow external call)
+DURATION_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+)  # fmt: skip
+
+#: bucket boundaries (seconds) of entity-lock waits: most take well under a
+#: millisecond; a wait for a busy key lasts up to the caller's ``wait=``
+LOCK_WAIT_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+#: bucket boundaries of the attempt on which a step succeeded
+ATTEMPT_BUCKETS = (1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0)
 
 #: error types that mean a run ran out of time (its deadline, a wait, or a step's timeout)
 TIMEOUT_ERRORS = frozenset({"DeadlinePassed", "WaitTimedOut", "StepTimeout"})
@@ -83,8 +110,11 @@ class Observer:
     ) -> None:
         """A run reached ``completed``, ``compensated`` or ``failed``."""
 
-    def lock_waited(self, *, key: str, seconds: float, acquired: bool) -> None:
-        """Taking the entity lock on ``key`` took ``seconds`` (``acquired`` or gave up)."""
+    def lock_waited(
+        self, *, key: str, seconds: float, acquired: bool, saga: str | None = None
+    ) -> None:
+        """Taking the entity lock on ``key`` for a run of ``saga`` took ``seconds``
+        (``acquired``, or gave up)."""
 
 
 class OpenTelemetryObserver(Observer):
@@ -93,8 +123,13 @@ class OpenTelemetryObserver(Observer):
     Metrics (meter ``statesaga``): counters ``statesaga.runs.started``,
     ``.completed``, ``.compensated``, ``.failed``, ``.timed_out`` and
     ``statesaga.compensations.failed``; histograms ``statesaga.step.duration``
-    (seconds), ``statesaga.step.attempts`` and ``statesaga.lock.wait`` (seconds).
-    Every data point carries the ``saga`` attribute.
+    and ``statesaga.compensation.duration`` (seconds, :data:`DURATION_BUCKETS`),
+    ``statesaga.step.attempts`` (:data:`ATTEMPT_BUCKETS`) and
+    ``statesaga.lock.wait`` (seconds, :data:`LOCK_WAIT_BUCKETS`). Every data
+    point carries the ``saga`` attribute. Every counter of a saga is reported
+    (as 0) from the first time the observer hears of the saga, or from the
+    start for the names given as ``sagas``, so that an alert on its increase
+    sees the first failure.
 
     Traces (tracer ``statesaga``): one span per step attempt and per
     compensation attempt, named after the step, with the attributes
@@ -104,12 +139,23 @@ class OpenTelemetryObserver(Observer):
     Args:
         meter_provider: default: the global one (``opentelemetry.metrics``).
         tracer_provider: default: the global one (``opentelemetry.trace``).
+        sagas: names of the sagas whose counters are reported (as 0) at once.
+
+    >>> from opentelemetry.sdk.metrics import MeterProvider
+    >>> from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    >>> reader = InMemoryMetricReader()
+    >>> observer = OpenTelemetryObserver(MeterProvider([reader]), sagas=["complete-cart"])
+    >>> [(m.name, m.data.data_points[0].value) for m in
+    ...  reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics][:2]
+    [('statesaga.runs.started', 0), ('statesaga.runs.completed', 0)]
     """
 
     def __init__(
         self,
         meter_provider: MeterProvider | None = None,
         tracer_provider: TracerProvider | None = None,
+        *,
+        sagas: Iterable[str] = (),
     ) -> None:
         try:
             from opentelemetry import metrics, trace
@@ -145,16 +191,53 @@ class OpenTelemetryObserver(Observer):
             "statesaga.compensations.failed", "{compensation}", "Compensations that gave up"
         )
         self._duration = meter.create_histogram(
-            "statesaga.step.duration", "s", "Duration of step attempts"
+            "statesaga.step.duration",
+            "s",
+            "Duration of step attempts",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self._compensation_duration = meter.create_histogram(
+            "statesaga.compensation.duration",
+            "s",
+            "Duration of compensation attempts",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         self._attempts = meter.create_histogram(
-            "statesaga.step.attempts", "{attempt}", "Attempt number of each finished step"
+            "statesaga.step.attempts",
+            "{attempt}",
+            "Attempt number of each finished step",
+            explicit_bucket_boundaries_advisory=ATTEMPT_BUCKETS,
         )
         self._lock_wait = meter.create_histogram(
-            "statesaga.lock.wait", "s", "Time spent taking entity locks"
+            "statesaga.lock.wait",
+            "s",
+            "Time spent taking entity locks",
+            explicit_bucket_boundaries_advisory=LOCK_WAIT_BUCKETS,
         )
+        self._counters: tuple[Counter, ...] = (
+            self._started,
+            *self._outcomes.values(),
+            self._timed_out,
+            self._compensations_failed,
+        )
+        self._known: set[str] = set()
+        self._known_lock = threading.Lock()
+        for saga in sagas:
+            self._know(saga)
+
+    def _know(self, saga: str) -> None:
+        """Report every counter of ``saga`` (as 0) the first time it is heard of."""
+        if saga in self._known:
+            return
+        with self._known_lock:
+            if saga in self._known:
+                return
+            self._known.add(saga)
+        for counter in self._counters:
+            counter.add(0, {"saga": saga})
 
     def run_started(self, *, saga: str, instance_id: str, correlation_id: str) -> None:
+        self._know(saga)
         self._started.add(1, {"saga": saga})
 
     def step_finished(
@@ -169,6 +252,7 @@ class OpenTelemetryObserver(Observer):
         finished: float,
         error: ErrorInfo | None,
     ) -> None:
+        self._know(saga)
         attributes = {"saga": saga, "step": step, "outcome": "error" if error else "ok"}
         self._duration.record(max(finished - started, 0.0), attributes)
         if error is None:
@@ -187,6 +271,9 @@ class OpenTelemetryObserver(Observer):
         finished: float,
         error: ErrorInfo | None,
     ) -> None:
+        self._know(saga)
+        attributes = {"saga": saga, "step": step, "outcome": "error" if error else "ok"}
+        self._compensation_duration.record(max(finished - started, 0.0), attributes)
         self._span(saga, instance_id, correlation_id, step, attempt, started, finished, error)
 
     def run_finished(
@@ -200,6 +287,7 @@ class OpenTelemetryObserver(Observer):
         started: float,
         finished: float,
     ) -> None:
+        self._know(saga)
         counter = self._outcomes.get(status)
         if counter is not None:
             counter.add(1, {"saga": saga})
@@ -208,8 +296,14 @@ class OpenTelemetryObserver(Observer):
         if status is Status.FAILED and is_failed_compensation(error):
             self._compensations_failed.add(1, {"saga": saga})
 
-    def lock_waited(self, *, key: str, seconds: float, acquired: bool) -> None:
-        self._lock_wait.record(seconds, {"acquired": acquired})
+    def lock_waited(
+        self, *, key: str, seconds: float, acquired: bool, saga: str | None = None
+    ) -> None:
+        attributes: dict[str, Any] = {"acquired": acquired}
+        if saga is not None:
+            self._know(saga)
+            attributes["saga"] = saga
+        self._lock_wait.record(seconds, attributes)
 
     def _span(
         self,

@@ -2,14 +2,45 @@
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+from typing import Any, Generic
 
 import attrs
+from typing_extensions import TypeVar
 
 from statesaga.core import ErrorInfo, HistoryKind, Status
-from statesaga.delivery import InboxEntry
 
-__all__ = ["HistoryEntry", "Run"]
+__all__ = ["DeliveryStatus", "InboxEntry", "HistoryEntry", "Run"]
+
+# defaults let ``Run`` stand for ``Run[Any, Any, Any]``: a run read without its saga
+InputT = TypeVar("InputT", default=Any)
+DataT = TypeVar("DataT", default=Any)
+OutputT = TypeVar("OutputT", default=Any)
+
+
+class DeliveryStatus(enum.StrEnum):
+    """What became of an event or cancel sent to a run."""
+
+    PENDING = "pending"
+    """Recorded; the run takes it as soon as it can (its holder, or a worker)."""
+    ACCEPTED = "accepted"
+    """Applied to the run, in the transition that consumed it."""
+    REJECTED = "rejected"
+    """Recorded as not accepted: the run had moved past it or ended (see ``reason``)."""
+
+
+@attrs.frozen
+class InboxEntry:
+    """One event or cancel in a run's inbox, as ``show`` and ``Engine.get`` report it."""
+
+    event_id: str
+    kind: str
+    event: str | None
+    payload: Any
+    status: DeliveryStatus
+    reason: str | None
+    received_at: float
+    settled_at: float | None
 
 
 @attrs.frozen
@@ -40,8 +71,13 @@ class HistoryEntry:
 
 
 @attrs.frozen
-class Run:
+class Run(Generic[InputT, DataT, OutputT]):
     """A saga instance as the engine sees it after an operation, or when asked.
+
+    ``Run[I, D, O]`` carries the saga's types: ``engine.start(CompleteCart, ...)``
+    returns a ``Run[CompleteCartInput, CheckoutData, CheckoutReceipt]``, so ``run.data``
+    is typed for mypy. A run read without naming its saga (``engine.get(id)``,
+    ``engine.list()``) is a ``Run[Any, Any, Any]``; pass ``saga=`` to get it typed.
 
     Attributes:
         id: the instance id.
@@ -52,7 +88,8 @@ class Run:
         correlation_id: carried on every record and log line of the run.
         input: the typed input.
         data: the typed context data as last persisted.
-        output: for a completed run of a saga with ``output``, its typed output.
+        output: for a completed run of a saga with ``output``, its typed output
+            (``None`` before completion, or when the saga declares none).
         error: why the forward path stopped (step failure, deadline, cancel),
             or why a ``failed`` run needs attention.
         history: the persisted transitions, oldest first (filled by ``get``).
@@ -66,9 +103,9 @@ class Run:
     state: str
     key: str | None
     correlation_id: str
-    input: Any
-    data: Any
-    output: Any
+    input: InputT
+    data: DataT
+    output: OutputT | None
     error: ErrorInfo | None
     created_at: float
     updated_at: float

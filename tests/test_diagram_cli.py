@@ -117,7 +117,7 @@ def test_bad_requests_fail_with_one_clear_line(cli: CliRunner, tmp_path: Path) -
         ("diagram", CHECKOUT, "--instance", "x", "--against", "HEAD"): "pass one",
         ("diagram", "sagas"): "defines several sagas",
         ("diagram", CHECKOUT, "--instance", "nope", "--db", f"sqlite:///{tmp_path / 'e.db'}"): (
-            "InstanceNotFound"
+            "there is no store at"
         ),
         ("diagram", "definitions.checkout:CompleteCartInput"): "is not a Saga class",
     }

@@ -18,7 +18,8 @@ from typing import Any
 import attrs
 import pytest
 
-from statesaga import DefinitionError, Retry, Saga, State, StepContext
+from statesaga import DefinitionError, Event, Retry, Saga, State, StepContext
+from statesaga.dsl import event_name
 
 # -- the shop's types and steps the sagas below are made of ------------------------------
 
@@ -783,12 +784,15 @@ def test_a_context_type_without_defaults_needs_initial_context() -> None:
     class Basket:
         cart_id: str  # no default: Basket() cannot be built
 
+    def charge_basket(ctx: StepContext[CartInput, Basket]) -> None:
+        return None
+
     def declare() -> None:
         class Checkout(Saga[CartInput, Basket]):
             name = "checkout"
             new = State(initial=True)
             done = State(final=True)
-            charge = new.to(done).run(charge_card, pivot=True)
+            charge = new.to(done).run(charge_basket, pivot=True)
 
     error = rejected(declare)
     assert "context type Basket cannot be built without arguments" in str(error)
@@ -804,11 +808,14 @@ def test_initial_context_builds_a_context_type_without_defaults() -> None:
     class Basket:
         cart_id: str
 
+    def charge_basket(ctx: StepContext[CartInput, Basket]) -> None:
+        return None
+
     class Checkout(Saga[CartInput, Basket]):
         name = "checkout"
         new = State(initial=True)
         done = State(final=True)
-        charge = new.to(done).run(charge_card, pivot=True)
+        charge = new.to(done).run(charge_basket, pivot=True)
 
         @staticmethod
         def initial_context(saga_input: CartInput) -> Basket:
@@ -1112,3 +1119,177 @@ def test_the_graph_hash_does_not_depend_on_the_order_states_are_declared_in() ->
         check = new.to(done).run(validate_cart, read_only=True)
 
     assert First.definition.graph_hash == Second.definition.graph_hash
+
+
+# -- annotations against the saga's types (what mypy cannot see in a class body) ----------
+
+
+@attrs.frozen
+class Other:
+    nothing: str = ""
+
+
+def wrong_context(ctx: StepContext[Other, Other]) -> None:
+    return None
+
+
+def returns_text(ctx: Ctx) -> str:
+    return "done"
+
+
+async def returns_text_later(ctx: Ctx) -> str:
+    return "done"
+
+
+def undo_with_other_context(ctx: StepContext[CartInput, Other]) -> None:
+    return None
+
+
+def guard_answering_text(ctx: Ctx) -> str:
+    return "yes"
+
+
+def test_a_step_annotated_with_another_saga_s_context_is_rejected() -> None:
+    def declare() -> None:
+        class CompleteCart(Saga[CartInput, CartData]):
+            name = "complete-cart"
+            new = State(initial=True)
+            done = State(final=True)
+            finish = new.to(done).run(wrong_context, read_only=True)
+
+    error = rejected(declare)
+    assert "takes ctx: StepContext[Other, Other]" in str(error)
+    assert "called with a StepContext[CartInput, CartData]" in str(error)
+    assert_explains(
+        error,
+        saga="complete-cart",
+        transition="finish",
+        fix="annotate it ctx: StepContext[CartInput, CartData]",
+    )
+
+
+@pytest.mark.parametrize("step", [returns_text, returns_text_later])
+def test_a_step_returning_something_else_than_its_data_is_rejected(step: Any) -> None:
+    def declare() -> None:
+        class CompleteCart(Saga[CartInput, CartData]):
+            name = "complete-cart"
+            new = State(initial=True)
+            done = State(final=True)
+            finish = new.to(done).run(step, read_only=True)
+
+    error = rejected(declare)
+    assert f"step 'finish' ({step.__qualname__}) returns str" in str(error)
+    assert_explains(
+        error,
+        saga="complete-cart",
+        transition="finish",
+        fix="annotate it -> CartData | None and return new data or None",
+    )
+
+
+def test_a_compensation_annotated_with_another_context_type_is_rejected() -> None:
+    def declare() -> None:
+        class CompleteCart(Saga[CartInput, CartData]):
+            name = "complete-cart"
+            new = State(initial=True)
+            reserved = State()
+            done = State(final=True)
+            reserve = new.to(reserved).run(reserve_inventory, undo=undo_with_other_context)
+            finish = reserved.to(done).run(validate_cart, read_only=True)
+
+    error = rejected(declare)
+    assert "compensation of step 'reserve'" in str(error)
+    assert_explains(
+        error,
+        saga="complete-cart",
+        transition="reserve",
+        fix="annotate it ctx: StepContext[CartInput, CartData]",
+    )
+
+
+def test_a_guard_must_answer_a_bool() -> None:
+    def declare() -> None:
+        class CompleteCart(Saga[CartInput, CartData]):
+            name = "complete-cart"
+            new = State(initial=True)
+            done = State(final=True)
+            review = new.to(done).when(guard_answering_text)
+            finish = new.to(done).run(validate_cart, read_only=True)
+
+    error = rejected(declare)
+    assert_explains(error, saga="complete-cart", transition="review", fix="return a bool")
+
+
+def test_a_declared_output_type_must_match_output() -> None:
+    @attrs.frozen
+    class Receipt:
+        order_id: str
+
+    def declare() -> None:
+        class CompleteCart(Saga[CartInput, CartData, Receipt]):
+            name = "complete-cart"
+            new = State(initial=True)
+            done = State(final=True)
+            finish = new.to(done).run(validate_cart, read_only=True)
+
+            @staticmethod
+            def output(saga_input: CartInput, data: CartData) -> CartData:
+                return data
+
+    error = rejected(declare)
+    assert_explains(error, saga="complete-cart", fix="make them agree")
+
+    def declare_without_output() -> None:
+        class CompleteCart(Saga[CartInput, CartData, Receipt]):
+            name = "complete-cart"
+            new = State(initial=True)
+            done = State(final=True)
+            finish = new.to(done).run(validate_cart, read_only=True)
+
+    error = rejected(declare_without_output)
+    assert_explains(error, saga="complete-cart", fix="add that static method")
+
+
+def test_unannotated_and_loosely_annotated_functions_are_accepted() -> None:
+    def untyped(ctx):  # type: ignore[no-untyped-def]
+        return None
+
+    def loose(ctx: StepContext[Any, Any]) -> Any:
+        return None
+
+    class CompleteCart(Saga[CartInput, CartData]):
+        name = "complete-cart"
+        new = State(initial=True)
+        checked = State()
+        done = State(final=True)
+        check = new.to(checked).run(untyped, read_only=True)
+        finish = checked.to(done).run(loose, read_only=True)
+
+    assert list(CompleteCart.definition.transitions) == ["check", "finish"]
+
+
+def test_a_transition_on_an_event_takes_its_name_and_payload_type() -> None:
+    class CompleteCart(Saga[CartInput, CartData]):
+        name = "complete-cart"
+        payment_succeeded = Event[PaymentConfirmed]()
+        expired = Event("cart_expired")
+        new = State(initial=True)
+        waiting = State()
+        done = State(final=True)
+        reserve = new.to(waiting).run(reserve_inventory, undo=release_inventory)
+        paid = waiting.to(done).on(payment_succeeded)
+        gave_up = waiting.to(done).on(expired)
+
+    transitions = CompleteCart.definition.transitions
+    assert transitions["paid"].event == "payment_succeeded"
+    assert transitions["paid"].payload_type is PaymentConfirmed
+    assert (transitions["gave_up"].event, transitions["gave_up"].payload_type) == (
+        "cart_expired",
+        None,
+    )
+    assert event_name(CompleteCart.payment_succeeded) == "payment_succeeded"
+
+
+def test_an_event_with_its_own_payload_type_takes_no_other() -> None:
+    with pytest.raises(DefinitionError, match="drop the payload argument"):
+        State().to(State()).on(Event[PaymentConfirmed]("paid"), payload=PaymentConfirmed)

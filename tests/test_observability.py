@@ -5,15 +5,22 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
 import sagas
 from sagas import Fatal, Order, journal
 
-from statesaga import Engine, InProcessLocks, Status
+from statesaga import Engine, EntityBusy, InProcessLocks, Status
 from statesaga.core import ErrorInfo
-from statesaga.observability import Observer, OpenTelemetryObserver
+from statesaga.observability import (
+    ATTEMPT_BUCKETS,
+    DURATION_BUCKETS,
+    LOCK_WAIT_BUCKETS,
+    Observer,
+    OpenTelemetryObserver,
+)
 
 pytest.importorskip("opentelemetry.sdk")
 
@@ -36,7 +43,7 @@ def _fresh_journal() -> None:
 class Telemetry:
     """An OpenTelemetry observer whose metrics and spans stay in memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, sagas: tuple[str, ...] | list[str] = ()) -> None:
         self.reader = InMemoryMetricReader()
         self.spans = InMemorySpanExporter()
         tracer_provider = TracerProvider()
@@ -44,6 +51,7 @@ class Telemetry:
         self.observer = OpenTelemetryObserver(
             meter_provider=MeterProvider(metric_readers=[self.reader]),
             tracer_provider=tracer_provider,
+            sagas=sagas,
         )
 
     def points(self) -> dict[str, list[Any]]:
@@ -124,7 +132,69 @@ def test_lock_waits_are_measured(telemetry: Telemetry) -> None:
         engine.start(sagas.Linear, Order("o-5"), key="order:o-5")
     (point,) = telemetry.points()["statesaga.lock.wait"]
     assert point.count == 1
-    assert point.attributes == {"acquired": True}
+    assert point.attributes == {"acquired": True, "saga": "linear"}
+    assert tuple(point.explicit_bounds) == LOCK_WAIT_BUCKETS
+
+
+def test_a_lock_given_up_is_measured_with_its_saga(telemetry: Telemetry) -> None:
+    locks = InProcessLocks()
+    assert locks.try_acquire("order:o-8", "another process", ttl=60, now=time.time()) is not None
+    with (
+        Engine("sqlite://", observer=telemetry.observer, locks=locks) as engine,
+        pytest.raises(EntityBusy),
+    ):
+        engine.start(sagas.Waiting, Order("o-8"), key="order:o-8")
+    given_up = [
+        p for p in telemetry.points()["statesaga.lock.wait"] if not p.attributes["acquired"]
+    ]
+    assert [(p.count, p.attributes["saga"]) for p in given_up] == [(1, "waiting")]
+
+
+def test_durations_fall_in_buckets_made_for_seconds(telemetry: Telemetry) -> None:
+    with Engine("sqlite://", observer=telemetry.observer) as engine:
+        engine.start(sagas.Linear, Order("o-9"))
+    for point in telemetry.points()["statesaga.step.duration"]:
+        assert tuple(point.explicit_bounds) == DURATION_BUCKETS
+        # a step that takes well under a second is told apart from one that takes a second
+        assert point.max < 1.0
+        below_a_second = sum(
+            count
+            for bound, count in zip(point.explicit_bounds, point.bucket_counts, strict=False)
+            if bound < 1
+        )
+        assert below_a_second == point.count
+    attempts = telemetry.points()["statesaga.step.attempts"]
+    assert {tuple(point.explicit_bounds) for point in attempts} == {ATTEMPT_BUCKETS}
+
+
+def test_every_counter_is_reported_from_the_start(telemetry: Telemetry) -> None:
+    with Engine("sqlite://", observer=telemetry.observer) as engine:
+        engine.start(sagas.Linear, Order("o-10"))
+    points = telemetry.points()
+    for name in (
+        "statesaga.runs.failed",
+        "statesaga.runs.timed_out",
+        "statesaga.compensations.failed",
+        "statesaga.runs.compensated",
+    ):
+        assert [(p.value, dict(p.attributes)) for p in points[name]] == [(0, {"saga": "linear"})]
+    assert telemetry.total("statesaga.runs.completed") == 1
+
+    named = Telemetry(sagas=["complete-cart"])  # before any run at all
+    assert [p.value for p in named.points()["statesaga.compensations.failed"]] == [0]
+
+
+def test_compensations_are_measured(telemetry: Telemetry) -> None:
+    journal.fail["ship"] = -1
+    journal.error["ship"] = Fatal
+    with Engine("sqlite://", observer=telemetry.observer) as engine:
+        run = engine.start(sagas.Linear, Order("o-11"))
+    assert run.status is Status.COMPENSATED
+    points = telemetry.points()["statesaga.compensation.duration"]
+    assert {p.attributes["step"] for p in points} == {"reserve.undo", "charge.undo"}
+    assert {p.attributes["outcome"] for p in points} == {"ok"}
+    assert all(tuple(p.explicit_bounds) == DURATION_BUCKETS for p in points)
+    assert sum(p.count for p in points) == 2
 
 
 def test_the_async_engine_reports_too(telemetry: Telemetry) -> None:

@@ -23,5 +23,5 @@ def test_the_readme_example_runs(
 
 def test_the_readme_names_the_two_commands() -> None:
     text = README.read_text()
-    assert ".venv/bin/statesaga demo" in text
+    assert ".venv/bin/python -m definitions.checkout.demo" in text
     assert ".venv/bin/python -m pytest" in text

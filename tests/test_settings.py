@@ -175,7 +175,9 @@ def test_commands_fail_at_start_on_a_bad_setting_and_db_wins(
     assert "SettingsError: lease_duration='-5' (from STATESAGA_LEASE_DURATION)" in result.output
     monkeypatch.delenv("STATESAGA_LEASE_DURATION")
     monkeypatch.setenv("STATESAGA_DATABASE_URL", f"sqlite:///{clean_env / 'env.db'}")
-    result = CliRunner().invoke(app, ["list", "--db", f"sqlite:///{clean_env / 'flag.db'}"])
+    result = CliRunner().invoke(
+        app, ["db", "upgrade", "--db", f"sqlite:///{clean_env / 'flag.db'}"]
+    )
     assert result.exit_code == 0, result.output
     assert (clean_env / "flag.db").exists()
     assert not (clean_env / "env.db").exists()

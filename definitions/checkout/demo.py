@@ -1,14 +1,22 @@
-"""The checkout demo behind ``statesaga demo``: a shop in a SQLite file, six scenarios.
+"""The checkout demo: a shop in the store's database, six scenarios.
 
 It stocks a few products, then completes carts that succeed, are declined,
 run out of stock, wait for a 3-D Secure webhook, and race each other, and
-prints each checkout's path and outcome. No server is needed.
+prints each checkout's path and outcome. No server is needed. Run it from a
+clone of the repository::
+
+    python -m definitions.checkout.demo [--db URL]
+
+It works on the store the settings name (``sqlite:///statesaga.db`` unless
+``--db`` or ``STATESAGA_DATABASE_URL`` says otherwise), the same one the
+``statesaga`` command reads, so ``statesaga list`` shows the demo's runs.
 """
 
 from __future__ import annotations
 
+import argparse
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attrs
@@ -22,7 +30,7 @@ from definitions.checkout.provider import SimulatedProvider
 from definitions.checkout.shop import CheckoutResult, Shop
 from statesaga import Run
 
-__all__ = ["Scenario", "run_demo"]
+__all__ = ["Scenario", "main", "run_demo"]
 
 # sku: (name, unit price in cents, units available at the start of the demo)
 PRODUCTS = {
@@ -190,10 +198,11 @@ def _print(shop: Shop, scenarios: list[Scenario], console: Console) -> None:
         "stock, payments and the cart as they were."
     )
     first = next(s.run for s in scenarios if s.run is not None)
-    console.print(
-        f"Inspect a checkout: statesaga show {first.id} --db {shop.database.url}",
-        highlight=False,
-    )
+    command = f"statesaga show {first.id}"
+    if shop.database.url.render_as_string(hide_password=False) != _default_database():
+        command += f" --db {shop.database.url}"
+    console.print("Inspect a run:", highlight=False)
+    console.print(f"  {command}", highlight=False, soft_wrap=True)
 
 
 def _write_diagrams(console: Console) -> None:
@@ -210,3 +219,29 @@ def _write_diagrams(console: Console) -> None:
     except DiagramError as error:  # no Graphviz `dot` on this machine: Mermaid it is
         console.print(f"(no SVG: {error})", highlight=False, markup=False)
     console.print(f"The checkout diagram: {', '.join(written)}")
+
+
+def _default_database() -> str:
+    """The store the settings name: the one the ``statesaga`` command reads by default."""
+    from statesaga.settings import Settings
+
+    return Settings.load().database_url
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m definitions.checkout.demo [--db URL]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m definitions.checkout.demo",
+        description="Run the checkout demo: success, decline, out of stock, 3-D Secure, a race.",
+    )
+    parser.add_argument(
+        "--db",
+        help="SQLAlchemy URL of the store (default: the database_url setting, "
+        "sqlite:///statesaga.db)",
+    )
+    arguments = parser.parse_args(argv)
+    run_demo(arguments.db or _default_database(), Console())
+
+
+if __name__ == "__main__":
+    main()

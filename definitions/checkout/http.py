@@ -210,7 +210,7 @@ def _checkout_body(run: Run) -> dict[str, Any]:
         "status": run.status.value,
         "state": run.state,
         "correlation_id": run.correlation_id,
-        "order_id": run.output.order_id if completed else None,
+        "order_id": run.output.order_id if completed and run.output is not None else None,
         "total": run.data.total,
         "currency": run.data.currency,
         "provider_ref": run.data.provider_ref,

@@ -315,6 +315,7 @@ class Shop:
         cart_id = run.input.cart_id
         if run.status is Status.COMPLETED:
             receipt = run.output
+            assert receipt is not None  # a completed checkout always has its receipt
             return CheckoutResult(
                 cart_id,
                 "completed",

@@ -178,8 +178,28 @@ class Store(Protocol):
     ) -> builtins.list[InstanceRow]:
         """Instances, newest first; ``since``/``until`` bound when they were started."""
 
+    def list_page(
+        self,
+        *,
+        saga: str | None = None,
+        status: str | None = None,
+        entity_key: str | None = None,
+        correlation_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        before: tuple[float, str] | None = None,
+        limit: int = 50,
+    ) -> builtins.list[InstanceRow]:
+        """One page of instances, newest first; ``before`` is the last (created_at, id) seen."""
+
+    def count_by_status(self, saga: str | None = None) -> dict[tuple[str, int, str], int]:
+        """How many instances there are per (saga, version, status)."""
+
     def history(self, instance_id: str) -> builtins.list[HistoryRow]:
         """An instance's history, oldest first."""
+
+    def ids_starting_with(self, prefix: str, limit: int = 10) -> builtins.list[str]:
+        """Up to ``limit`` instance ids that start with ``prefix``, sorted."""
 
     def due(self, now: float, limit: int) -> builtins.list[InstanceRow]:
         """Instances that need work now: expired leases, due retries, timeouts, deadlines."""

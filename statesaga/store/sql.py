@@ -363,10 +363,11 @@ class SqlStore:
             .where(
                 instances.c.id == instance_id,
                 instances.c.version == version,
+                # never the claimant's own live lease: another thread of the same engine
+                # may be driving the run under it
                 sa.or_(
                     instances.c.lease_owner.is_(None),
                     instances.c.lease_expires_at < now,
-                    instances.c.lease_owner == owner,
                 ),
             )
             .values(
@@ -474,6 +475,62 @@ class SqlStore:
         with self.engine.connect() as connection:
             return [_instance(row) for row in connection.execute(query)]
 
+    def list_page(
+        self,
+        *,
+        saga: str | None = None,
+        status: str | None = None,
+        entity_key: str | None = None,
+        correlation_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        before: tuple[float, str] | None = None,
+        limit: int = 50,
+    ) -> builtins.list[InstanceRow]:
+        """One page of :meth:`list`, newest first by (``created_at``, ``id``).
+
+        ``before`` is the (``created_at``, ``id``) of the last row of the previous
+        page (a keyset cursor): the page starts right after it, so runs started
+        meanwhile neither shift the pages nor show up twice.
+        """
+        query = sa.select(instances)
+        for column, value in (
+            (instances.c.saga, saga),
+            (instances.c.status, status),
+            (instances.c.entity_key, entity_key),
+            (instances.c.correlation_id, correlation_id),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if since is not None:
+            query = query.where(instances.c.created_at >= since)
+        if until is not None:
+            query = query.where(instances.c.created_at < until)
+        if before is not None:
+            created_at, instance_id = before
+            query = query.where(
+                sa.or_(
+                    instances.c.created_at < created_at,
+                    sa.and_(instances.c.created_at == created_at, instances.c.id < instance_id),
+                )
+            )
+        query = query.order_by(instances.c.created_at.desc(), instances.c.id.desc()).limit(limit)
+        with self.engine.connect() as connection:
+            return [_instance(row) for row in connection.execute(query)]
+
+    def count_by_status(self, saga: str | None = None) -> dict[tuple[str, int, str], int]:
+        """How many instances there are per (saga, version, status), for one saga or all."""
+        query = sa.select(
+            instances.c.saga, instances.c.saga_version, instances.c.status, sa.func.count()
+        ).group_by(instances.c.saga, instances.c.saga_version, instances.c.status)
+        if saga is not None:
+            query = query.where(instances.c.saga == saga)
+        with self.engine.connect() as connection:
+            return {
+                (name, int(version), status): int(count)
+                for name, version, status, count in connection.execute(query)
+            }
+
     def history(self, instance_id: str) -> builtins.list[HistoryRow]:
         """The instance's history, oldest first."""
         query = (
@@ -481,6 +538,17 @@ class SqlStore:
         )
         with self.engine.connect() as connection:
             return [HistoryRow(**row._asdict()) for row in connection.execute(query)]
+
+    def ids_starting_with(self, prefix: str, limit: int = 10) -> builtins.list[str]:
+        """Up to ``limit`` instance ids that start with ``prefix``, sorted (for id prefixes)."""
+        query = (
+            sa.select(instances.c.id)
+            .where(instances.c.id.startswith(prefix, autoescape=True))
+            .order_by(instances.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            return [str(value) for value in connection.execute(query).scalars()]
 
     def _due_query(self, now: float, limit: int) -> sa.Select[Any]:
         """Instances that need work now and nobody holds.

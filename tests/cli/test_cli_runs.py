@@ -1,49 +1,16 @@
-"""The ``statesaga`` command, as a user types it, in a fresh directory."""
+"""The commands that start, steer and show runs, as a user types them, in a fresh directory."""
 
 from __future__ import annotations
 
 import json
-import shutil
-import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_helpers import CHECKOUT, LINEAR, RESOURCES, cart, rows
 from typer.testing import CliRunner
 
 from definitions.checkout import Shop
 from statesaga.cli import app
-
-CHECKOUT = "definitions.checkout:CompleteCart"
-RESOURCES = ["--resources", "definitions.checkout:resources"]
-LINEAR = "sagas:Linear"  # tests/sagas.py: three steps that need nothing from outside
-
-
-@pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("STATESAGA_DATABASE_URL", raising=False)
-    monkeypatch.delenv("STATESAGA_SAGAS", raising=False)
-    monkeypatch.delenv("STATESAGA_RESOURCES", raising=False)
-    monkeypatch.setenv("COLUMNS", "200")  # wide tables: assertions see whole cells
-    return CliRunner()
-
-
-@pytest.fixture
-def shop(tmp_path: Path) -> Iterator[Shop]:
-    """The shop's tables and a mug in stock, in the CLI's default database (statesaga.db)."""
-    with Shop.open(f"sqlite:///{tmp_path / 'statesaga.db'}") as shop:
-        shop.add_product("mug", "Enamel mug", unit_price=1250, stock=10)
-        yield shop
-
-
-def cart(shop: Shop, payment_method: str = "card_ok") -> str:
-    return json.dumps({"cart_id": shop.create_cart({"mug": 2}, payment_method=payment_method)})
-
-
-def rows(path: Path) -> int:
-    with sqlite3.connect(path) as connection:
-        return int(connection.execute("SELECT count(*) FROM statesaga_instances").fetchone()[0])
 
 
 def test_check_validates_and_describes_a_saga(cli: CliRunner) -> None:
@@ -147,7 +114,8 @@ def test_send_drives_a_waiting_run_by_key(cli: CliRunner, shop: Shop) -> None:
     send = ["send", "payment_succeeded", "--key", "k-1", "--saga", CHECKOUT, "--payload", payload]
     sent = cli.invoke(app, [*send, *RESOURCES, "--json"])
     assert sent.exit_code == 0, sent.output
-    assert json.loads(sent.output)["status"] == "completed"
+    delivery = json.loads(sent.output)
+    assert (delivery["status"], delivery["run"]["status"]) == ("accepted", "completed")
     assert [order.cart_id for order in shop.orders()] == [run["input"]["cart_id"]]
 
 
@@ -162,7 +130,8 @@ def test_recover_and_cancel_need_and_use_the_sagas_code(cli: CliRunner, shop: Sh
     )
     run = json.loads(started.output)
     cancelled = cli.invoke(app, ["cancel", run["id"], "--saga", CHECKOUT, *RESOURCES, "--json"])
-    assert json.loads(cancelled.output)["status"] == "compensated"
+    delivery = json.loads(cancelled.output)
+    assert (delivery["status"], delivery["run"]["status"]) == ("accepted", "compensated")
     assert shop.stock("mug").reserved == 0
     missing = cli.invoke(app, ["show", "nope"])
     assert missing.exit_code == 1
@@ -177,31 +146,3 @@ def test_the_database_url_comes_from_the_environment(
     assert result.exit_code == 0, result.output
     assert rows(tmp_path / "other.db") == 1
     assert not (tmp_path / "statesaga.db").exists()
-
-
-def test_the_demo_runs_every_checkout_scenario(cli: CliRunner) -> None:
-    result = cli.invoke(app, ["demo"])
-    assert result.exit_code == 0, result.output
-    for text in (
-        "successful checkout",
-        "existing order",
-        "402 payment declined",
-        "422 insufficient stock: 1 kettle left, 2 wanted",
-        "3-D Secure: the webhook",
-        "409 checkout already in progress",
-    ):
-        assert text in result.output
-    assert result.output.count("completed") >= 4
-
-
-def test_the_demo_writes_the_checkout_diagram(cli: CliRunner, tmp_path: Path) -> None:
-    result = cli.invoke(app, ["demo"])
-    assert result.exit_code == 0, result.output
-    assert "stateDiagram-v2" in (tmp_path / "checkout.mmd").read_text()
-    # the SVG needs Graphviz's dot; without it the demo writes the Mermaid chart only
-    if shutil.which("dot") is None:
-        assert "The checkout diagram: checkout.mmd\n" in result.output
-        assert not (tmp_path / "checkout.svg").exists()
-    else:
-        assert "The checkout diagram: checkout.mmd, checkout.svg" in result.output
-        assert "<svg" in (tmp_path / "checkout.svg").read_text()

@@ -66,7 +66,7 @@ from definitions.checkout import (
 from definitions.checkout.models import Base, create_tables
 from definitions.checkout.provider import Authorization, PaymentRequest, ProviderCall
 from definitions.checkout.saga import authorization_key
-from statesaga import FencedOut, Run, Status
+from statesaga import Run, Status
 from statesaga.store.sql import SqlStore
 from statesaga.testing import FakeClock
 
@@ -446,12 +446,6 @@ class EagerCustomer(FaultyProvider):
         return authorization
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=FencedOut,
-    reason="engine: SqlStore.claim accepts lease_owner == owner, so a send from another "
-    "thread of the same engine claims a run this engine is driving and fences out its start",
-)
 def test_a_webhook_that_comes_before_the_wait_is_kept_and_taken_when_the_checkout_waits(
     url: str,
 ) -> None:

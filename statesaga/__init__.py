@@ -23,6 +23,7 @@ from statesaga.dsl import Event, Saga, State, Transition
 from statesaga.errors import (
     CancelNotAllowed,
     ConcurrencyError,
+    ConnectionLost,
     DefinitionError,
     DuplicateStart,
     EntityBusy,
@@ -97,6 +98,7 @@ __all__ = [
     "FencedOut",
     "LeaseLost",
     "StoreError",
+    "ConnectionLost",
     "LocksUnavailable",
     "MissingResource",
     "SettingsError",

@@ -53,6 +53,7 @@ from statesaga.core import (
 from statesaga.definition import Definition, TransitionDef
 from statesaga.delivery import Delivery, DeliveryStatus, InboxEntry
 from statesaga.errors import (
+    ConnectionLost,
     DuplicateStart,
     EntityBusy,
     EventNotAllowed,
@@ -152,6 +153,38 @@ class _Active:
     lost: bool = False
 
 
+@attrs.frozen
+class _Kept:
+    """What a transition changes on a held run, kept to put back if its commit failed."""
+
+    version: int
+    snapshot: Snapshot
+    leased: bool
+    updated_at: float
+    renewed_at: float
+    output: Any
+    encoded_data: Any
+    encoded_context: str
+
+    @classmethod
+    def of(cls, run: _Active) -> _Kept:
+        return cls(
+            run.version,
+            run.snapshot,
+            run.leased,
+            run.updated_at,
+            run.renewed_at,
+            run.output,
+            run.encoded_data,
+            run.encoded_context,
+        )
+
+    def restore(self, run: _Active) -> None:
+        run.version, run.snapshot, run.leased = self.version, self.snapshot, self.leased
+        run.updated_at, run.renewed_at, run.output = self.updated_at, self.renewed_at, self.output
+        run.encoded_data, run.encoded_context = self.encoded_data, self.encoded_context
+
+
 class _Discard(Exception):
     """Roll back a transactional step's transaction and report ``outcome`` instead."""
 
@@ -185,7 +218,7 @@ class Runtime:
             from statesaga.settings import Settings
 
             settings = Settings.load()
-            database = SqlStore(settings.database_url, schema=settings.schema)
+            database = settings.store()
             if locks is None and settings.redis_url is not None:
                 from statesaga.locks import redis as redis_locks
 
@@ -904,16 +937,38 @@ class Runtime:
         transaction rolled back, the step's writes with it) for the caller to record.
         """
         ctx = call.ctx
-        try:
-            with self.store.transaction() as connection:
-                response = yield attrs.evolve(call, ctx=attrs.evolve(ctx, connection=connection))
-                outcome = judge(response)
-                if isinstance(outcome, StepFailed | CompensationFailed):
-                    raise _Discard(outcome)
-                nxt = run.core.next(run.snapshot, outcome, self.clock())
-                nxt = self._persist(run, nxt, started, connection=connection)
-        except _Discard as discard:
-            return discard.outcome
+        before = _Kept.of(run)
+        for attempt in (1, 2):
+            try:
+                with self.store.transaction() as connection:
+                    response = yield attrs.evolve(
+                        call, ctx=attrs.evolve(ctx, connection=connection)
+                    )
+                    outcome = judge(response)
+                    if isinstance(outcome, StepFailed | CompensationFailed):
+                        raise _Discard(outcome)
+                    nxt = run.core.next(run.snapshot, outcome, self.clock())
+                    nxt = self._persist(run, nxt, started, connection=connection)
+                break
+            except _Discard as discard:
+                return discard.outcome
+            except ConnectionLost:
+                # the database connection died: the transaction rolled back (the step's
+                # writes with it), or it committed and only the answer was lost
+                row = self.store.get(run.id)
+                if row is not None and (row.version, row.epoch) == (before.version + 1, run.epoch):
+                    break  # it committed
+                before.restore(run)
+                if attempt == 2:
+                    raise
+                log.warning(
+                    "the database connection died under %s of %s %s; running it again on a "
+                    "fresh connection",
+                    ctx.step,
+                    run.definition.name,
+                    run.id,
+                    extra=_log_extra(run, ctx.step),
+                )
         if isinstance(nxt.decision, Finish):
             self._finished(run, run.updated_at)
         if self.observer is not None:
@@ -1455,26 +1510,46 @@ class Runtime:
             self._active.pop(run.id, None)
 
     def _keep_leases(self) -> None:
-        """Renew the leases of runs whose steps outlive a third of the lease."""
+        """Renew the leases of runs whose steps outlive a third of the lease.
+
+        Every run due for renewal in a round is renewed by one statement (the
+        store's ``extend_leases``), so the cost of a round does not grow with
+        the runs in flight; each lease's new expiry is taken when its
+        statement runs, not when the round began.
+        """
         interval = self.lease_ttl / 3
         while not self._stopping.wait(interval / 2):
             now = self.clock()
             with self._active_lock:
                 runs = list(self._active.values())
-            for run in runs:
-                if now - run.renewed_at < interval:
-                    continue
-                if run.step_deadline is not None and now > run.step_deadline:
-                    continue  # an overrunning step loses its lease; recovery takes over
-                try:
-                    ok = self.store.extend_lease(run.id, run.epoch, now + self.lease_ttl)
-                    if run.lease is not None and self.locks is not None:
-                        renewed = self._renew_lock(run.lease, now)
-                        ok = ok and renewed is not None
-                        run.lease = renewed or run.lease
-                except Exception:  # the next transition's compare-and-set has the last word
-                    log.exception("renewing the lease of %s failed", run.id, extra=_log_extra(run))
-                    continue
+            due = [
+                run
+                for run in runs
+                if now - run.renewed_at >= interval
+                # an overrunning step loses its lease; recovery takes over
+                and (run.step_deadline is None or now <= run.step_deadline)
+            ]
+            if not due:
+                continue
+            try:
+                kept = self.store.extend_leases(
+                    [(run.id, run.epoch) for run in due], self.clock() + self.lease_ttl
+                )
+            except Exception:  # the next transition's compare-and-set has the last word
+                log.exception("renewing %d leases failed", len(due))
+                continue
+            for run in due:
+                ok = run.id in kept
+                if run.lease is not None and self.locks is not None:
+                    try:
+                        renewed = self._renew_lock(run.lease, self.clock())
+                    except Exception:
+                        log.exception(
+                            "renewing the lock of %s failed", run.id, extra=_log_extra(run)
+                        )
+                        renewed = None
+                    ok = ok and renewed is not None
+                    run.lease = renewed or run.lease
                 run.renewed_at = now
                 if not ok and not run.lost:
                     run.lost = True

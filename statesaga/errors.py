@@ -18,6 +18,7 @@
     │   ├── FencedOut            this holder's claim was superseded; its write was rejected
     │   └── LeaseLost            the lease expired or was taken while work was running
     ├── StoreError               the store could not be used (schema missing, unreachable)
+    │   └── ConnectionLost       the database connection died mid-transaction (not committed)
     ├── LocksUnavailable         the entity-lock service (Redis, PostgreSQL) cannot be reached
     ├── SettingsError            a setting (argument, STATESAGA_* variable, TOML) does not fit
     ├── StepTimeout              a step ran longer than its timeout (recorded, then retried)
@@ -39,6 +40,7 @@ from __future__ import annotations
 __all__ = [
     "CancelNotAllowed",
     "ConcurrencyError",
+    "ConnectionLost",
     "DefinitionError",
     "DuplicateStart",
     "EntityBusy",
@@ -168,6 +170,15 @@ class LeaseLost(ConcurrencyError):
 
 class StoreError(StateSagaError):
     """The store could not be used: its schema is missing or out of date, or it is unreachable."""
+
+
+class ConnectionLost(StoreError):
+    """The database connection died in the middle of a transaction, which did not commit.
+
+    The engine tries a transition (or a transactional step) once more on a
+    fresh connection before it reports this; a run it interrupts resumes from
+    its last persisted transition.
+    """
 
 
 class LocksUnavailable(StateSagaError):

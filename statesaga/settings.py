@@ -28,12 +28,15 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from statesaga.errors import SettingsError
 from statesaga.retry import Retry
+
+if TYPE_CHECKING:
+    from statesaga.store.sql import SqlStore
 
 __all__ = ["ENV_PREFIX", "Settings", "parse_duration"]
 
@@ -158,6 +161,22 @@ _FIELDS: dict[str, _Field] = {
     "worker_concurrency": _Field(
         _whole(1), "a whole number >= 1, e.g. 4", "threads of `statesaga worker`"
     ),
+    "pool_size": _Field(
+        _whole(1),
+        "a whole number >= 1, e.g. 10",
+        "PostgreSQL: connections SQLAlchemy's pool keeps open (reads, claims, steps)",
+    ),
+    "max_overflow": _Field(
+        _whole(0),
+        "a whole number >= 0, e.g. 10",
+        "PostgreSQL: connections the pool may open beyond pool_size when busy",
+    ),
+    "hot_connections": _Field(
+        _whole(1),
+        "a whole number >= 1, e.g. 10",
+        "connections of the transition hot path (a process holds at most "
+        "pool_size + max_overflow + hot_connections)",
+    ),
     "schema": _Field(
         _optional(_identifier),
         "a plain identifier, e.g. sagas (PostgreSQL only; empty for the default)",
@@ -186,6 +205,9 @@ class Settings:
     retention_days: int | None = None
     worker_concurrency: int = 1
     schema: str | None = None
+    pool_size: int = 10
+    max_overflow: int = 10
+    hot_connections: int = 10
     sources: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
 
     @classmethod
@@ -251,12 +273,22 @@ class Settings:
         """(name, value, source) for every setting, in declaration order."""
         return [(name, getattr(self, name), self.sources.get(name, "default")) for name in _FIELDS]
 
-    def engine_arguments(self) -> dict[str, Any]:
-        """Keyword arguments for an engine: the store (with its schema), locks, lease, deadline."""
+    def store(self) -> SqlStore:
+        """The store these settings name: its database, schema and connection bounds."""
         from statesaga.store.sql import SqlStore
 
+        return SqlStore(
+            self.database_url,
+            schema=self.schema,
+            pool_size=self.pool_size,
+            max_overflow=self.max_overflow,
+            hot_connections=self.hot_connections,
+        )
+
+    def engine_arguments(self) -> dict[str, Any]:
+        """Keyword arguments for an engine: the store (with its schema), locks, lease, deadline."""
         return {
-            "database": SqlStore(self.database_url, schema=self.schema),
+            "database": self.store(),
             "lease_ttl": self.lease_duration,
             "default_deadline": self.default_deadline,
             "default_retry": self.retry,

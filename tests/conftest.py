@@ -38,12 +38,7 @@ settings.load_profile(_hypothesis_profile())
 
 import pytest  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
-
-POSTGRES_URL = os.environ.get(
-    "STATESAGA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-REQUIRE_SERVICES = os.environ.get("STATESAGA_REQUIRE_SERVICES") == "1"
-STORE_TABLES = ("statesaga_history", "statesaga_locks", "statesaga_instances")
+from services import POSTGRES_URL, REQUIRE_SERVICES, truncate  # noqa: E402
 
 
 def _unavailable(service: str, error: Exception) -> None:
@@ -81,15 +76,6 @@ def postgres_url() -> object:
     admin.dispose()
 
 
-def _truncate(url: str) -> None:
-    engine = sa.create_engine(url)
-    with engine.begin() as connection:
-        extra = sa.inspect(connection).has_table("test_effects")
-        tables = ", ".join((*STORE_TABLES, *(("test_effects",) if extra else ())))
-        connection.exec_driver_sql(f"TRUNCATE {tables} CASCADE")
-    engine.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def db(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> object:
     """A fresh store URL on each backend: a new SQLite file, or an emptied PostgreSQL."""
@@ -97,9 +83,9 @@ def db(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> object:
         yield f"sqlite:///{os.path.join(tmp_path, 'sagas.db')}"
         return
     url = request.getfixturevalue("postgres_url")
-    _truncate(url)
+    truncate(url)
     yield url
-    _truncate(url)
+    truncate(url)
 
 
 REDIS_URL = os.environ.get("STATESAGA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -160,3 +146,33 @@ def dot() -> str:
         _unavailable("Graphviz's dot", FileNotFoundError("dot: apt-get install graphviz"))
     assert found is not None
     return found
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> object:
+    """A runner in an empty directory, with no statesaga settings in the environment.
+
+    Its output is a pipe (not a terminal) of no declared width, as when a
+    command's output is piped to another program.
+    """
+    from typer.testing import CliRunner
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("DATABASE_URL", "SAGAS", "RESOURCES", "SCHEMA", "REDIS_URL"):
+        monkeypatch.delenv(f"STATESAGA_{name}", raising=False)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("STATESAGA_TRACEBACK", raising=False)
+    return CliRunner()
+
+
+@pytest.fixture
+def shop(tmp_path: os.PathLike[str]) -> object:
+    """The shop's tables and a mug in stock, in the CLI's default database (statesaga.db)."""
+    from definitions.checkout import Shop
+
+    with Shop.open(f"sqlite:///{os.path.join(tmp_path, 'statesaga.db')}") as opened:
+        opened.add_product("mug", "Enamel mug", unit_price=1250, stock=10)
+        yield opened

@@ -288,3 +288,27 @@ def shop_invariant(outcome: Outcome) -> None:
         else:
             assert paid == 0, f"compensated run {run.id[:8]} still charged {paid}"
             assert not held, f"compensated run {run.id[:8]} still holds {sorted(held)}"
+
+
+class ConfirmedCheckout(Saga[Cart, Progress]):
+    """reserve, charge, wait for the customer's confirmation (a 3-D Secure webhook),
+    capture (the pivot), ship: the shape in which contention loses payments."""
+
+    name = "kit-confirmed-checkout"
+    deadline = 120
+    new = State(initial=True)
+    widget = State()
+    wrapped = State()
+    charged = State()
+    confirming = State(timeout=60)
+    confirmed = State()
+    captured = State()
+    shipped = State(final=True)
+
+    reserve = new.to(widget).run(reserve_widget, undo=release_widget, **UNDOABLE)
+    wrap = widget.to(wrapped).run(reserve_gift_wrap, undo=release_gift_wrap, **UNDOABLE)
+    pay = wrapped.to(charged).run(charge, undo=refund, **UNDOABLE)
+    ask = charged.to(confirming)
+    confirm = confirming.to(confirmed).on("paid")
+    settle = confirmed.to(captured).run(capture, pivot=True, retry=FAST)
+    send = captured.to(shipped).run(ship, retry=FAST)

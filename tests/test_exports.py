@@ -11,6 +11,7 @@ def test_the_package_exports_exactly_these_names() -> None:
             "AsyncEngine",
             "CancelNotAllowed",
             "ConcurrencyError",
+            "ConnectionLost",
             "Definition",
             "DefinitionError",
             "DuplicateStart",

@@ -198,7 +198,7 @@ def test_a_schema_setting_keeps_the_tables_in_their_own_postgres_schema(
     import os
 
     import sqlalchemy as sa
-    from conftest import POSTGRES_URL
+    from services import POSTGRES_URL
 
     schema = f"statesaga_settings_{os.getpid()}"
     monkeypatch.setenv("STATESAGA_DATABASE_URL", POSTGRES_URL)

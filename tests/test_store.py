@@ -110,8 +110,8 @@ def test_leases_exclude_renew_expire_and_release(kind: str, path: Path) -> None:
 
 
 def test_a_postgresql_store_keeps_its_tables_in_the_schema_it_is_given(postgres_url: str) -> None:
-    from conftest import POSTGRES_URL
     from sagas import Linear, Order
+    from services import POSTGRES_URL
 
     from statesaga import Engine, Status
 
@@ -211,14 +211,16 @@ def test_a_postgresql_hot_path_leaves_no_transaction_open_and_cuts_nothing(
     postgres_url: str,
 ) -> None:
     import psycopg
-    from conftest import _truncate
+    from services import truncate as _truncate
 
     _truncate(postgres_url)
     store = SqlStore(postgres_url)
     try:
         store.insert(_instance_row("i1"), [_history_row("i1", 1, "start")])
         idle = psycopg.pq.TransactionStatus.IDLE
-        raw = store._raw()
+        with store._hot.connection() as hot:  # the one connection the calls above used
+            raw = hot.raw
+        assert store._hot.open == 1
         assert raw.autocommit
         assert raw.info.transaction_status == idle
         with pytest.raises(FencedOut):
@@ -237,3 +239,28 @@ def test_a_postgresql_hot_path_leaves_no_transaction_open_and_cuts_nothing(
     finally:
         store.close()
         _truncate(postgres_url)
+
+
+# -- batched lease renewal ------------------------------------------------------------------------
+
+
+def test_extend_leases_renews_every_lease_whose_epoch_matches_in_one_call(db: str) -> None:
+    store = SqlStore(db, auto_migrate=True)
+    try:
+        ids = [f"r{index:05d}" for index in range(6000)]  # more than one slice on SQLite
+        for instance_id in ids[:3]:
+            store.insert(_instance_row(instance_id), [_history_row(instance_id, 1, "start")])
+        engine = store.engine
+        with engine.begin() as connection:  # the rest straight in: 6,000 starts take a while
+            rows = [attrs.asdict(_instance_row(instance_id)) for instance_id in ids[3:]]
+            connection.execute(sa.insert(metadata.tables["statesaga_instances"]), rows)
+        store.claim("r00001", 1, "thief", 500.0, now=200.0)  # epoch 2: r00001 lost its claim
+        leases = [(instance_id, 1) for instance_id in ids] + [("gone", 1)]
+        assert store.extend_leases(leases, 300.0) == set(ids) - {"r00001"}
+        assert store.extend_leases([], 400.0) == set()
+        expiries = {row.id: row.lease_expires_at for row in store.list(limit=10_000)}
+        assert expiries["r00001"] == 500.0  # the thief's lease, untouched
+        assert {expiries[i] for i in ids if i != "r00001"} == {300.0}
+        assert store.extend_leases([("r00001", 2), ("r00002", 2)], 600.0) == {"r00001"}
+    finally:
+        store.close()

@@ -154,6 +154,9 @@ class Store(Protocol):
     def extend_lease(self, instance_id: str, epoch: int, expires_at: float) -> bool:
         """Push the lease's expiry out; ``False`` when the epoch moved on."""
 
+    def extend_leases(self, leases: Sequence[tuple[str, int]], expires_at: float) -> set[str]:
+        """Push out many leases in one statement; the ids whose (id, epoch) still matched."""
+
     def release_lease(self, instance_id: str, epoch: int) -> bool:
         """Let the lease go without a transition; ``False`` when the epoch moved on."""
 

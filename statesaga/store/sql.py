@@ -25,23 +25,26 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import re
-import threading
-import weakref
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from statesaga.errors import DuplicateStart, EntityBusy, FencedOut, StoreError
+from statesaga.errors import ConnectionLost, DuplicateStart, EntityBusy, FencedOut, StoreError
+from statesaga.store import claims as _claims
 from statesaga.store import inbox as _inbox
 from statesaga.store.base import HistoryRow, InboxRow, InstanceRow, Settle, Write
+from statesaga.store.hot import HotConnection, HotConnections
 from statesaga.store.migrate import ensure_schema
 from statesaga.store.schema import OPEN_STATUSES, history, instances, metadata
 
 __all__ = ["SqlStore"]
+
+log = logging.getLogger("statesaga.store")
 
 _WRITE_COLUMNS = (
     "state",
@@ -72,6 +75,13 @@ class SqlStore:
             default) in WAL mode survives a process crash at any point; ``FULL``
             also survives power loss, at the cost of an fsync per commit.
         busy_timeout: seconds a SQLite writer waits for the write lock.
+        schema: PostgreSQL only: the schema holding the store's tables.
+        pool_size, max_overflow: SQLAlchemy's pool (reads, claims, transactional
+            steps) on PostgreSQL: ``pool_size`` kept open, ``max_overflow`` more
+            at busy times.
+        hot_connections: the transition hot path's own connections, at most this
+            many. A process holds at most ``pool_size + max_overflow +
+            hot_connections`` connections to the database.
     """
 
     def __init__(
@@ -82,13 +92,15 @@ class SqlStore:
         sqlite_synchronous: str = "NORMAL",
         busy_timeout: float = 10.0,
         schema: str | None = None,
+        pool_size: int = 10,
+        max_overflow: int = 10,
+        hot_connections: int = 10,
     ) -> None:
-        self.engine = url if isinstance(url, sa.Engine) else _create_engine(url)
+        self.engine = (
+            url if isinstance(url, sa.Engine) else _create_engine(url, pool_size, max_overflow)
+        )
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self.schema = schema
-        self._connections: dict[int, Any] = {}
-        self._connections_lock = threading.Lock()
-        self._local = threading.local()
         if self.is_sqlite:
             if schema is not None:
                 raise StoreError("schema=... is for PostgreSQL; SQLite has one schema per file")
@@ -133,44 +145,52 @@ class SqlStore:
             f"WITH started AS ({self._insert_instance_sql} RETURNING id) "
             f"{history_select} FROM started"
         )
+        self._hot = HotConnections(
+            self.engine,
+            size=hot_connections,
+            prepare=_autocommit if self._one_statement else None,
+        )
         if auto_migrate is None:
             auto_migrate = self.is_sqlite
         ensure_schema(self.engine, upgrade=auto_migrate)
 
     # -- the hot path: raw DBAPI ----------------------------------------------------------
 
-    def _raw(self) -> Any:
-        """This thread's own DBAPI connection for the hot path, opened once.
+    def _twice(self, work: Callable[[HotConnection], None], committed: Callable[[], bool]) -> None:
+        """Run ``work`` (one transaction) on a hot-path connection.
 
-        It is detached from SQLAlchemy's pool: checking a connection out and
-        back in for every transition costs more than the SQLite commit itself.
+        If the connection turns out dead (the server restarted, or terminated
+        the backend), the transaction is tried once more on a fresh connection,
+        unless ``committed()`` says the first try made it after all (the
+        connection died after the commit, before its answer arrived).
         """
-        ident = threading.get_ident()
-        raw = self._connections.get(ident)
-        if raw is None:
-            fairy = self.engine.raw_connection()
-            static = isinstance(self.engine.pool, sa.StaticPool)
-            if static:
-                self._static = fairy  # the one shared in-memory database: keep it checked out
-            else:
-                fairy.detach()
-            raw = fairy.dbapi_connection
-            if self._one_statement:
-                _autocommit(raw)
-            with self._connections_lock:
-                self._connections[ident] = raw
-            # closed when this thread ends, so short-lived threads do not pile connections up
-            self._local.holder = _ThreadConnection(raw, weakref.ref(self), ident, not static)
-        return raw
+        for attempt in (1, 2):
+            with self._hot.connection() as hot:
+                try:
+                    work(hot)
+                    return
+                except BaseException as error:
+                    if not self._lost(hot, error):
+                        raise
+                    if attempt == 2:
+                        raise _connection_lost(error) from error
+                    log.warning("the database connection was lost (%s); trying again", error)
+            if committed():
+                return
 
-    def _cursor(self, raw: Any) -> Any:
-        """This thread's cursor on ``raw``, made once: a new cursor per transition costs."""
-        holder = getattr(self._local, "holder", None)
-        if holder is None or holder.raw is not raw:
-            return raw.cursor()
-        if holder.cursor is None:
-            holder.cursor = raw.cursor()
-        return holder.cursor
+    def _lost(self, hot: HotConnection, error: BaseException) -> bool:
+        """Roll back after ``error``; ``True`` if it cost the connection (then dropped)."""
+        dialect = self.engine.dialect
+        if isinstance(error, dialect.loaded_dbapi.Error) and dialect.is_disconnect(
+            error, hot.raw, None
+        ):
+            hot.broken = True
+            return True
+        try:
+            self._rollback(hot.raw, hot.cursor)
+        except dialect.loaded_dbapi.Error:
+            hot.broken = True
+        return False
 
     def _write_history(self, cursor: Any, rows: builtins.list[tuple[Any, ...]]) -> None:
         # one row is the common case; executemany costs a pipeline on psycopg
@@ -186,9 +206,9 @@ class SqlStore:
             for c in _INSTANCE_COLUMNS
         ]
         rows = [_history_values(h) for h in history_rows]
-        raw = self._raw()
-        cursor = self._cursor(raw)
-        try:
+
+        def work(hot: HotConnection) -> None:
+            raw, cursor = hot.raw, hot.cursor
             if self._one_statement and len(rows) == 1:
                 self._execute_committed(raw, cursor, self._start_sql, (*values, *rows[0]))
                 return
@@ -196,8 +216,12 @@ class SqlStore:
             cursor.execute(self._insert_instance_sql, values)
             self._write_history(cursor, rows)
             self._commit(raw, cursor)
+
+        try:
+            self._twice(work, lambda: self.get(row.id) is not None)
+        except StoreError:
+            raise
         except Exception as error:
-            self._abort(raw, cursor, error)
             raise self._translate_insert(error, row) from error
 
     def transition(
@@ -248,9 +272,9 @@ class SqlStore:
                 connection.invalidate()
                 raise _connection_lost(error) from error
             return
-        raw = self._raw()
-        cursor = self._cursor(raw)
-        try:
+
+        def work(hot: HotConnection) -> None:
+            raw, cursor = hot.raw, hot.cursor
             if self._one_statement and len(rows) <= 1 and not settle:
                 # one statement: the compare-and-set and its history row commit together;
                 # fenced out, it moves nothing and so inserts nothing
@@ -270,9 +294,25 @@ class SqlStore:
             self._write_history(cursor, rows)
             _inbox.settle(cursor.execute, self._mark, settle)
             self._commit(raw, cursor)
-        except BaseException as error:
-            self._abort(raw, cursor, error)
-            raise
+
+        def committed() -> bool:
+            # only this holder writes under its epoch: one version on means its write landed
+            current = self._version_epoch(instance_id)
+            if current == (version + 1, epoch):
+                return True
+            if current == (version, epoch):
+                return False
+            raise _fenced(instance_id, version, epoch)
+
+        self._twice(work, committed)
+
+    def _version_epoch(self, instance_id: str) -> tuple[int, int] | None:
+        query = sa.select(instances.c.version, instances.c.epoch).where(
+            instances.c.id == instance_id
+        )
+        with self.engine.connect() as connection:
+            found = connection.execute(query).one_or_none()
+        return None if found is None else (found.version, found.epoch)
 
     def _begin(self, cursor: Any) -> None:
         if self._begin_sql is not None:
@@ -293,27 +333,6 @@ class SqlStore:
             cursor.execute("COMMIT")
         else:
             raw.commit()
-
-    def _abort(self, raw: Any, cursor: Any, error: BaseException) -> None:
-        """Roll back after ``error``; if it cost this thread its connection, say so.
-
-        A lost connection (the server restarted, failed over, or terminated the
-        backend) is dropped, so that this thread's next call opens a new one,
-        and ``error`` becomes a ``StoreError``. Whatever was not committed is
-        not in the database: the run resumes from its last persisted
-        transition when its lease expires.
-        """
-        dialect = self.engine.dialect
-        if isinstance(error, dialect.loaded_dbapi.Error) and dialect.is_disconnect(
-            error, raw, None
-        ):
-            with self._connections_lock:
-                if self._connections.get(threading.get_ident()) is raw:
-                    del self._connections[threading.get_ident()]
-            with suppress(Exception):
-                raw.close()
-            raise _connection_lost(error) from error
-        self._rollback(raw, cursor)
 
     def _rollback(self, raw: Any, cursor: Any) -> None:
         if self.is_sqlite:
@@ -405,6 +424,29 @@ class SqlStore:
         )
         with self.engine.begin() as connection:
             return bool(connection.execute(statement).rowcount == 1)
+
+    def extend_leases(self, leases: Sequence[tuple[str, int]], expires_at: float) -> set[str]:
+        """Push out many leases at once; the ids whose epoch still matched.
+
+        One statement for every (id, epoch) pair on PostgreSQL (two array
+        parameters), slices of ``claims.RENEW_BATCH`` pairs elsewhere, all in
+        one transaction. An id missing from the answer lost its claim (another
+        holder bumped the epoch) or is gone.
+        """
+        if not leases:
+            return set()
+        if self._one_statement:
+            ids = [instance_id for instance_id, _ in leases]
+            epochs = [epoch for _, epoch in leases]
+            with self.engine.begin() as connection:
+                result = connection.exec_driver_sql(_claims.PG_RENEW_SQL, (expires_at, ids, epochs))
+                return {str(value) for value in result.scalars()}
+        renewed: set[str] = set()
+        with self.engine.begin() as connection:
+            for batch in _claims.renewal_batches(leases):
+                result = connection.execute(_claims.renew_statement(batch, expires_at))
+                renewed.update(str(value) for value in result.scalars())
+        return renewed
 
     def release_lease(self, instance_id: str, epoch: int) -> bool:
         """Let the lease go without a transition, unless the epoch moved on."""
@@ -551,21 +593,21 @@ class SqlStore:
             return [str(value) for value in connection.execute(query).scalars()]
 
     def _due_query(self, now: float, limit: int) -> sa.Select[Any]:
-        """Instances that need work now and nobody holds.
+        """Instances that need work now and nobody holds, earliest due first.
 
         Every run that is not terminal has a live lease or a due time (the
         liveness invariant): so these are the runs whose holder's lease expired
         (a crash, a lost connection), the released runs whose due time passed
         (a retry's backoff, a wait's timeout, the deadline, a busy lock), and
-        the released runs with events or cancels pending in their inbox.
+        the released runs with events or cancels pending in their inbox. Each
+        kind is read through its own partial index (see ``store.claims``).
         """
-        c = instances.c
-        needs_work = sa.or_(
-            sa.and_(c.lease_owner.is_not(None), c.lease_expires_at < now),
-            sa.and_(c.lease_owner.is_(None), c.due_at <= now),
-            sa.and_(c.lease_owner.is_(None), _inbox.pending_exists(c.id)),
+        picked = _claims.due_ids(now, limit).subquery("picked")
+        return (
+            sa.select(instances)
+            .join(picked, picked.c.id == instances.c.id)
+            .order_by(picked.c.since, instances.c.id)
         )
-        return sa.select(instances).where(needs_work).order_by(c.due_at, c.id).limit(limit)
 
     def due(self, now: float, limit: int) -> builtins.list[InstanceRow]:
         """Instances that need work now and nobody holds (see :meth:`claim_due`)."""
@@ -580,40 +622,24 @@ class SqlStore:
         expires_at: float,
         sagas: Sequence[tuple[str, int]] | None = None,
     ) -> builtins.list[InstanceRow]:
-        """Claim up to ``limit`` instances that need work now, in one transaction.
+        """Claim up to ``limit`` instances that need work now, in one statement.
 
         Each claim bumps the instance's epoch. On PostgreSQL the candidates are
         locked with ``FOR UPDATE SKIP LOCKED``, so many workers claim disjoint
         batches without waiting on each other; SQLite's write lock serialises
         them. ``sagas`` limits the claim to the (name, version) pairs a worker
-        can drive.
+        can drive. The cost does not grow with the backlog or with the runs
+        already finished: only the first ``limit`` entries of each partial
+        index are read.
         """
-        query = self._due_query(now, limit)
-        if sagas is not None:
-            if not sagas:
-                return []
-            query = query.where(
-                sa.tuple_(instances.c.saga, instances.c.saga_version).in_(list(sagas))
-            )
-        if not self.is_sqlite:
-            query = query.with_for_update(skip_locked=True)
+        if sagas is not None and not sagas:
+            return []
+        statement = _claims.claim_statement(
+            now, limit, owner, expires_at, sagas, lock=not self.is_sqlite
+        )
         with self.engine.begin() as connection:
-            ids = [row.id for row in connection.execute(query)]
-            if not ids:
-                return []
-            claimed = connection.execute(
-                sa.update(instances)
-                .where(instances.c.id.in_(ids))
-                .values(
-                    epoch=instances.c.epoch + 1,
-                    version=instances.c.version + 1,
-                    lease_owner=owner,
-                    lease_expires_at=expires_at,
-                    updated_at=now,
-                )
-                .returning(instances)
-            )
-            return [_instance(row) for row in claimed]
+            claimed = [_instance(row) for row in connection.execute(statement)]
+        return claimed
 
     # -- the inbox ---------------------------------------------------------------------
 
@@ -644,58 +670,32 @@ class SqlStore:
         return result
 
     def execute_raw(self, sql: str, params: tuple[Any, ...]) -> int:
-        """Run one write statement in its own transaction on this thread's connection.
+        """Run one write statement in its own transaction on a hot-path connection.
 
         Returns the number of rows it touched.
         """
-        raw = self._raw()
-        cursor = self._cursor(raw)
-        try:
-            if self._one_statement:
-                return self._execute_committed(raw, cursor, sql, params)
-            self._begin(cursor)
-            cursor.execute(sql, params)
-            count = int(cursor.rowcount)
-            self._commit(raw, cursor)
-        except BaseException as error:
-            self._abort(raw, cursor, error)
-            raise
+        with self._hot.connection() as hot:
+            raw, cursor = hot.raw, hot.cursor
+            try:
+                if self._one_statement:
+                    return self._execute_committed(raw, cursor, sql, params)
+                self._begin(cursor)
+                cursor.execute(sql, params)
+                count = int(cursor.rowcount)
+                self._commit(raw, cursor)
+            except BaseException as error:
+                if self._lost(hot, error):
+                    raise _connection_lost(error) from error
+                raise
         return count
 
     def close(self) -> None:
         """Close the hot-path connections and dispose of the connection pool."""
-        with self._connections_lock:
-            connections, self._connections = list(self._connections.values()), {}
-        if not isinstance(self.engine.pool, sa.StaticPool):
-            for raw in connections:
-                raw.close()
+        self._hot.close()
         self.engine.dispose()
 
 
-class _ThreadConnection:
-    """Holds a thread's hot-path connection in thread-local storage; closes it with the thread."""
-
-    __slots__ = ("closes", "cursor", "ident", "raw", "store")
-
-    def __init__(self, raw: Any, store: weakref.ref[SqlStore], ident: int, closes: bool) -> None:
-        self.raw = raw
-        self.cursor: Any = None
-        self.store = store
-        self.ident = ident
-        self.closes = closes
-
-    def __del__(self) -> None:
-        store = self.store()
-        if store is not None:
-            with store._connections_lock:
-                if store._connections.get(self.ident) is self.raw:
-                    del store._connections[self.ident]
-        if self.closes:
-            with suppress(Exception):
-                self.raw.close()
-
-
-def _create_engine(url: str) -> sa.Engine:
+def _create_engine(url: str, pool_size: int, max_overflow: int) -> sa.Engine:
     try:
         parsed = sa.make_url(url)
         if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
@@ -705,7 +705,9 @@ def _create_engine(url: str) -> sa.Engine:
             )
         if parsed.get_backend_name() == "postgresql":
             # a sensible pool for many threads; dead connections are replaced, not reused
-            return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+            return sa.create_engine(
+                url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
+            )
         return sa.create_engine(url)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as error:
         raise StoreError(
@@ -802,8 +804,8 @@ def _instance(row: sa.Row[Any]) -> InstanceRow:
     return InstanceRow(**row._asdict())
 
 
-def _connection_lost(error: BaseException | None) -> StoreError:
-    return StoreError(
+def _connection_lost(error: BaseException | None) -> ConnectionLost:
+    return ConnectionLost(
         f"lost the database connection in the middle of a transaction ({error}); it was "
         "not committed, or not confirmed: the run resumes from its last persisted "
         "transition once its lease expires (Engine.recover or `statesaga worker`)"

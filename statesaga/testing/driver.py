@@ -18,6 +18,7 @@ import inspect
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -27,13 +28,14 @@ from statesaga.core import HistoryKind, Status
 from statesaga.definition import Definition, StepDef, TransitionDef
 from statesaga.engine import Engine
 from statesaga.errors import (
-    CancelNotAllowed,
     ConcurrencyError,
-    EventNotAllowed,
+    ConnectionLost,
     NonRetryableError,
     RetryNotAllowed,
     StepTimeout,
+    StoreError,
 )
+from statesaga.locks.memory import InProcessLocks
 from statesaga.run import Run
 from statesaga.store.sql import SqlStore
 from statesaga.testing.plans import Fault, FaultPlan
@@ -123,6 +125,8 @@ class Outcome:
     """what ``setup`` returned: the user's domain, for the invariant."""
     notes: tuple[str, ...] = ()
     """violations the driver saw while running (e.g. two open runs on one key)."""
+    sent: tuple[tuple[str, str, str, float], ...] = ()
+    """(run id, event, event id, when) of every event sent without an error."""
 
     @property
     def run(self) -> Run:
@@ -171,6 +175,11 @@ class _Harness:
     early_sent: set[str] = attrs.Factory(set)
     commit_crash: set[str] = attrs.Factory(set)
     resources: tuple[object, ...] = ()
+    locks: InProcessLocks = attrs.Factory(InProcessLocks)
+    """the entity locks every engine of the plan shares, as processes share Redis"""
+    lock_rounds: int = 0
+    sent: list[tuple[str, str, str, float]] = attrs.Factory(list)
+    """(run, event, event id, when) of every event sent without an error"""
 
     def engine(self) -> Engine:
         assert self.driven is not None
@@ -180,6 +189,7 @@ class _Harness:
         engine = Engine(
             store,
             sagas=[self.driven],
+            locks=self.locks,
             lease_ttl=LEASE_TTL,
             clock=self.clock,
             max_inline_sleep=0.0,
@@ -247,6 +257,9 @@ class _Harness:
         return value
 
     def after_body(self, ctx: Any, name: str) -> None:
+        if self.take(name, ("effect_then_raise",)) is not None:
+            self.note(ctx, name, "effect_then_raise", ran=True)
+            raise InjectedFailure(f"{name} took effect, then failed (injected)")
         if self.take(name, ("crash_after",)) is not None:
             self.note(ctx, name, "crash_after", ran=True)
             raise Crash(f"crash after {name}")
@@ -286,13 +299,29 @@ class _Harness:
             other = self.engine()
             try:
                 payload = self.payload(planned.event, other.get(ctx.instance_id))
-                other.send(planned.event, payload, instance_id=ctx.instance_id)
-            except (EventNotAllowed, ConcurrencyError) as error:
-                self.note(
-                    ctx, planned.event, f"early event refused: {type(error).__name__}", ran=False
-                )
+                self.send(other, planned.event, payload, ctx.instance_id)
             except Crash:
                 self.abandon(other)
+
+    def send(self, engine: Engine, event: str, payload: Any, instance_id: str, **more: Any) -> None:
+        """Send an event as a webhook would; a race answered with an error is a broken promise."""
+        try:
+            delivery = engine.send(event, payload, instance_id=instance_id, **more)
+        except ConcurrencyError as error:
+            self.notes.append(
+                f"sending {event!r} raised {type(error).__name__} ({error}): a busy or racing "
+                "run must never be an error to the sender, and the event was lost"
+            )
+            return
+        self.sent.append((instance_id, event, delivery.event_id, self.clock()))
+
+    def hold(self, row: Any) -> Callable[[], None]:
+        """Someone else (a storefront request) holds the run's entity lock until released."""
+        key = row.entity_key or f"instance:{row.id}"
+        lease = self.locks.try_acquire(key, "storefront", LEASE_TTL, self.clock())
+        if lease is None:
+            return lambda: None
+        return lambda: self.locks.release(lease)
 
     def payload(self, event: str, run: Run) -> Any:
         """The payload to send ``run`` with ``event``: as given (a value, or a function of
@@ -369,9 +398,26 @@ class _Harness:
                     return marker
             return None
 
+        def lost(rows: Any) -> str | None:
+            for row in rows:
+                name = row.transition
+                if row.kind == HistoryKind.COMPENSATE.value:
+                    name = f"{name}.undo"
+                elif row.kind not in ("forward", "event", "timeout"):
+                    continue
+                if self.take(name, ("connection_lost",)) is not None:
+                    return str(name)
+            return None
+
         def transition_then_crash(*args: Any, **kwargs: Any) -> Any:
             instance_id, rows = args[0], args[4]
             connection = args[5] if len(args) > 5 else None
+            dropped = lost(rows)
+            if dropped is not None:
+                self.journal.append(
+                    JournalEntry(instance_id, dropped, "", 0, "connection_lost", False)
+                )
+                raise ConnectionLost(f"the database connection died writing {dropped} (injected)")
             result = transition(*args, **kwargs)
             marker = hit(instance_id, rows)
             if marker is not None:
@@ -445,6 +491,7 @@ def run_plan(
         resources=tuple(given or ()),
     )
     harness.left = [fault.times for fault in plan.faults]
+    harness.lock_rounds = plan.lock_held
     harness.driven = harness.instrument()
     try:
         runs = _drive(harness)
@@ -453,7 +500,15 @@ def run_plan(
             engine.close()
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
-    return Outcome(definition, plan, runs, tuple(harness.journal), world, tuple(harness.notes))
+    return Outcome(
+        definition,
+        plan,
+        runs,
+        tuple(harness.journal),
+        world,
+        tuple(harness.notes),
+        tuple(harness.sent),
+    )
 
 
 def _set_up(setup: Callable[..., Any] | None, database: str) -> Any:
@@ -471,8 +526,8 @@ def _drive(h: _Harness) -> tuple[Run, ...]:
     engine = h.engine()
     try:
         engine.start(h.definition.name, h.saga_input, key=h.key, deadline=h.plan.deadline)
-    except ConcurrencyError:
-        pass  # fenced out after losing its lease: the run goes on elsewhere
+    except (ConcurrencyError, StoreError):
+        pass  # fenced out, or its connection died: the run goes on (after its lease)
     except Crash:
         h.abandon(engine)
         engine = h.engine()
@@ -486,6 +541,7 @@ def _finish(h: _Harness, engine: Engine) -> tuple[Run, ...]:
     for _ in range(MAX_ROUNDS):
         rows = [engine.store.get(r.id) for r in engine.list(limit=1000)]
         live = [r for r in rows if r is not None and not Status(r.status).is_terminal]
+        _check_liveness(h, live)
         failed = [r for r in rows if r is not None and r.status == Status.FAILED.value]
         patience = OPERATOR_RETRIES + sum(f.times for f in h.plan.faults)
         if not live and not [r for r in failed if retries.get(r.id, 0) < patience]:
@@ -508,15 +564,18 @@ def _finish(h: _Harness, engine: Engine) -> tuple[Run, ...]:
                 if _deliver(h, engine, row):
                     break
             else:
-                if not engine.recover():
+                if not _recover(h, engine, live):
                     _advance_to_next_due(h, live)
-        except ConcurrencyError:
-            continue  # a paused holder fenced out, a busy key: the next round goes on
+        except (ConcurrencyError, StoreError):
+            continue  # a paused holder fenced out, a busy key, a lost connection: go on
         except Crash:
             h.abandon(engine)
             engine = h.engine()
     else:
         h.notes.append(f"the driver gave up after {MAX_ROUNDS} rounds")
+    # a worker's last pass settles what came in as the runs ended (late events, late cancels)
+    with contextlib.suppress(ConcurrencyError, StoreError):
+        engine.recover()
     return tuple(engine.get(r.id) for r in reversed(engine.list(limit=1000)))
 
 
@@ -531,18 +590,79 @@ def _deliver(h: _Harness, engine: Engine, row: Any) -> bool:
         if mode == "late":
             wake = row.due_at if row.due_at is not None else h.clock() + 3600
             h.clock.move_to(wake)
-        sends = 2 if mode == "twice" else 1
-        for _ in range(sends):
-            # a second (or late) delivery may be refused: that is the point
-            with contextlib.suppress(EventNotAllowed, ConcurrencyError):
-                engine.send(event, h.payload(event, engine.get(row.id)), instance_id=row.id)
+        payload = h.payload(event, engine.get(row.id))
+        if mode == "burst":
+            _burst(h, event, payload, row.id)
+        elif mode == "while_locked":
+            release = h.hold(row)  # the storefront retries complete meanwhile
+            try:
+                h.send(engine, event, payload, row.id)
+            finally:
+                release()
+        else:
+            for _ in range(2 if mode == "twice" else 1):
+                # a second (or late) delivery is recorded as not accepted: that is the point
+                h.send(engine, event, payload, row.id)
         return True
     if row.due_at is None and row.deadline is None:
         # nothing will ever come: an operator cancels the run
-        with contextlib.suppress(CancelNotAllowed, ConcurrencyError):
+        with contextlib.suppress(ConcurrencyError):
             engine.cancel(row.id, reason="no event arrived")
         return True
     return False
+
+
+def _burst(h: _Harness, event: str, payload: Any, instance_id: str) -> None:
+    """Four deliveries of one event at once, from four engines (two share an event id)."""
+    engines = [h.engine() for _ in range(4)]
+    gate = threading.Barrier(len(engines))
+    crashed: list[Engine] = []
+
+    def deliver(number: int) -> None:
+        gate.wait()
+        try:
+            h.send(engines[number], event, payload, instance_id, event_id=f"burst-{number // 2}")
+        except Crash:
+            crashed.append(engines[number])
+
+    threads = [threading.Thread(target=deliver, args=(n,)) for n in range(len(engines))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for engine in crashed:
+        h.abandon(engine)
+
+
+def _recover(h: _Harness, engine: Engine, live: list[Any]) -> bool:
+    """Recover what is due; the plan may have someone else hold the runs' locks meanwhile."""
+    if h.lock_rounds <= 0:
+        return bool(engine.recover())
+    h.lock_rounds -= 1
+    releases = [h.hold(row) for row in live]
+    try:
+        recovered = engine.recover()
+    finally:
+        for release in releases:
+            release()
+    del recovered  # whatever it did, the clock moves on: the storefront's request is over
+    h.clock.advance(1.0)
+    return True
+
+
+def _check_liveness(h: _Harness, live: list[Any]) -> None:
+    """Every run that is not terminal has a live lease or a due time (or waits for an event)."""
+    for row in live:
+        if row.lease_owner is not None or row.due_at is not None:
+            continue
+        timed = h.definition.states[row.state].timeout is not None or row.deadline is not None
+        if row.status != Status.WAITING.value or timed:
+            note = (
+                f"run {row.id[:8]} is {row.status} in {row.state!r} with neither a lease nor a "
+                "due time: no worker will ever pick it up"
+            )
+            if note not in h.notes:
+                h.notes.append(note)
 
 
 def _advance_to_next_due(h: _Harness, live: list[Any]) -> None:

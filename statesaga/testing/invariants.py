@@ -56,11 +56,17 @@ def check_saga_invariants(outcome: Outcome) -> None:
       (a failed ``undo_on_failure`` step excepted);
     - nothing is compensated once a pivot has completed;
     - at most one open run per entity key;
-    - the history agrees with the run's state.
+    - the history agrees with the run's state;
+    - a run whose pivot's call may have taken effect never ends compensated;
+    - every event sent without an error is in the run's inbox, and none is left
+      pending once the run ended (nothing a customer did is lost);
+    - no open run is left with neither a lease nor a due time (the driver's notes).
     """
     problems = list(outcome.notes)
     for run in outcome.runs:
         problems.extend(f"run {run.id[:8]}: {p}" for p in _check_run(outcome.definition, run))
+        problems.extend(f"run {run.id[:8]}: {p}" for p in _check_pivots(outcome, run))
+        problems.extend(f"run {run.id[:8]}: {p}" for p in _check_inbox(outcome, run))
     keys = collections.Counter(r.key for r in outcome.runs if r.key and r.status.is_open)
     problems.extend(f"{n} open runs on key {k!r}" for k, n in keys.items() if n > 1)
     if problems:
@@ -118,6 +124,44 @@ def _check_run(definition: Definition, run: Run) -> list[str]:
     if history[-1].to_state != run.state:
         problems.append(
             f"state {run.state!r} but the last history record leads to {history[-1].to_state!r}"
+        )
+    return problems
+
+
+#: journal results of a call whose effect may have happened
+_TOOK_EFFECT = frozenset({"ok", "crash_after", "effect_then_raise"})
+
+
+def _check_pivots(outcome: Outcome, run: Run) -> list[str]:
+    if run.status is not Status.COMPENSATED:
+        return []
+    pivots = {
+        name
+        for name, t in outcome.definition.transitions.items()
+        if t.step is not None and t.step.pivot
+    }
+    called = {
+        entry.name
+        for entry in outcome.journal
+        if entry.instance_id == run.id and entry.name in pivots and entry.result in _TOOK_EFFECT
+    }
+    return [
+        f"pivot {name!r} may have taken effect (its call ran) but the run was compensated"
+        for name in sorted(called)
+    ]
+
+
+def _check_inbox(outcome: Outcome, run: Run) -> list[str]:
+    problems = []
+    kept = {entry.event_id: entry for entry in run.inbox}
+    for instance_id, event, event_id, _ in outcome.sent:
+        if instance_id == run.id and event_id not in kept:
+            problems.append(f"event {event!r} ({event_id}) was sent but is not in its inbox")
+    if run.status.is_terminal:
+        problems.extend(
+            f"event {entry.event!r} ({entry.event_id}) is still pending after the run ended"
+            for entry in run.inbox
+            if entry.status.value == "pending"
         )
     return problems
 

@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 
 from statesaga.definition import Definition
 
-__all__ = ["DeliveryMode", "EventPlan", "Fault", "FaultKind", "FaultPlan", "fault_plans"]
+__all__ = [
+    "DELIVERY_MODES",
+    "DeliveryMode",
+    "EventPlan",
+    "Fault",
+    "FaultKind",
+    "FaultPlan",
+    "fault_plans",
+]
 
 FaultKind = Literal[
     "retryable",
@@ -26,8 +34,10 @@ FaultKind = Literal[
     "crash_after_commit",
     "lease_loss",
     "duplicate_start",
+    "effect_then_raise",
+    "connection_lost",
 ]
-DeliveryMode = Literal["on_time", "early", "late", "twice", "never"]
+DeliveryMode = Literal["on_time", "early", "late", "twice", "never", "while_locked", "burst"]
 
 STEP_FAULTS: tuple[FaultKind, ...] = (
     "retryable",
@@ -38,6 +48,8 @@ STEP_FAULTS: tuple[FaultKind, ...] = (
     "crash_after_commit",
     "lease_loss",
     "duplicate_start",
+    "effect_then_raise",
+    "connection_lost",
 )
 UNDO_FAULTS: tuple[FaultKind, ...] = (
     "retryable",
@@ -45,6 +57,16 @@ UNDO_FAULTS: tuple[FaultKind, ...] = (
     "crash_before",
     "crash_after",
     "crash_after_commit",
+    "connection_lost",
+)
+DELIVERY_MODES: tuple[DeliveryMode, ...] = (
+    "on_time",
+    "early",
+    "late",
+    "twice",
+    "never",
+    "while_locked",
+    "burst",
 )
 
 
@@ -57,7 +79,10 @@ class Fault:
     ``crash_after_commit`` (dies right after the transition commits);
     ``lease_loss`` (the holder pauses past its lease, another engine recovers
     the run meanwhile); ``duplicate_start`` (a second start of the same input
-    races the run while this step runs).
+    races the run while this step runs); ``effect_then_raise`` (the call takes
+    effect, then raises a retryable error: "it booked, then the attempt
+    failed"); ``connection_lost`` (the database connection dies as the call's
+    transition is written: nothing is written, the engine's call fails).
     """
 
     target: str
@@ -70,8 +95,10 @@ class Fault:
 
 @attrs.frozen
 class EventPlan:
-    """How ``event`` is delivered: ``on_time``, ``early`` (while the run is still busy,
-    then again on time), ``late`` (after the wait's timeout), ``twice`` or ``never``."""
+    """How ``event`` is delivered: ``on_time``, ``early`` (while a step runs, once),
+    ``late`` (after the wait's timeout), ``twice``, ``never``, ``while_locked`` (once,
+    while someone else holds the run's entity lock; nobody sends it again) or
+    ``burst`` (four deliveries at once from four engines, two with one event id)."""
 
     event: str
     mode: DeliveryMode
@@ -88,16 +115,21 @@ class FaultPlan:
         faults: the injected faults, applied in order of their targets' calls.
         events: how each event is delivered (events not named arrive on time).
         deadline: the run's deadline in (fake) seconds, if any.
+        lock_held: how many times someone else holds the run's entity lock just
+            when recovery, a timeout or the deadline fires for it.
     """
 
     faults: tuple[Fault, ...] = ()
     events: tuple[EventPlan, ...] = ()
     deadline: float | None = None
+    lock_held: int = 0
 
     def __str__(self) -> str:
         parts = [str(f) for f in self.faults] + [str(e) for e in self.events]
         if self.deadline is not None:
             parts.append(f"deadline {self.deadline:g}s")
+        if self.lock_held:
+            parts.append(f"lock held at recovery x{self.lock_held}")
         return "; ".join(parts) or "no faults"
 
     def mode_of(self, event: str) -> DeliveryMode:
@@ -159,7 +191,7 @@ def fault_plans(
     faults: st.SearchStrategy[tuple[Fault, ...]] = (
         st.lists(st.one_of(choices), max_size=max_faults).map(tuple) if choices else st.just(())
     )
-    modes: tuple[DeliveryMode, ...] = ("on_time", "early", "late", "twice", "never")
+    modes = DELIVERY_MODES
     deliveries = st.tuples(
         *(st.builds(EventPlan, st.just(event), st.sampled_from(modes)) for event in events)
     )
@@ -169,4 +201,4 @@ def fault_plans(
         {1.0, 30.0, *([definition.deadline] if definition.deadline else [])}
     )
     deadline = st.none() | st.sampled_from(choices_of_deadline) if deadlines else st.none()
-    return st.builds(FaultPlan, faults, deliveries, deadline)
+    return st.builds(FaultPlan, faults, deliveries, deadline, st.integers(0, 2))

@@ -1,0 +1,144 @@
+"""The transition hot path's connections: few, bounded, and replaced when they die.
+
+A transition is one short transaction on a raw DBAPI connection (checking a
+connection out of SQLAlchemy's pool for each one costs more than a SQLite
+commit). These connections live in a small pool of their own, bounded like
+SQLAlchemy's: a process never holds more than ``size`` of them, however many
+threads drive runs; a thread that finds them all busy waits its turn. A
+connection that failed with a disconnect is dropped, so the next transaction
+opens a fresh one.
+
+>>> import sqlalchemy as sa
+>>> hot = HotConnections(sa.create_engine("sqlite://"), size=2)
+>>> with hot.connection() as first:
+...     first.cursor.execute("SELECT 1").fetchone()
+(1,)
+>>> hot.open, hot.size
+(1, 2)
+>>> hot.close()
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import sqlalchemy as sa
+
+from statesaga.errors import StoreError
+
+__all__ = ["HotConnection", "HotConnections"]
+
+
+class HotConnection:
+    """One raw DBAPI connection of the hot path, with its cursor made once."""
+
+    __slots__ = ("broken", "cursor", "raw")
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.cursor = raw.cursor()
+        self.broken = False
+
+
+class HotConnections:
+    """A bounded LIFO pool of raw DBAPI connections for the hot path.
+
+    Args:
+        engine: the SQLAlchemy engine whose URL (and connect events) they use.
+        size: at most this many open at once (an in-memory SQLite database,
+            one connection shared by every thread, always has exactly one).
+        prepare: called on each new raw connection (e.g. to make it autocommit).
+        timeout: seconds a thread waits for a free connection before a
+            ``StoreError`` says the pool is too small for the work.
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        size: int,
+        prepare: Callable[[Any], None] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        if size < 1:
+            raise StoreError(f"hot_connections={size!r} must be at least 1")
+        self._engine = engine
+        self._static = isinstance(engine.pool, sa.StaticPool)
+        self.size = 1 if self._static else size
+        self._prepare = prepare
+        self._timeout = timeout
+        self._idle: list[HotConnection] = []
+        self._every: list[HotConnection] = []
+        self._ready = threading.Condition()
+        self._keep: Any = None  # the in-memory database's one connection, kept checked out
+        self.open = 0
+
+    @contextmanager
+    def connection(self) -> Iterator[HotConnection]:
+        """A connection for one transaction; back to the pool after (dropped if broken)."""
+        hot = self._take()
+        try:
+            yield hot
+        finally:
+            self._give_back(hot)
+
+    def _take(self) -> HotConnection:
+        with self._ready:
+            while True:
+                if self._idle:
+                    return self._idle.pop()
+                if self.open < self.size:
+                    self.open += 1
+                    break
+                if not self._ready.wait(self._timeout):
+                    raise StoreError(
+                        f"all {self.size} hot-path database connections stayed busy for "
+                        f"{self._timeout:g}s; raise the hot_connections setting, or run fewer "
+                        "threads per process"
+                    )
+        try:
+            return self._connect()
+        except BaseException:
+            with self._ready:
+                self.open -= 1
+                self._ready.notify()
+            raise
+
+    def _connect(self) -> HotConnection:
+        fairy = self._engine.raw_connection()
+        if self._static:
+            self._keep = fairy  # the one shared in-memory database: never give it back
+        else:
+            fairy.detach()  # ours to manage: SQLAlchemy's pool stays for everything else
+        raw = fairy.dbapi_connection
+        if self._prepare is not None:
+            self._prepare(raw)
+        hot = HotConnection(raw)
+        with self._ready:
+            self._every.append(hot)
+        return hot
+
+    def _give_back(self, hot: HotConnection) -> None:
+        with self._ready:
+            if hot.broken and not self._static:
+                self.open -= 1
+                self._every.remove(hot)
+            else:
+                self._idle.append(hot)
+            self._ready.notify()
+        if hot.broken and not self._static:
+            with suppress(Exception):
+                hot.raw.close()
+
+    def close(self) -> None:
+        """Close every connection (those in use are closed too: call it last)."""
+        with self._ready:
+            every, self._every, self._idle = self._every, [], []
+            self.open = 0
+        if not self._static:
+            for hot in every:
+                with suppress(Exception):
+                    hot.raw.close()

@@ -60,6 +60,7 @@ from definitions.checkout import (
     ProviderUnavailable,
     Shop,
     SimulatedProvider,
+    WebhookReceipt,
     cart_key,
 )
 from definitions.checkout.models import Base, create_tables
@@ -434,20 +435,18 @@ class EagerCustomer(FaultyProvider):
     def __init__(self) -> None:
         super().__init__()
         self.shop: Shop | None = None
-        self.early: list[BaseException | Run | None] = []
+        self.early: list[WebhookReceipt] = []
 
     def authorize(self, request: PaymentRequest) -> Authorization:
         authorization = super().authorize(request)
         if authorization.status == "requires_action" and self.shop is not None:
             event = self.finish_action(authorization.provider_ref, succeeded=True)
-            try:  # delivered while the checkout is still in its authorize step
-                self.early.append(self.shop.payment_webhook(event))
-            except CheckoutInProgress as error:
-                self.early.append(error)
+            # delivered while the checkout is still in its authorize step
+            self.early.append(self.shop.receive_webhook(event))
         return authorization
 
 
-def test_a_webhook_that_comes_before_the_wait_is_refused_and_counts_when_delivered_again(
+def test_a_webhook_that_comes_before_the_wait_is_kept_and_taken_when_the_checkout_waits(
     url: str,
 ) -> None:
     provider = EagerCustomer()
@@ -455,17 +454,21 @@ def test_a_webhook_that_comes_before_the_wait_is_refused_and_counts_when_deliver
         provider.shop = shop
         cart_id = shop.create_cart({"mug": 1}, payment_method="card_3ds")
 
-        pending = shop.complete(cart_id)
+        result = shop.complete(cart_id)
 
-        # refused (409), so the provider delivers it again, rather than acknowledged and lost
+        # recorded in the inbox (the provider is told 200), not refused, not lost
         (early,) = provider.early
-        assert isinstance(early, CheckoutInProgress)
-        assert "not waiting for its payment yet" in early.message
-        assert pending.status == "requires_action"
-        assert pending.provider_ref is not None
-        done = shop.payment_webhook(provider.finish_action(pending.provider_ref))
-        assert done is not None
-        assert done.status is Status.COMPLETED
+        assert (early.status, early.duplicate) == ("pending", False)
+        assert early.run is not None
+        assert early.run.id == result.checkout_id
+        # the run took it as soon as it reached the wait
+        assert result.status == "completed"
+        run = shop.checkout(result.checkout_id)
+        assert run.status is Status.COMPLETED
+        assert len(shop.orders(cart_id)) == 1
+        again = shop.receive_webhook(provider.finish_action(result.provider_ref))
+        assert again.duplicate
+        assert len(shop.orders(cart_id)) == 1
 
 
 def test_3ds_failed_by_the_customer_rolls_everything_back(

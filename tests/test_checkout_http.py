@@ -1,139 +1,21 @@
 """The checkout's HTTP API, through a real server (uvicorn on 127.0.0.1) and an HTTP client.
 
-Each test gets its own shop and server: a new SQLite file, or (for the main
-paths) this session's PostgreSQL schema, where unique SKUs and cart ids keep
-the tests apart. The shop's engine runs on a clock the test controls, so a
-passed deadline needs no waiting.
+The server, the shop and the controllable clock come from ``checkout_api``; the
+webhook's signatures, inbox and bad input are in ``test_checkout_webhook``.
 """
 
 from __future__ import annotations
 
-import os
 import threading
-import time
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-import attrs
 import httpx
 import pytest
-import uvicorn
 
-from definitions.checkout import PaymentRequest, Shop, SimulatedProvider
-from definitions.checkout.http import PROBLEM_TYPES, create_app
-from definitions.checkout.provider import Authorization
+from definitions.checkout.problems import PROBLEM_TYPES
+from tests.checkout_api import BACKENDS, Api, api, backend, ok, problem
 
-PROBLEM = "application/problem+json"
-JSON = "application/json"
-BACKENDS = pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
-
-
-class Clock:
-    """Wall-clock time plus an offset the test (or the provider) moves forward."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-
-class Provider(SimulatedProvider):
-    """The simulated provider plus two test cards.
-
-    ``card_stall``: the bank answers yes, a minute after being asked (the clock jumps);
-    ``card_broken``: the provider's client raises an error no one planned for.
-    """
-
-    def __init__(self, clock: Clock) -> None:
-        super().__init__()
-        self.clock = clock
-
-    def authorize(self, request: PaymentRequest) -> Authorization:
-        if request.payment_method == "card_stall":
-            self.clock.offset += 61  # past the checkout's 60-second deadline
-        if request.payment_method == "card_broken":
-            raise RuntimeError("provider client bug: secret-internal-detail")
-        return super().authorize(request)
-
-
-@attrs.frozen
-class Api:
-    client: httpx.Client
-    shop: Shop
-    provider: Provider
-    clock: Clock
-    url: str
-
-    def product(self, stock: int = 10, unit_price: int = 1250) -> str:
-        """A new product (its SKU unique to this test)."""
-        sku = f"mug-{uuid.uuid4().hex[:10]}"
-        self.shop.add_product(sku, "Enamel mug", unit_price=unit_price, stock=stock)
-        return sku
-
-    def cart(self, items: dict[str, int] | None = None, method: str = "card_ok") -> str:
-        if items is None:
-            items = {self.product(): 2}
-        return self.shop.create_cart(items, payment_method=method)
-
-    def complete(self, cart_id: str, request_id: str | None = None) -> httpx.Response:
-        headers = {} if request_id is None else {"X-Request-ID": request_id}
-        return self.client.post(f"/carts/{cart_id}/complete", headers=headers)
-
-
-@pytest.fixture
-def backend(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> str:
-    """The shop's database: a new SQLite file, or this session's PostgreSQL schema."""
-    if getattr(request, "param", "sqlite") == "sqlite":
-        return f"sqlite:///{os.path.join(tmp_path, 'shop.db')}"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-def api(backend: str) -> Iterator[Api]:
-    clock = Clock()
-    provider = Provider(clock)
-    with Shop.open(backend, provider=provider, clock=clock) as shop:
-        config = uvicorn.Config(
-            create_app(shop), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-        thread.start()
-        try:
-            for _ in range(1000):
-                if server.started or not thread.is_alive():
-                    break
-                time.sleep(0.005)
-            assert server.started, "the server did not start"
-            port = server.servers[0].sockets[0].getsockname()[1]
-            url = f"http://127.0.0.1:{port}"
-            with httpx.Client(base_url=url, timeout=30) as client:
-                yield Api(client, shop, provider, clock, url)
-        finally:
-            server.should_exit = True
-            thread.join()
-            provider.close()
-
-
-def problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    """The problem details body, after checking the status and both content types."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert {"type", "title", "detail", "instance", "request_id"} <= body.keys()
-    assert body["request_id"] == response.headers["x-request-id"]
-    return body
-
-
-def ok(response: httpx.Response, status: int = 200) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == JSON
-    body: dict[str, Any] = response.json()
-    return body
+__all__ = ["api", "backend"]  # the fixtures, imported for pytest
 
 
 # -- completing a cart -------------------------------------------------------------------------
@@ -240,7 +122,7 @@ def test_passed_deadline_is_504_and_compensated(api: Api) -> None:
     assert body["type"] == "/problems/checkout-timed-out"
     checkout = ok(api.client.get(f"/checkouts/{body['checkout_id']}"))
     assert checkout["status"] == "compensated"
-    assert checkout["error"]["type"] == "DeadlinePassed"
+    assert checkout["error"]["code"] == "checkout-timed-out"
     assert api.shop.stock(sku).reserved == 0
     assert [call.operation for call in api.provider.calls] == ["authorize", "cancel"]
 
@@ -255,9 +137,14 @@ def test_a_failed_checkout_is_500_without_its_internals(api: Api) -> None:
     assert "secret-internal-detail" not in str(body)
     assert body["checkout_status"] == "compensated"
     assert api.shop.stock(sku).reserved == 0
-    # the run keeps what went wrong, for whoever looks it up
-    checkout = ok(api.client.get(f"/checkouts/{body['checkout_id']}"))
-    assert "secret-internal-detail" in checkout["error"]["message"]
+    # the storefront sees a code and a sentence; the run keeps what went wrong, for operators
+    checkout = api.client.get(f"/checkouts/{body['checkout_id']}")
+    assert ok(checkout)["error"]["code"] == "checkout-failed"
+    assert "secret-internal-detail" not in checkout.text
+    assert "RuntimeError" not in checkout.text
+    recorded = api.shop.checkout(body["checkout_id"]).error
+    assert recorded is not None
+    assert "secret-internal-detail" in recorded.message
 
 
 def test_an_unexpected_error_is_500_problem_with_the_request_id(
@@ -295,8 +182,10 @@ def test_three_d_secure_waits_then_the_webhook_completes_the_checkout(api: Api) 
     assert busy["checkout_id"] == body["checkout_id"]
 
     event = api.provider.finish_action(body["provider_ref"], succeeded=True)
-    delivered = ok(api.client.post("/payments/webhook", json=attrs.asdict(event)))
-    assert delivered["status"] == "completed"
+    delivered = ok(api.deliver(event))
+    assert (delivered["delivery"], delivered["duplicate"]) == ("accepted", False)
+    assert delivered["event_id"] == event.id
+    assert delivered["checkout"]["status"] == "completed"
 
     checkout = ok(api.client.get(waiting.headers["location"]))
     assert checkout["status"] == "completed"
@@ -315,11 +204,12 @@ def test_a_failed_webhook_compensates_the_checkout(api: Api) -> None:
     assert api.shop.stock(sku).reserved == 2
 
     event = api.provider.finish_action(body["provider_ref"], succeeded=False)
-    delivered = ok(api.client.post("/payments/webhook", json=attrs.asdict(event)))
+    delivered = ok(api.deliver(event))
 
-    assert delivered["status"] == "compensated"
+    assert delivered["checkout"]["status"] == "compensated"
     checkout = ok(api.client.get(f"/checkouts/{body['checkout_id']}"))
     assert checkout["status"] == "compensated"
+    assert checkout["error"]["code"] == "payment-failed"
     assert checkout["order_id"] is None
     assert api.shop.stock(sku).reserved == 0
     assert api.provider.status(body["provider_ref"]) == "canceled"
@@ -328,47 +218,15 @@ def test_a_failed_webhook_compensates_the_checkout(api: Api) -> None:
 def test_a_duplicate_webhook_is_acknowledged_and_orders_once(api: Api) -> None:
     cart_id = api.cart(method="card_3ds")
     body = ok(api.complete(cart_id), 202)
-    event = attrs.asdict(api.provider.finish_action(body["provider_ref"]))
+    event = api.provider.finish_action(body["provider_ref"])
 
-    first = ok(api.client.post("/payments/webhook", json=event))
-    second = ok(api.client.post("/payments/webhook", json={**event, "livemode": False}))
+    first = ok(api.deliver(event))
+    second = ok(api.deliver(event))
 
-    assert first["status"] == second["status"] == "completed"
-    assert first["order_id"] == second["order_id"]
+    assert (first["duplicate"], second["duplicate"]) == (False, True)
+    assert first["checkout"]["status"] == second["checkout"]["status"] == "completed"
+    assert first["checkout"]["order_id"] == second["checkout"]["order_id"]
     assert len(api.shop.orders(cart_id)) == 1
-
-
-def test_a_webhook_no_checkout_waits_for_is_ignored(api: Api) -> None:
-    event = {"provider_ref": "pi_unknown", "reference": "no-such-cart", "status": "succeeded"}
-
-    body = ok(api.client.post("/payments/webhook", json=event))
-
-    assert body["status"] == "ignored"
-
-
-@pytest.mark.parametrize(
-    ("content", "names"),
-    [
-        (b"{not json", "not JSON"),
-        (b'{"reference": "cart-1", "status": "succeeded"}', "provider_ref"),
-        (b'{"provider_ref": "pi_1", "reference": "cart-1", "status": "maybe"}', "status"),
-        (b'["provider_ref", "reference", "status"]', "webhook event"),
-    ],
-)
-def test_a_malformed_webhook_is_422(api: Api, content: bytes, names: str) -> None:
-    response = api.client.post(
-        "/payments/webhook", content=content, headers={"Content-Type": "application/json"}
-    )
-
-    body = problem(response, 422)
-    assert body["type"] == "/problems/invalid-webhook"
-    assert names in body["detail"]
-
-
-def test_an_oversized_webhook_is_413(api: Api) -> None:
-    response = api.client.post("/payments/webhook", content=b" " * (65 * 1024))
-
-    problem(response, 413)
 
 
 # -- looking a checkout up ---------------------------------------------------------------------

@@ -9,6 +9,7 @@
     │   └── CartAlreadyCompleted   (422 from a step; the shop answers with the existing order)
     ├── InsufficientStock          (422) a SKU has fewer units available than the cart wants
     ├── PaymentDeclined            (402) the provider declined, or the customer failed 3-D Secure
+    ├── PaymentNotSettled          (409) a webhook says what the provider does not hold (yet)
     ├── CheckoutTimedOut           (504) the deadline, the webhook wait or the provider timed out
     └── CheckoutFailed             (500) anything else; the run id says where to look
 
@@ -32,6 +33,7 @@ __all__ = [
     "InsufficientStock",
     "InvalidCart",
     "PaymentDeclined",
+    "PaymentNotSettled",
 ]
 
 
@@ -102,6 +104,17 @@ class PaymentDeclined(CheckoutError):
 
     status = 402
     title = "payment declined"
+
+
+class PaymentNotSettled(CheckoutError):
+    """The provider does not hold the payment as the webhook says: nothing was recorded.
+
+    The payment still requires action, or the provider knows no such payment
+    (a forged or premature delivery). A provider delivers again later.
+    """
+
+    status = 409
+    title = "payment not settled"
 
 
 class CheckoutTimedOut(CheckoutError):

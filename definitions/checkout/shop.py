@@ -46,11 +46,13 @@ from definitions.checkout.models import (
     create_tables,
 )
 from definitions.checkout.provider import PaymentProvider, SimulatedProvider, WebhookEvent
-from definitions.checkout.saga import CompleteCart, CompleteCartInput, PaymentConfirmed
-from statesaga import EntityBusy, EventNotAllowed, InvalidOperation, Run, Status
+from definitions.checkout.saga import CompleteCart, CompleteCartInput
+from definitions.checkout.webhooks import WebhookReceipt, payment_failed, receive_webhook
+from statesaga import EntityBusy, Run, Status
 from statesaga.engine import Engine
+from statesaga.settings import Settings
 
-__all__ = ["CheckoutResult", "Shop", "StockLevel", "cart_key"]
+__all__ = ["CheckoutResult", "Shop", "StockLevel", "WebhookReceipt", "cart_key"]
 
 SAGA = CompleteCart.name
 
@@ -104,11 +106,6 @@ _RAISES: dict[str, type[CheckoutError]] = {
 _TIMED_OUT = {"DeadlinePassed", "WaitTimedOut", "StepTimeout"}  # StepTimeout: the provider
 
 
-def _payment_failed(provider_ref: str | None) -> str:
-    """Why a checkout is canceled when its payment's webhook reports a failure."""
-    return f"payment {provider_ref} failed: the customer did not confirm it"
-
-
 class Shop:
     """The shop's operations over one database (the saga store's).
 
@@ -139,6 +136,30 @@ class Shop:
         provider = provider or SimulatedProvider()
         engine = Engine(database, resources=[provider, *resources], **engine_options)
         create_tables(engine.store.engine)  # type: ignore[attr-defined]
+        return cls(engine)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings | None = None,
+        *,
+        provider: PaymentProvider | None = None,
+        resources: Iterable[object] = (),
+        **overrides: Any,
+    ) -> Self:
+        """A shop on the engine :meth:`Engine.from_settings <statesaga.engine.Engine.from_settings>`
+        builds: the same database, schema, Redis locks, lease and deadline as ``statesaga
+        worker`` reads (``STATESAGA_*``, ``statesaga.toml``; ``overrides`` win).
+
+        The shop's tables are created where missing, next to the store's (in its schema).
+        """
+        provider = provider or SimulatedProvider()
+        engine = Engine.from_settings(settings, resources=[provider, *resources], **overrides)
+        try:
+            create_tables(engine.store.engine)  # type: ignore[attr-defined]
+        except BaseException:
+            engine.close()
+            raise
         return cls(engine)
 
     def close(self) -> None:
@@ -333,7 +354,7 @@ class Shop:
         if (
             error is not None
             and error.type == "Cancelled"
-            and error.message == _payment_failed(run.data.provider_ref)
+            and error.message == payment_failed(run.data.provider_ref)
         ):  # the customer failed 3-D Secure: a declined payment, not a failed checkout
             raise PaymentDeclined(message, cart_id=cart_id, run=run)
         if error is not None and error.type in _TIMED_OUT:
@@ -377,51 +398,31 @@ class Shop:
         )
 
     def payment_webhook(self, event: WebhookEvent) -> Run | None:
-        """Deliver the provider's webhook to the checkout waiting for it.
+        """Deliver the provider's webhook; the checkout it concerns, as it stands after.
 
-        A success resumes the checkout (order, cart completed); a failure cancels
-        it, which compensates. A webhook with no checkout waiting (a duplicate
-        delivery, or one that arrived after the wait timed out) changes nothing
-        and returns the cart's latest checkout, if any: providers deliver
-        at-least-once, so the shop acknowledges duplicates rather than failing them.
+        See :meth:`receive_webhook`, which also says what became of the delivery.
+        """
+        return self.receive_webhook(event).run
+
+    def receive_webhook(self, event: WebhookEvent) -> WebhookReceipt:
+        """Check the provider's webhook against the provider, then hand it to the checkout.
+
+        The payment's status is read back from the provider first: a webhook that
+        says ``succeeded`` for a payment the provider still holds as
+        ``requires_action`` (forged, or premature) changes nothing. Then the
+        event goes to the run's durable inbox, deduplicated by ``event.id``,
+        whether or not the run is busy: a success resumes the checkout (order,
+        cart completed), a failure cancels it, which compensates. An event that
+        comes before the checkout waits for it is kept until it does; one that
+        comes after the checkout ended is recorded as not accepted. Providers
+        deliver at least once, so none of these is an error.
 
         Raises:
-            CheckoutInProgress: the webhook came early, while its checkout still runs
-                towards the wait; the provider should deliver it again (HTTP 409).
+            PaymentNotSettled: (409) the provider does not hold the payment as the
+                webhook says; nothing was recorded.
+            ProviderUnavailable: the provider could not be asked; nothing was recorded.
         """
-        key = cart_key(event.reference)
-        runs = self.engine.list(saga=SAGA, key=key, limit=1)
-        if not runs:
-            return None
-        latest = runs[0]
-        if latest.status is Status.RUNNING and latest.data.provider_ref in (
-            None,
-            event.provider_ref,
-        ):
-            # early: the checkout has not reached its wait yet (the provider answered the
-            # customer before the shop recorded the answer); a non-2xx answer makes the
-            # provider deliver again, by when the checkout waits for it
-            raise CheckoutInProgress(
-                f"checkout {latest.id} of cart {event.reference!r} is not waiting for its "
-                "payment yet: deliver the webhook again shortly",
-                cart_id=event.reference,
-                run=latest,
-            )
-        if latest.status is not Status.WAITING or latest.data.provider_ref != event.provider_ref:
-            return latest
-        try:
-            if event.status == "succeeded":
-                return self.engine.send(
-                    "payment_succeeded",
-                    PaymentConfirmed(event.provider_ref),
-                    instance_id=latest.id,
-                ).run
-            return self.engine.cancel(
-                latest.id,
-                reason=_payment_failed(event.provider_ref),
-            ).run
-        except (EventNotAllowed, InvalidOperation, EntityBusy):
-            return self.engine.get(latest.id)  # another delivery got there first
+        return receive_webhook(self.engine, event, key=cart_key(event.reference))
 
     def checkout(self, checkout_id: str) -> Run:
         """A checkout run with its history."""

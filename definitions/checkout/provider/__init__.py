@@ -15,7 +15,8 @@ payment method         outcome
 ``card_ok``            approved
 ``card_declined``      declined (:class:`PaymentDeclined`, not retried)
 ``card_3ds``           requires action; :meth:`~SimulatedProvider.finish_action`
-                       then makes the webhook (success or failure)
+                       then makes the webhook (success or failure), which
+                       :meth:`~SimulatedProvider.signed` signs for delivery
 ``card_slow``          answers after ``slow_seconds`` (past the step timeout)
 ``card_slow_once``     the first call is slow; a retry gets the answer at once
 ``card_flaky``         ``transient_failures`` calls fail with
@@ -23,7 +24,10 @@ payment method         outcome
 =====================  =====================================================
 
 Every call is recorded in :attr:`SimulatedProvider.calls` with its
-idempotency key.
+idempotency key. Run as a program (``python -m definitions.checkout.provider
+--port 8100``), the simulated provider is an HTTP service that every API
+process and worker reaches through :class:`~definitions.checkout.provider_client.HttpProvider`
+(see :mod:`definitions.checkout.provider_service`).
 
 >>> provider = SimulatedProvider()
 >>> request = PaymentRequest(amount=2500, currency="EUR", payment_method="card_ok",
@@ -42,6 +46,8 @@ True
 from __future__ import annotations
 
 import abc
+import json
+import secrets
 import threading
 import uuid
 from typing import Literal
@@ -49,6 +55,7 @@ from typing import Literal
 import attrs
 
 from definitions.checkout.errors import PaymentDeclined
+from definitions.checkout.signing import SIGNATURE_HEADER, sign
 
 __all__ = [
     "Authorization",
@@ -56,6 +63,7 @@ __all__ = [
     "PaymentRequest",
     "ProviderCall",
     "ProviderUnavailable",
+    "SignedDelivery",
     "SimulatedProvider",
     "WebhookEvent",
 ]
@@ -87,11 +95,29 @@ class Authorization:
 
 @attrs.frozen
 class WebhookEvent:
-    """What the provider posts when a payment that required action is settled."""
+    """What the provider posts when a payment that required action is settled.
+
+    ``id`` is the event's own id: every delivery of one event carries the same
+    one, so the shop records it once however often it comes.
+    """
 
     provider_ref: str
     reference: str
     status: Literal["succeeded", "failed"]
+    id: str = attrs.field(factory=lambda: f"evt_{uuid.uuid4().hex[:16]}")
+
+    def body(self) -> bytes:
+        """The JSON body the provider posts."""
+        return json.dumps(attrs.asdict(self), separators=(",", ":")).encode()
+
+
+@attrs.frozen
+class SignedDelivery:
+    """A webhook as it goes on the wire: the raw body and its headers (signature included)."""
+
+    event: WebhookEvent
+    body: bytes
+    headers: dict[str, str]
 
 
 @attrs.frozen
@@ -122,6 +148,17 @@ class PaymentProvider(abc.ABC):
         """
 
     @abc.abstractmethod
+    def status(self, provider_ref: str) -> AuthorizationStatus | None:
+        """Where the payment ``provider_ref`` stands at the provider; None when unknown there.
+
+        The shop asks this before it records a webhook: a delivery says what the
+        provider *says*, this is what the provider *holds*.
+
+        Raises:
+            ProviderUnavailable: a transient failure; ask again.
+        """
+
+    @abc.abstractmethod
     def cancel(self, idempotency_key: str) -> Authorization | None:
         """Cancel what was authorized under ``idempotency_key``; None when nothing was.
 
@@ -134,6 +171,7 @@ class PaymentProvider(abc.ABC):
 class _Payment:
     authorization: Authorization
     method: str
+    event: WebhookEvent | None = None
 
 
 class SimulatedProvider(PaymentProvider):
@@ -142,11 +180,20 @@ class SimulatedProvider(PaymentProvider):
     Args:
         slow_seconds: how long ``card_slow`` (and the first ``card_slow_once``) call takes.
         transient_failures: how many calls ``card_flaky`` fails before it approves.
+        webhook_secret: the secret shared with the shop that signs webhooks
+            (a random one by default: read it back from :attr:`webhook_secret`).
     """
 
-    def __init__(self, *, slow_seconds: float = 8.0, transient_failures: int = 2) -> None:
+    def __init__(
+        self,
+        *,
+        slow_seconds: float = 8.0,
+        transient_failures: int = 2,
+        webhook_secret: str | None = None,
+    ) -> None:
         self.slow_seconds = slow_seconds
         self.transient_failures = transient_failures
+        self.webhook_secret = webhook_secret or f"whsec_{secrets.token_hex(16)}"
         self.calls: list[ProviderCall] = []
         self._payments: dict[str, _Payment] = {}  # by idempotency key
         self._failures: dict[str, int] = {}
@@ -219,22 +266,44 @@ class SimulatedProvider(PaymentProvider):
             return payment.authorization
 
     def finish_action(self, provider_ref: str, *, succeeded: bool = True) -> WebhookEvent:
-        """The customer completed (or abandoned) the required action: the webhook to post."""
+        """The customer completed (or abandoned) the required action: the webhook to post.
+
+        The payment is settled once; asking again gives the same event (same id),
+        as a provider's redelivery does.
+
+        Raises:
+            KeyError: no payment ``provider_ref`` here.
+        """
         with self._lock:
             payment = self._by_ref(provider_ref)
+            if payment.event is not None:
+                return payment.event
             if payment.authorization.status == "requires_action":
                 status: AuthorizationStatus = "authorized" if succeeded else "failed"
                 payment.authorization = attrs.evolve(payment.authorization, status=status)
-            return WebhookEvent(
+            payment.event = WebhookEvent(
                 provider_ref,
                 payment.authorization.reference,
                 "succeeded" if succeeded else "failed",
             )
+            return payment.event
 
-    def status(self, provider_ref: str) -> AuthorizationStatus:
-        """Where a payment stands at the provider."""
+    def signed(self, event: WebhookEvent, *, timestamp: int | None = None) -> SignedDelivery:
+        """``event`` as the provider delivers it: its body, signed with :attr:`webhook_secret`."""
+        body = event.body()
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(body, self.webhook_secret, timestamp=timestamp),
+        }
+        return SignedDelivery(event, body, headers)
+
+    def status(self, provider_ref: str) -> AuthorizationStatus | None:
+        """Where a payment stands at the provider (None: no such payment)."""
         with self._lock:
-            return self._by_ref(provider_ref).authorization.status
+            try:
+                return self._by_ref(provider_ref).authorization.status
+            except KeyError:
+                return None
 
     def payments(self) -> list[Authorization]:
         """Every payment the provider knows of, whatever its status."""

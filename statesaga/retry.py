@@ -69,7 +69,9 @@ class Retry:
         jitter: the delay is spread by up to this fraction either way, so
             that many instances failing together do not retry in lockstep.
         non_retryable: exception types that fail at once, without retries
-            (``NonRetryableError`` and its subclasses always do).
+            (``NonRetryableError`` and its subclasses always do, and so does a
+            database ``ProgrammingError``, e.g. a table or column that does not
+            exist or an SQL syntax error: trying again cannot succeed).
 
     >>> policy = Retry(attempts=4, initial_interval=0.5, backoff=2, jitter=0)
     >>> [policy.delay(n, 0.5) for n in (1, 2, 3)]
@@ -107,8 +109,21 @@ class Retry:
         return min(max(0.0, base * (1 + self.jitter * (2 * rand - 1))), self.max_interval)
 
     def is_retryable(self, error: BaseException) -> bool:
-        """Whether ``error`` may be retried under this policy."""
-        return not isinstance(error, (NonRetryableError, *self.non_retryable))
+        """Whether ``error`` may be retried under this policy.
+
+        >>> import sqlite3
+        >>> Retry().is_retryable(ConnectionError("reset")), Retry().is_retryable(
+        ...     sqlite3.ProgrammingError("no such cursor"))
+        (True, False)
+        """
+        if isinstance(error, (NonRetryableError, *self.non_retryable)):
+            return False
+        return not _programming_error(error)
+
+
+def _programming_error(error: BaseException) -> bool:
+    """A DBAPI (PEP 249) or SQLAlchemy ``ProgrammingError``: the statement itself is wrong."""
+    return any(kind.__name__ == "ProgrammingError" for kind in type(error).__mro__)
 
 
 DEFAULT_STEP_RETRY = Retry()

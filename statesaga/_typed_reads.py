@@ -15,20 +15,18 @@ from typing import TYPE_CHECKING, Any
 from statesaga.errors import InstanceNotFound
 
 if TYPE_CHECKING:
-    from statesaga._runtime import Runtime
     from statesaga.run import Run
+    from statesaga.runtime import Runtime
 
 __all__ = ["typed_get", "typed_list"]
 
 
 def typed_get(runtime: Runtime, instance_id: str, saga: type | None) -> Run:
-    """``runtime.get(instance_id)``, checked to be a run of ``saga`` when given."""
-    from statesaga._runtime import Runtime
-
+    """``runtime.reads.get(instance_id)``, checked to be a run of ``saga`` when given."""
     if saga is None:
-        return Runtime.get(runtime, instance_id)
-    definition, _ = runtime._resolve(saga)
-    run = Runtime.get(runtime, instance_id)
+        return runtime.reads.get(instance_id)
+    definition, _ = runtime.registry.resolve(saga)
+    run = runtime.reads.get(instance_id)
     if (run.saga, run.version) != definition.key:
         raise InstanceNotFound(
             f"instance {instance_id} runs saga {run.saga!r} version {run.version}, not "
@@ -43,11 +41,9 @@ def typed_get(runtime: Runtime, instance_id: str, saga: type | None) -> Run:
 def typed_list(
     runtime: Runtime, saga: type | str | None, filters: dict[str, Any]
 ) -> builtins.list[Run]:
-    """``runtime.list(...)``; given a saga class, only the runs of its version."""
-    from statesaga._runtime import Runtime
-
+    """``runtime.reads.list(...)``; given a saga class, only the runs of its version."""
     if saga is None or isinstance(saga, str):
-        return Runtime.list(runtime, saga=saga, **filters)
-    definition, _ = runtime._resolve(saga)
-    runs = Runtime.list(runtime, saga=definition.name, **filters)
+        return runtime.reads.list(saga=saga, **filters)
+    definition, _ = runtime.registry.resolve(saga)
+    runs = runtime.reads.list(saga=definition.name, **filters)
     return [run for run in runs if run.version == definition.version]

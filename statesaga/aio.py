@@ -35,26 +35,17 @@ import inspect
 import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast, overload
+from typing import TYPE_CHECKING, Any, overload
 
-from statesaga._runtime import (
-    RECOVERY_BATCH,
-    Call,
-    Driver,
-    LockOp,
-    Pause,
-    Response,
-    Runtime,
-    SagaRef,
-    log,
-)
 from statesaga._typed_reads import typed_get, typed_list
 from statesaga.core import RetryRequested
 from statesaga.delivery import Delivery
 from statesaga.dsl import Event, event_name
 from statesaga.errors import ConcurrencyError, SagaNotRegistered, StepTimeout
-from statesaga.locks.base import Lease
 from statesaga.run import Run
+from statesaga.runtime import RECOVERY_BATCH, Call, Driver, LockOp, Pause, Response, SagaRef, log
+from statesaga.runtime.engine_base import EngineBase
+from statesaga.runtime.locking import AsyncLockPort
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVar
@@ -71,41 +62,10 @@ if TYPE_CHECKING:
 __all__ = ["AsyncEngine"]
 
 
-class AsyncEngine(Runtime):
+class AsyncEngine(EngineBase):
     """The asyncio engine; takes the same arguments as :class:`~statesaga.Engine`."""
 
-    _accepts_async_locks = True
-    _loop: asyncio.AbstractEventLoop | None = None
-    _pending_releases: set[asyncio.Task[None]]
-
-    async def _try_acquire_async(self, key: str) -> Lease | None:
-        locks: Any = self.locks  # Locks, or AsyncRedisLocks and the like
-        self._loop = asyncio.get_running_loop()
-        result = locks.try_acquire(key, self.owner, self.lease_ttl, self.clock())
-        if inspect.isawaitable(result):
-            result = await result
-        return cast("Lease | None", result)
-
-    def _renew_lock(self, lease: Lease, now: float) -> Lease | None:
-        # called from the lease keeper's thread: hand an async renewal to the loop
-        locks: Any = self.locks
-        result = locks.renew(lease, self.lease_ttl, now)
-        if inspect.isawaitable(result):
-            assert self._loop is not None
-            future = asyncio.run_coroutine_threadsafe(_awaited(result), self._loop)
-            result = future.result(timeout=self.lease_ttl / 3)
-        return cast("Lease | None", result)
-
-    def _release_lock(self, lease: Lease) -> None:
-        locks: Any = self.locks
-        result = locks.release(lease)
-        if inspect.isawaitable(result):
-            # released on the loop right after the operation returns
-            if not hasattr(self, "_pending_releases"):
-                self._pending_releases = set()
-            task = asyncio.ensure_future(_awaited(result))
-            self._pending_releases.add(task)
-            task.add_done_callback(self._pending_releases.discard)
+    _asynchronous = True
 
     async def __aenter__(self) -> AsyncEngine:
         return self
@@ -114,6 +74,9 @@ class AsyncEngine(Runtime):
         self.close()
 
     async def _pump(self, driver: Driver) -> Any:
+        port = self.runtime.lock_port
+        assert isinstance(port, AsyncLockPort)
+        try_acquire = port.try_acquire
         try:
             request = next(driver)
             while True:
@@ -122,7 +85,7 @@ class AsyncEngine(Runtime):
                     request = driver.send(None)
                 elif isinstance(request, LockOp):
                     try:
-                        lease = await self._try_acquire_async(request.key)
+                        lease = await try_acquire(request.key)
                     except Exception as error:  # e.g. LocksUnavailable: unwind the operation
                         request = driver.throw(error)
                     else:
@@ -181,7 +144,7 @@ class AsyncEngine(Runtime):
         Given the Saga class, the result is a ``Run[I, D, O]`` of its types.
         """
         return await self._pump(  # type: ignore[no-any-return]
-            self._start(
+            self.runtime.start(
                 saga,
                 input,
                 key=key,
@@ -256,9 +219,9 @@ class AsyncEngine(Runtime):
         Args:
             wait: seconds to wait for a busy run before leaving the event pending.
         """
-        target = self._find_id(instance_id, saga, key)
+        target = self.runtime.reads.find_id(instance_id, saga, key)
         return await self._pump(  # type: ignore[no-any-return]
-            self._send(target, "event", event_name(event), payload, event_id, wait)
+            self.runtime.inbox.send(target, "event", event_name(event), payload, event_id, wait)
         )
 
     async def cancel(
@@ -279,7 +242,7 @@ class AsyncEngine(Runtime):
         reason.
         """
         return await self._pump(  # type: ignore[no-any-return]
-            self._send(instance_id, "cancel", None, {"reason": reason}, event_id, wait)
+            self.runtime.inbox.send(instance_id, "cancel", None, {"reason": reason}, event_id, wait)
         )
 
     @overload
@@ -290,7 +253,7 @@ class AsyncEngine(Runtime):
 
     def get(self, instance_id: str, *, saga: type | None = None) -> Run[Any, Any, Any]:
         """The run with that id, typed as a run of ``saga`` if given (see ``Engine.get``)."""
-        return typed_get(self, instance_id, saga)
+        return typed_get(self.runtime, instance_id, saga)
 
     @overload
     def list(
@@ -320,26 +283,27 @@ class AsyncEngine(Runtime):
 
     def list(self, *, saga: type | str | None = None, **filters: Any) -> builtins.list[Run]:
         """Runs matching every filter given, newest first (see ``Engine.list``)."""
-        return typed_list(self, saga, filters)
+        return typed_list(self.runtime, saga, filters)
 
     async def retry(self, instance_id: str, *, wait: float = 0.0) -> Run:
         """Try a ``failed`` run again (see ``Engine.retry``)."""
-        return await self._pump(self._operate(instance_id, RetryRequested(), wait))  # type: ignore[no-any-return]
+        return await self._pump(self.runtime.operate(instance_id, RetryRequested(), wait))  # type: ignore[no-any-return]
 
     async def resume(self, instance_id: str, *, wait: float = 0.0) -> Run:
         """Claim a run and drive it from its last persisted transition."""
-        return await self._pump(self._operate(instance_id, None, wait))  # type: ignore[no-any-return]
+        return await self._pump(self.runtime.operate(instance_id, None, wait))  # type: ignore[no-any-return]
 
     async def recover(self, *, limit: int = 1000) -> builtins.list[Run]:
         """Resume every run that needs it (see ``Engine.recover``)."""
+        recovery = self.runtime.recovery
         results: builtins.list[Run] = []
         while len(results) < limit:
-            batch = self._claim_due(min(RECOVERY_BATCH, limit - len(results)))
+            batch = recovery.claim_due(min(RECOVERY_BATCH, limit - len(results)))
             if not batch:
                 break
             for row in batch:
                 try:
-                    results.append(await self._pump(self._recover_claimed(row)))
+                    results.append(await self._pump(recovery.recover(row)))
                 except ConcurrencyError:
                     continue  # another engine took it over meanwhile
                 except SagaNotRegistered as error:
@@ -372,10 +336,6 @@ async def _call(request: Call) -> Response:
     except Exception as error:
         return Response(error=error)
     return Response(value)
-
-
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
 
 
 def _timeout(request: Call) -> StepTimeout:

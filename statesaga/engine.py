@@ -33,17 +33,6 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, overload
 
-from statesaga._runtime import (
-    RECOVERY_BATCH,
-    Call,
-    Driver,
-    LockOp,
-    Pause,
-    Response,
-    Runtime,
-    SagaRef,
-    log,
-)
 from statesaga._typed_reads import typed_get, typed_list
 from statesaga.core import RetryRequested
 from statesaga.delivery import Delivery
@@ -54,6 +43,18 @@ from statesaga.errors import (
     StepTimeout,
 )
 from statesaga.run import Run
+from statesaga.runtime import (
+    RECOVERY_BATCH,
+    Call,
+    Driver,
+    LockOp,
+    Pause,
+    Response,
+    Runtime,
+    SagaRef,
+    log,
+)
+from statesaga.runtime.engine_base import EngineBase
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVar
@@ -67,10 +68,10 @@ if TYPE_CHECKING:
     O = TypeVar("O")  # noqa: E741
     P = TypeVar("P")
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "pump"]
 
 
-class Engine(Runtime):
+class Engine(EngineBase):
     """Runs sagas: persists every transition, locks per entity, retries, compensates.
 
     Args:
@@ -103,31 +104,7 @@ class Engine(Runtime):
         self.close()
 
     def _pump(self, driver: Driver) -> Any:
-        try:
-            request = next(driver)
-            while True:
-                if isinstance(request, Pause):
-                    time.sleep(request.seconds)
-                    request = driver.send(None)
-                elif isinstance(request, LockOp):
-                    try:
-                        lease = self._try_acquire(request.key)
-                    except Exception as error:  # e.g. LocksUnavailable: unwind the operation
-                        request = driver.throw(error)
-                    else:
-                        request = driver.send(lease)
-                else:
-                    try:
-                        response = _call(request)
-                    except BaseException:
-                        # the process is going down (Ctrl-C, SystemExit, a test's simulated
-                        # crash): unwind the drive so that a step's open transaction rolls back
-                        # now, as a dying process's would, instead of holding its locks
-                        driver.close()
-                        raise
-                    request = driver.send(response)
-        except StopIteration as stop:
-            return stop.value
+        return pump(self.runtime, driver)
 
     @overload
     def start(
@@ -186,7 +163,7 @@ class Engine(Runtime):
             wait: seconds to wait for a busy key before raising ``EntityBusy``.
         """
         return self._pump(  # type: ignore[no-any-return]
-            self._start(
+            self.runtime.start(
                 saga,
                 input,
                 key=key,
@@ -261,9 +238,9 @@ class Engine(Runtime):
         Args:
             wait: seconds to wait for a busy run before leaving the event pending.
         """
-        target = self._find_id(instance_id, saga, key)
+        target = self.runtime.reads.find_id(instance_id, saga, key)
         return self._pump(  # type: ignore[no-any-return]
-            self._send(target, "event", event_name(event), payload, event_id, wait)
+            self.runtime.inbox.send(target, "event", event_name(event), payload, event_id, wait)
         )
 
     def cancel(
@@ -284,7 +261,7 @@ class Engine(Runtime):
         reason.
         """
         return self._pump(  # type: ignore[no-any-return]
-            self._send(instance_id, "cancel", None, {"reason": reason}, event_id, wait)
+            self.runtime.inbox.send(instance_id, "cancel", None, {"reason": reason}, event_id, wait)
         )
 
     @overload
@@ -299,7 +276,7 @@ class Engine(Runtime):
         Raises:
             InstanceNotFound: no such run, or (with ``saga``) it runs another saga.
         """
-        return typed_get(self, instance_id, saga)
+        return typed_get(self.runtime, instance_id, saga)
 
     @overload
     def list(
@@ -335,15 +312,15 @@ class Engine(Runtime):
         ``correlation_id``, ``since`` and ``until`` (epoch seconds, when the
         runs were started) narrow the list; ``limit`` bounds it (default 100).
         """
-        return typed_list(self, saga, filters)
+        return typed_list(self.runtime, saga, filters)
 
     def retry(self, instance_id: str, *, wait: float = 0.0) -> Run:
         """Try a ``failed`` run again: its compensation, or (past the pivot) its step."""
-        return self._pump(self._operate(instance_id, RetryRequested(), wait))  # type: ignore[no-any-return]
+        return self._pump(self.runtime.operate(instance_id, RetryRequested(), wait))  # type: ignore[no-any-return]
 
     def resume(self, instance_id: str, *, wait: float = 0.0) -> Run:
         """Claim a run and drive it from its last persisted transition."""
-        return self._pump(self._operate(instance_id, None, wait))  # type: ignore[no-any-return]
+        return self._pump(self.runtime.operate(instance_id, None, wait))  # type: ignore[no-any-return]
 
     def recover(self, *, limit: int = 1000) -> builtins.list[Run]:
         """Resume every run that needs it: crashed holders, due retries, timeouts, deadlines.
@@ -352,19 +329,55 @@ class Engine(Runtime):
         exactly one of them (the others skip it). Runs of sagas this engine
         has not registered are logged and left alone.
         """
+        recovery = self.runtime.recovery
         results: builtins.list[Run] = []
         while len(results) < limit:
-            batch = self._claim_due(min(RECOVERY_BATCH, limit - len(results)))
+            batch = recovery.claim_due(min(RECOVERY_BATCH, limit - len(results)))
             if not batch:
                 break
             for row in batch:
                 try:
-                    results.append(self._pump(self._recover_claimed(row)))
+                    results.append(self._pump(recovery.recover(row)))
                 except ConcurrencyError:
                     continue  # another engine took it over meanwhile
                 except SagaNotRegistered as error:
                     log.warning("not recovering %s: %s", row.id, error)
         return results
+
+
+def pump(runtime: Runtime, driver: Driver) -> Any:
+    """Run one of ``runtime``'s operations to its end in this thread; return its result.
+
+    Steps are called here (``Call``), pauses slept (``Pause``) and entity locks
+    taken through the runtime's lock port (``LockOp``). ``Worker`` drives the
+    runs ``runtime.recovery`` claims through this.
+    """
+    try_acquire = runtime.lock_port.try_acquire
+    try:
+        request = next(driver)
+        while True:
+            if isinstance(request, Pause):
+                time.sleep(request.seconds)
+                request = driver.send(None)
+            elif isinstance(request, LockOp):
+                try:
+                    lease = try_acquire(request.key)
+                except Exception as error:  # e.g. LocksUnavailable: unwind the operation
+                    request = driver.throw(error)
+                else:
+                    request = driver.send(lease)
+            else:
+                try:
+                    response = _call(request)
+                except BaseException:
+                    # the process is going down (Ctrl-C, SystemExit, a test's simulated
+                    # crash): unwind the drive so that a step's open transaction rolls back
+                    # now, as a dying process's would, instead of holding its locks
+                    driver.close()
+                    raise
+                request = driver.send(response)
+    except StopIteration as stop:
+        return stop.value
 
 
 def _call(request: Call) -> Response:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from statesaga.engine import pump
 from statesaga.errors import ConcurrencyError, SagaNotRegistered
 from statesaga.run import Run
 
@@ -146,14 +147,14 @@ class Worker:
 
     def _drive_batch(self, stop: threading.Event) -> bool:
         engine = self.engine
-        claimed = engine._claim_due(self.batch)
+        recovery = engine.runtime.recovery
+        claimed = recovery.claim_due(self.batch)
         for position, row in enumerate(claimed):
             if stop.is_set():  # let the others go at once, for another worker to take
-                for left in claimed[position:]:
-                    engine.store.release_lease(left.id, left.epoch)
+                recovery.let_go(claimed[position:])
                 break
             try:
-                run: Run = engine._pump(engine._recover_claimed(row))
+                run: Run = pump(engine.runtime, recovery.recover(row))
             except ConcurrencyError:
                 continue
             except SagaNotRegistered as error:

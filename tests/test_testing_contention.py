@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 from kit_shop import Cart, ConfirmedCheckout, cart_key, fresh_shop, shop_invariant
 
 from statesaga import EntityBusy
-from statesaga._runtime import Runtime
 from statesaga.core import Interpreter
+from statesaga.runtime.inbox import Inbox
+from statesaga.runtime.transitions import Transitions
 from statesaga.testing import (
     Fault,
     FaultPlan,
@@ -71,21 +72,22 @@ def plan_of(violation: InvariantViolation) -> str:
 def test_the_kit_finds_a_webhook_dropped_because_the_run_was_busy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    original = Runtime._send
+    original = Inbox.send
 
-    def dropping_send(self: Runtime, instance_id: str, *args: Any) -> Generator[Any, Any, Any]:
+    def dropping_send(self: Inbox, instance_id: str, *args: Any) -> Generator[Any, Any, Any]:
         # the old behaviour: a busy run answers EntityBusy and nothing is recorded
         row = self.store.get(instance_id)
         assert row is not None
-        assert self.locks is not None
+        locks = self.claims.locks.locks
+        assert locks is not None
         key = row.entity_key or f"instance:{row.id}"
-        probe = self.locks.try_acquire(key, "probe", 1.0, self.clock())  # type: ignore[union-attr]
+        probe = locks.try_acquire(key, "probe", 1.0, self.clock())  # type: ignore[union-attr]
         if probe is None:
             raise EntityBusy(f"{key} is busy", key=key)
-        self.locks.release(probe)  # type: ignore[union-attr]
+        locks.release(probe)  # type: ignore[union-attr]
         return (yield from original(self, instance_id, *args))
 
-    monkeypatch.setattr(Runtime, "_send", dropping_send)
+    monkeypatch.setattr(Inbox, "send", dropping_send)
     violation = found("must never be an error to the sender", kinds=("retryable",), undo_kinds=())
     # delivered while someone holds the cart's lock, at once, or while a step runs
     plan = plan_of(violation)
@@ -95,9 +97,9 @@ def test_the_kit_finds_a_webhook_dropped_because_the_run_was_busy(
 def test_the_kit_finds_a_run_stranded_by_a_timeout_that_found_its_lock_held(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    original = Runtime._release
+    original = Transitions.release
 
-    def stranding_release(self: Runtime, run: Any, *, busy: bool = False) -> None:
+    def stranding_release(self: Transitions, run: Any, *, busy: bool = False) -> None:
         # the old behaviour: a run let go because its lock was busy kept no due time
         original(self, run, busy=busy)
         if busy:
@@ -105,7 +107,7 @@ def test_the_kit_finds_a_run_stranded_by_a_timeout_that_found_its_lock_held(
                 "UPDATE statesaga_instances SET due_at = NULL WHERE id = ?", (run.id,)
             )
 
-    monkeypatch.setattr(Runtime, "_release", stranding_release)
+    monkeypatch.setattr(Transitions, "release", stranding_release)
     violation = found("no worker will ever pick it up", kinds=("retryable",), undo_kinds=())
     assert "lock held at recovery" in plan_of(violation)
 

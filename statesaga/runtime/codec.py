@@ -1,0 +1,355 @@
+"""Pure conversions: snapshots and held runs <-> instance rows, history rows, runs.
+
+Nothing here reads or writes the store: the drive loop hands the rows it
+builds to the store, and the reads hand the rows they got back here.
+
+>>> leasing = Leasing(owner="me", lease_ttl=30.0, max_inline_sleep=5.0)
+>>> from statesaga.core import Sleep, Wait
+>>> leasing.fields(Sleep(until=102.0), now=100.0)  # a short sleep keeps the lease
+('me', 130.0, 102.0)
+>>> leasing.fields(Wait(("paid",), until=160.0), now=100.0)  # a wait lets it go
+(None, None, 160.0)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+
+from statesaga.core import (
+    Done,
+    ErrorInfo,
+    Finish,
+    HistoryKind,
+    Interpreter,
+    Next,
+    Sleep,
+    Snapshot,
+    Status,
+    Wait,
+)
+from statesaga.definition import Definition
+from statesaga.delivery import DeliveryStatus, InboxEntry
+from statesaga.errors import StepTimeout
+from statesaga.run import HistoryEntry, Run
+from statesaga.runtime.held import HeldRun
+from statesaga.serde import converter
+from statesaga.store.base import HistoryRow, InboxRow, InstanceRow, Write
+
+__all__ = [
+    "Leasing",
+    "encode",
+    "entry_of",
+    "error_info",
+    "held_of",
+    "history_rows",
+    "inbox_entry_of",
+    "machine_of",
+    "new_row",
+    "payload_of",
+    "result_of",
+    "run_of",
+    "snapshot_of",
+    "write_of",
+]
+
+encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+@attrs.frozen
+class Leasing:
+    """Who holds the leases this engine takes, for how long, and when it lets a run go."""
+
+    owner: str
+    lease_ttl: float
+    max_inline_sleep: float
+
+    def fields(self, decision: Any, now: float) -> tuple[str | None, float | None, float | None]:
+        """(lease owner, lease expiry, due at) after a transition that leads to ``decision``.
+
+        The lease is let go when the run waits, ends, or sleeps longer than
+        ``max_inline_sleep`` (then ``due_at`` tells ``recover`` when to wake it).
+        """
+        release = isinstance(decision, Wait | Finish) or (
+            isinstance(decision, Sleep) and decision.until - now > self.max_inline_sleep
+        )
+        due = decision.until if isinstance(decision, Sleep | Wait) else None
+        if release:
+            return None, None, due
+        return self.owner, now + self.lease_ttl, due
+
+
+def machine_of(snapshot: Snapshot, definition: Definition) -> dict[str, Any]:
+    """The interpreter's bookkeeping as the instance row's ``machine`` JSON."""
+    event = snapshot.event
+    if event is not None and snapshot.pending is not None:
+        payload_type = definition.transitions[snapshot.pending].payload_type
+        event = converter.unstructure(event, payload_type) if payload_type else event
+    return {
+        "pending": snapshot.pending,
+        "wake_at": snapshot.wake_at,
+        "stack": [[done.transition, done.seq] for done in snapshot.stack],
+        "pivoted": snapshot.pivoted,
+        "seq": snapshot.seq,
+        "event": event,
+        "unknown": snapshot.pivot_unknown,
+    }
+
+
+def snapshot_of(row: InstanceRow, definition: Definition) -> Snapshot:
+    """The interpreter's snapshot of a stored instance."""
+    machine = row.machine
+    pending = machine.get("pending")
+    event = machine.get("event")
+    if event is not None and pending is not None:
+        payload_type = definition.transitions[pending].payload_type
+        if payload_type is not None:
+            event = converter.structure(event, payload_type)
+    return Snapshot(
+        instance_id=row.id,
+        state=row.state,
+        status=Status(row.status),
+        data=converter.structure(row.context, definition.context_type),
+        pending=pending,
+        attempt=row.attempt,
+        wake_at=machine.get("wake_at"),
+        deadline=row.deadline,
+        stack=tuple(Done(t, seq) for t, seq in machine.get("stack", ())),
+        pivoted=bool(machine.get("pivoted")),
+        seq=int(machine.get("seq", 0)),
+        error=None if row.error is None else converter.structure(row.error, ErrorInfo),
+        event=event,
+        pivot_unknown=bool(machine.get("unknown")),
+    )
+
+
+def held_of(row: InstanceRow, definition: Definition, core: Interpreter, now: float) -> HeldRun:
+    """A claimed row as a run this engine holds (its leases renewed as of ``now``)."""
+    return HeldRun(
+        definition,
+        core,
+        row.id,
+        row.version,
+        row.epoch,
+        snapshot_of(row, definition),
+        converter.structure(row.input, definition.input_type),
+        row.correlation_id,
+        row.entity_key,
+        # a completed run keeps its output when a late event is recorded against it
+        output=None
+        if row.output is None or definition.output_type is None
+        else converter.structure(row.output, definition.output_type),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        renewed_at=now,
+    )
+
+
+def write_of(
+    run: HeldRun, snapshot: Snapshot, decision: Any, now: float, leasing: Leasing
+) -> Write:
+    """The instance row's new values after a transition to ``snapshot``.
+
+    The context's JSON is cached on ``run``: steps that keep the data need no
+    new encoding.
+    """
+    owner, expires, due = leasing.fields(decision, now)
+    definition = run.definition
+    output = None
+    if snapshot.status is Status.COMPLETED and run.output is not None:
+        output = encode(
+            converter.unstructure(run.output, definition.output_type or type(run.output))
+        )
+    data = snapshot.data
+    if data is not run.encoded_data:
+        run.encoded_context = encode(converter.unstructure(data, definition.context_type))
+        run.encoded_data = data
+    return Write(
+        state=snapshot.state,
+        status=snapshot.status.value,
+        context=run.encoded_context,
+        machine=encode(machine_of(snapshot, definition)),
+        error=None if snapshot.error is None else encode(converter.unstructure(snapshot.error)),
+        output=output,
+        attempt=snapshot.attempt,
+        due_at=due,
+        lease_owner=owner,
+        lease_expires_at=expires,
+        updated_at=now,
+    )
+
+
+def new_row(
+    run: HeldRun,
+    nxt: Next,
+    input_json: Any,
+    idempotency_key: str | None,
+    now: float,
+    leasing: Leasing,
+) -> InstanceRow:
+    """The row a start inserts."""
+    owner, expires, due = leasing.fields(nxt.decision, now)
+    definition = run.definition
+    snapshot = nxt.snapshot
+    return InstanceRow(
+        id=run.id,
+        saga=definition.name,
+        saga_version=definition.version,
+        graph_hash=definition.graph_hash,
+        entity_key=run.key,
+        idempotency_key=idempotency_key,
+        correlation_id=run.correlation_id,
+        state=snapshot.state,
+        status=snapshot.status.value,
+        input=input_json,
+        context=converter.unstructure(snapshot.data, definition.context_type),
+        output=None,
+        machine=machine_of(snapshot, definition),
+        error=None if snapshot.error is None else converter.unstructure(snapshot.error),
+        attempt=snapshot.attempt,
+        version=1,
+        epoch=1,
+        lease_owner=owner,
+        lease_expires_at=expires,
+        due_at=due,
+        deadline=snapshot.deadline,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def history_rows(
+    run: HeldRun, nxt: Next, started: float, now: float, *, version: int
+) -> list[HistoryRow]:
+    """One history row per record of ``nxt``, written with instance version ``version``."""
+    rows = []
+    transitions = run.definition.transitions
+    for record in nxt.records:
+        step_name = None
+        t = transitions.get(record.transition) if record.transition else None
+        if t is not None and t.step is not None:
+            undo = record.kind in (HistoryKind.COMPENSATE, HistoryKind.COMPENSATION_RETRY) or (
+                record.error is not None and (record.error.step or "").endswith(".undo")
+            )
+            step_name = t.step.compensation_name if undo else t.step.function_name
+        rows.append(
+            HistoryRow(
+                instance_id=run.id,
+                version=version,
+                kind=record.kind.value,
+                transition=record.transition,
+                step=step_name,
+                from_state=record.from_state,
+                to_state=record.to_state,
+                attempt=record.attempt,
+                event=record.event,
+                error=None if record.error is None else converter.unstructure(record.error),
+                epoch=run.epoch,
+                correlation_id=run.correlation_id,
+                started_at=started,
+                finished_at=now,
+            )
+        )
+    return rows
+
+
+def run_of(row: InstanceRow, definition: Definition | None, history: list[HistoryRow]) -> Run:
+    """A stored instance as a ``Run``; typed by ``definition`` when it is registered."""
+    saga_input, data, output = row.input, row.context, row.output
+    if definition is not None:
+        saga_input = converter.structure(row.input, definition.input_type)
+        data = converter.structure(row.context, definition.context_type)
+        if row.output is not None and definition.output_type is not None:
+            output = converter.structure(row.output, definition.output_type)
+    return Run(
+        id=row.id,
+        saga=row.saga,
+        version=row.saga_version,
+        status=Status(row.status),
+        state=row.state,
+        key=row.entity_key,
+        correlation_id=row.correlation_id,
+        input=saga_input,
+        data=data,
+        output=output,
+        error=None if row.error is None else converter.structure(row.error, ErrorInfo),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        history=tuple(entry_of(h) for h in history),
+    )
+
+
+def result_of(run: HeldRun) -> Run:
+    """The run as this engine just persisted it (no need to read it back)."""
+    snapshot = run.snapshot
+    return Run(
+        id=run.id,
+        saga=run.definition.name,
+        version=run.definition.version,
+        status=snapshot.status,
+        state=snapshot.state,
+        key=run.key,
+        correlation_id=run.correlation_id,
+        input=run.input,
+        data=snapshot.data,
+        output=run.output if snapshot.status is Status.COMPLETED else None,
+        error=snapshot.error,
+        created_at=run.created_at,
+        updated_at=run.updated_at,
+    )
+
+
+def entry_of(row: HistoryRow) -> HistoryEntry:
+    """A history row as the public ``HistoryEntry``."""
+    return HistoryEntry(
+        kind=HistoryKind(row.kind),
+        from_state=row.from_state,
+        to_state=row.to_state,
+        transition=row.transition,
+        step=row.step,
+        attempt=row.attempt,
+        event=row.event,
+        error=None if row.error is None else converter.structure(row.error, ErrorInfo),
+        version=row.version,
+        epoch=row.epoch,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )
+
+
+def inbox_entry_of(row: InboxRow) -> InboxEntry:
+    """An inbox row as the public ``InboxEntry``."""
+    return InboxEntry(
+        event_id=row.event_id,
+        kind=row.kind,
+        event=row.event,
+        payload=row.payload,
+        status=DeliveryStatus(row.status),
+        reason=row.reason,
+        received_at=row.received_at,
+        settled_at=row.settled_at,
+    )
+
+
+def payload_of(definition: Definition, snapshot: Snapshot, entry: InboxRow) -> Any:
+    """An inbox entry's payload, structured into the type its transition from here declares."""
+    assert entry.event is not None
+    t = definition.events_from.get(snapshot.state, {}).get(entry.event)
+    if t is None or t.payload_type is None or entry.payload is None:
+        return entry.payload
+    return converter.structure(entry.payload, t.payload_type)
+
+
+def error_info(error: BaseException, retryable: bool) -> ErrorInfo:
+    """A step's exception as the error info stored with its transition."""
+    kind = type(error)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    if isinstance(error, StepTimeout):
+        name = "StepTimeout"
+    return ErrorInfo(name, str(error) or kind.__name__, retryable)

@@ -1,0 +1,299 @@
+"""The drive loop over a held run: steps, compensations, guards and short sleeps.
+
+Written once as generators shared by both engines: a step is a ``Call`` the
+engine answers, a short retry delay a ``Pause``. Every transition is
+persisted before the next action starts. A transactional step runs inside
+the transaction that records its transition (retried once on a fresh
+connection if the connection dies under it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+import attrs
+
+from statesaga.context import Resources, StepContext
+from statesaga.core import (
+    BranchChosen,
+    ChooseBranch,
+    CompensationFailed,
+    CompensationSucceeded,
+    ErrorInfo,
+    Finish,
+    Next,
+    Outcome,
+    RunCompensation,
+    RunStep,
+    Sleep,
+    StepFailed,
+    StepSucceeded,
+)
+from statesaga.definition import TransitionDef
+from statesaga.errors import ConnectionLost
+from statesaga.run import Run
+from statesaga.runtime.codec import error_info, result_of
+from statesaga.runtime.held import HeldRun, Kept
+from statesaga.runtime.leases import LeaseKeeper
+from statesaga.runtime.reporting import Reporter
+from statesaga.runtime.requests import Call, Driver, Pause, Request, Response
+from statesaga.runtime.transitions import Transitions
+
+__all__ = ["Drive"]
+
+
+class _Discard(Exception):
+    """Roll back a transactional step's transaction and report ``outcome`` instead."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+
+
+class Drive:
+    """Drives held runs until they wait, end, or sleep past ``max_inline_sleep``."""
+
+    def __init__(
+        self,
+        transitions: Transitions,
+        keeper: LeaseKeeper,
+        reporter: Reporter,
+        resources: Resources,
+        clock: Callable[[], float],
+        max_inline_sleep: float,
+    ) -> None:
+        self.transitions = transitions
+        self.keeper = keeper
+        self.reporter = reporter
+        self.resources = resources
+        self.clock = clock
+        self.max_inline_sleep = max_inline_sleep
+
+    def hold(self, run: HeldRun, nxt: Next, *, started: float | None = None) -> Driver:
+        """Drive ``run`` from ``nxt`` while the keeper renews its leases.
+
+        With ``started``, ``nxt`` is not yet persisted (it is written first).
+        """
+        self.keeper.track(run)
+        try:
+            return (yield from self._drive(run, nxt, started))
+        finally:
+            self.keeper.untrack(run)
+
+    def _drive(
+        self, run: HeldRun, nxt: Next, started: float | None
+    ) -> Generator[Request, Any, Run]:
+        persist = self.transitions.persist
+        if started is not None:
+            nxt = persist(run, nxt, started)
+        else:
+            run.snapshot = nxt.snapshot
+        while True:
+            decision = nxt.decision
+            if isinstance(decision, RunStep):
+                nxt = yield from self._run_step(run, decision)
+            elif isinstance(decision, RunCompensation):
+                nxt = yield from self._run_compensation(run, decision)
+            elif isinstance(decision, ChooseBranch):
+                nxt = yield from self._choose(run, decision)
+            elif isinstance(decision, Sleep):
+                delay = decision.until - self.clock()
+                if delay > self.max_inline_sleep:
+                    break
+                if delay > 0:
+                    yield Pause(delay)
+                # the delay has been slept: decide as of its end even if the clock (a test's
+                # fake one) has not moved, so that a retry is never put off for ever
+                now = max(self.clock(), decision.until)
+                # a cancel sent during the backoff is taken before the next try
+                taken = self.transitions.take_inbox(run, now, resumed=False)
+                nxt = taken or persist(run, run.core.decide(run.snapshot, now), now)
+            else:
+                break
+        if run.leased:  # claimed, but nothing was persisted that let the lease go
+            self.transitions.release(run)
+        return result_of(run)
+
+    def _context(self, run: HeldRun, name: str, attempt: int, key: str) -> StepContext[Any, Any]:
+        return StepContext(
+            input=run.input,
+            data=run.snapshot.data,
+            instance_id=run.id,
+            saga=run.definition.name,
+            step=name,
+            attempt=attempt,
+            idempotency_key=key,
+            correlation_id=run.correlation_id,
+            event=run.snapshot.event,
+            resources=self.resources,
+        )
+
+    def _run_step(self, run: HeldRun, decision: RunStep) -> Generator[Request, Any, Next]:
+        t = run.definition.transitions[decision.transition]
+        step = t.step
+        assert step is not None
+        ctx = self._context(run, t.name, decision.attempt, decision.idempotency_key)
+        started = self.clock()
+        run.step_deadline = None if step.timeout is None else started + step.timeout
+        try:
+            if step.transactional:
+                done = yield from self._in_transaction(
+                    run,
+                    Call(step.function, ctx, step.timeout),
+                    lambda response: self._step_outcome(run, t, response),
+                    started,
+                    undo=False,
+                )
+                if isinstance(done, Next):
+                    return done
+                outcome = done
+            else:
+                outcome = self._step_outcome(run, t, (yield Call(step.function, ctx, step.timeout)))
+        finally:
+            run.step_deadline = None
+        if isinstance(outcome, StepFailed):
+            self.reporter.step_failed(run, t.name, decision.attempt, outcome.error.message)
+        nxt = run.core.next(run.snapshot, outcome, self.clock())
+        nxt = self.transitions.persist(run, nxt, started)
+        if self.reporter.observer is not None:
+            error = outcome.error if isinstance(outcome, StepFailed) else None
+            self.reporter.step_finished(run, t.name, decision.attempt, started, error, undo=False)
+        return nxt
+
+    def _in_transaction(
+        self,
+        run: HeldRun,
+        call: Call,
+        judge: Callable[[Response], Outcome],
+        started: float,
+        *,
+        undo: bool,
+    ) -> Generator[Request, Any, Next | Outcome]:
+        """Call a step (or undo) inside the transaction that records its transition.
+
+        Returns the committed ``Next`` when it succeeded, or its failure (the
+        transaction rolled back, the step's writes with it) for the caller to record.
+        """
+        ctx = call.ctx
+        store = self.transitions.store
+        before = Kept.of(run)
+        for attempt in (1, 2):
+            try:
+                with store.transaction() as connection:
+                    response = yield attrs.evolve(
+                        call, ctx=attrs.evolve(ctx, connection=connection)
+                    )
+                    outcome = judge(response)
+                    if isinstance(outcome, StepFailed | CompensationFailed):
+                        raise _Discard(outcome)
+                    nxt = run.core.next(run.snapshot, outcome, self.clock())
+                    nxt = self.transitions.persist(run, nxt, started, connection=connection)
+                break
+            except _Discard as discard:
+                return discard.outcome
+            except ConnectionLost:
+                # the database connection died: the transaction rolled back (the step's
+                # writes with it), or it committed and only the answer was lost
+                row = store.get(run.id)
+                if row is not None and (row.version, row.epoch) == (before.version + 1, run.epoch):
+                    break  # it committed
+                before.restore(run)
+                if attempt == 2:
+                    raise
+                self.reporter.connection_lost(run, ctx.step)
+        if isinstance(nxt.decision, Finish):
+            self.reporter.finished(run, run.updated_at)
+        self.reporter.step_finished(run, ctx.step, ctx.attempt, started, None, undo=undo)
+        return nxt
+
+    def _step_outcome(self, run: HeldRun, t: TransitionDef, response: Response) -> Outcome:
+        assert t.step is not None
+        if response.error is not None:
+            return StepFailed(error_info(response.error, t.step.retry.is_retryable(response.error)))
+        data = response.value
+        definition = run.definition
+        if data is None:
+            data = run.snapshot.data
+        elif not isinstance(data, definition.context_type):
+            return StepFailed(
+                ErrorInfo(
+                    "TypeError",
+                    f"step {t.name!r} returned {type(data).__name__}; return the saga's "
+                    f"context ({definition.context_type.__name__}) or None",
+                    retryable=False,
+                )
+            )
+        if definition.output is not None and definition.states[t.target].final:
+            try:
+                run.output = definition.output(run.input, data)
+            except Exception as error:
+                return StepFailed(error_info(error, retryable=False))
+        return StepSucceeded(data)
+
+    def _run_compensation(
+        self, run: HeldRun, decision: RunCompensation
+    ) -> Generator[Request, Any, Next]:
+        t = run.definition.transitions[decision.transition]
+        assert t.step is not None
+        assert t.step.compensation is not None
+        ctx = self._context(run, f"{t.name}.undo", decision.attempt, decision.idempotency_key)
+        started = self.clock()
+        compensation = t.step.compensation
+        if t.step.transactional:
+            # the undo of a transactional step writes through the compensating
+            # transition's own transaction: undone exactly once, or not at all
+            done = yield from self._in_transaction(
+                run,
+                Call(compensation, ctx, t.step.timeout),
+                lambda response: self._compensation_outcome(run, t, ctx, response),
+                started,
+                undo=True,
+            )
+            if isinstance(done, Next):
+                return done
+            outcome = done
+        else:
+            response = yield Call(compensation, ctx, t.step.timeout)
+            outcome = self._compensation_outcome(run, t, ctx, response)
+        nxt = run.core.next(run.snapshot, outcome, self.clock())
+        nxt = self.transitions.persist(run, nxt, started)
+        if self.reporter.observer is not None:
+            error = outcome.error if isinstance(outcome, CompensationFailed) else None
+            self.reporter.step_finished(run, ctx.step, decision.attempt, started, error, undo=True)
+        return nxt
+
+    def _compensation_outcome(
+        self, run: HeldRun, t: TransitionDef, ctx: StepContext[Any, Any], response: Response
+    ) -> Outcome:
+        assert t.step is not None
+        if response.error is None:
+            value = response.value
+            returned = value if isinstance(value, run.definition.context_type) else None
+            self.reporter.compensated(run, ctx.step, ctx.attempt)
+            return CompensationSucceeded(returned)
+        retryable = t.step.compensation_retry.is_retryable(response.error)
+        self.reporter.compensation_failed(run, ctx.step, ctx.attempt, response.error)
+        return CompensationFailed(error_info(response.error, retryable))
+
+    def _choose(self, run: HeldRun, decision: ChooseBranch) -> Generator[Request, Any, Next]:
+        started = self.clock()
+        chosen: str | None = None
+        for name in decision.transitions:
+            t = run.definition.transitions[name]
+            if t.guard is None:
+                chosen = name
+                break
+            ctx = self._context(run, name, 1, f"{run.id}:{run.snapshot.seq}:{name}:guard")
+            response = yield Call(t.guard, ctx, None)
+            if response.error is not None:
+                outcome: Outcome = StepFailed(error_info(response.error, retryable=False))
+                # a guard that raises ends the forward path like a failing step
+                nxt = run.core.next(
+                    attrs.evolve(run.snapshot, pending=name, attempt=1), outcome, self.clock()
+                )
+                return self.transitions.persist(run, nxt, started)
+            if bool(response.value) != t.guard_negated:
+                chosen = name
+                break
+        nxt = run.core.next(run.snapshot, BranchChosen(chosen), self.clock())
+        return self.transitions.persist(run, nxt, started)

@@ -1,0 +1,77 @@
+"""A run an engine holds while it works on it, and what a transition may need to put back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from statesaga.core import Interpreter, Snapshot
+from statesaga.definition import Definition
+from statesaga.locks.base import Lease
+
+__all__ = ["HeldRun", "Kept"]
+
+
+@attrs.define
+class HeldRun:
+    """A run this engine holds: its definition, its last persisted snapshot and its leases."""
+
+    definition: Definition
+    core: Interpreter
+    id: str
+    version: int
+    epoch: int
+    snapshot: Snapshot
+    input: Any
+    correlation_id: str
+    key: str | None
+    lease: Lease | None = None
+    leased: bool = True
+    encoded_data: Any = None  # the data object whose JSON is ``encoded_context``
+    encoded_context: str = "null"
+    output: Any = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    renewed_at: float = 0.0
+    step_deadline: float | None = None
+    lost: bool = False
+
+    @property
+    def lock_key(self) -> str:
+        """The entity lock's key: the entity key, or the instance's own."""
+        return self.key or f"instance:{self.id}"
+
+
+@attrs.frozen
+class Kept:
+    """What a transition changes on a held run, kept to put back if its commit failed."""
+
+    version: int
+    snapshot: Snapshot
+    leased: bool
+    updated_at: float
+    renewed_at: float
+    output: Any
+    encoded_data: Any
+    encoded_context: str
+
+    @classmethod
+    def of(cls, run: HeldRun) -> Kept:
+        """What ``run`` holds now."""
+        return cls(
+            run.version,
+            run.snapshot,
+            run.leased,
+            run.updated_at,
+            run.renewed_at,
+            run.output,
+            run.encoded_data,
+            run.encoded_context,
+        )
+
+    def restore(self, run: HeldRun) -> None:
+        """Put ``run`` back as it was."""
+        run.version, run.snapshot, run.leased = self.version, self.snapshot, self.leased
+        run.updated_at, run.renewed_at, run.output = self.updated_at, self.renewed_at, self.output
+        run.encoded_data, run.encoded_context = self.encoded_data, self.encoded_context

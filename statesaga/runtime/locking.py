@@ -1,0 +1,101 @@
+"""Entity locks as the runtime uses them: one port for ``Engine``, one for ``AsyncEngine``.
+
+A port takes, renews (from the lease keeper's thread) and releases entity
+leases with the engine's owner name and lease length. ``Engine`` only ever
+holds synchronous ``Locks``; ``AsyncEngine`` also takes asynchronous ones
+(``AsyncRedisLocks``), whose renewals are handed to the event loop and whose
+releases are awaited there right after the operation returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from typing import Any, cast
+
+from statesaga.locks.base import AsyncLocks, Lease, Locks
+
+__all__ = ["AsyncLockPort", "LockPort", "SyncLockPort"]
+
+
+class SyncLockPort:
+    """Synchronous ``Locks`` (or none: the store's row lease is then the only lock)."""
+
+    def __init__(
+        self, locks: Locks | None, owner: str, lease_ttl: float, clock: Callable[[], float]
+    ) -> None:
+        self.locks = locks
+        self.owner = owner
+        self.lease_ttl = lease_ttl
+        self.clock = clock
+
+    def try_acquire(self, key: str) -> Lease | None:
+        """The lease on ``key``, or ``None`` if someone else holds it."""
+        assert self.locks is not None
+        return self.locks.try_acquire(key, self.owner, self.lease_ttl, self.clock())
+
+    def renew(self, lease: Lease, now: float) -> Lease | None:
+        """The renewed lease, or ``None`` if it was lost (called from the keeper's thread)."""
+        assert self.locks is not None
+        return self.locks.renew(lease, self.lease_ttl, now)
+
+    def release(self, lease: Lease) -> None:
+        """Let the lease go."""
+        if self.locks is not None:
+            self.locks.release(lease)
+
+
+class AsyncLockPort:
+    """Synchronous or asynchronous locks, used from an event loop."""
+
+    def __init__(
+        self,
+        locks: Locks | AsyncLocks | None,
+        owner: str,
+        lease_ttl: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.locks = locks
+        self.owner = owner
+        self.lease_ttl = lease_ttl
+        self.clock = clock
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending_releases: set[asyncio.Task[None]] = set()
+
+    async def try_acquire(self, key: str) -> Lease | None:
+        """The lease on ``key``, or ``None`` if someone else holds it."""
+        locks: Any = self.locks  # Locks, or AsyncRedisLocks and the like
+        self._loop = asyncio.get_running_loop()
+        result = locks.try_acquire(key, self.owner, self.lease_ttl, self.clock())
+        if inspect.isawaitable(result):
+            result = await result
+        return cast("Lease | None", result)
+
+    def renew(self, lease: Lease, now: float) -> Lease | None:
+        """The renewed lease, or ``None``; an async renewal is handed to the loop."""
+        locks: Any = self.locks
+        result = locks.renew(lease, self.lease_ttl, now)
+        if inspect.isawaitable(result):
+            assert self._loop is not None
+            future = asyncio.run_coroutine_threadsafe(_awaited(result), self._loop)
+            result = future.result(timeout=self.lease_ttl / 3)
+        return cast("Lease | None", result)
+
+    def release(self, lease: Lease) -> None:
+        """Let the lease go; an async release runs on the loop right after the operation."""
+        locks: Any = self.locks
+        if locks is None:
+            return
+        result = locks.release(lease)
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(_awaited(result))
+            self._pending_releases.add(task)
+            task.add_done_callback(self._pending_releases.discard)
+
+
+LockPort = SyncLockPort | AsyncLockPort
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable

@@ -1,0 +1,88 @@
+"""Recovery: claiming the runs that need work and driving each from where it stopped.
+
+This is the public API behind ``Engine.recover`` and ``Worker``: claim a
+batch of due runs (crashed holders, due retries, timeouts, deadlines), then
+drive each claimed run, or let the ones left over go for another engine.
+
+>>> from statesaga import Engine
+>>> with Engine("sqlite://") as engine:
+...     engine.runtime.recovery.claim_due(10)
+[]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from statesaga.errors import EntityBusy, SagaNotRegistered
+from statesaga.runtime.claims import Claims
+from statesaga.runtime.codec import held_of
+from statesaga.runtime.drive import Drive
+from statesaga.runtime.inbox import Inbox
+from statesaga.runtime.requests import Driver, LockOp
+from statesaga.store.base import InstanceRow
+
+__all__ = ["RECOVERY_BATCH", "Recovery"]
+
+#: how many runs ``recover`` claims at a time (each batch's leases start together)
+RECOVERY_BATCH = 20
+
+
+class Recovery:
+    """Claims due runs for this engine and drives them."""
+
+    def __init__(
+        self, claims: Claims, drive: Drive, inbox: Inbox, clock: Callable[[], float]
+    ) -> None:
+        self.claims = claims
+        self.drive = drive
+        self.inbox = inbox
+        self.clock = clock
+
+    def claim_due(self, limit: int) -> list[InstanceRow]:
+        """Claim up to ``limit`` runs that need work, of the sagas this engine drives."""
+        now = self.clock()
+        leasing = self.claims.leasing
+        return self.claims.store.claim_due(
+            now,
+            limit,
+            leasing.owner,
+            now + leasing.lease_ttl,
+            sagas=self.claims.registry.keys,
+        )
+
+    def let_go(self, rows: Iterable[InstanceRow]) -> None:
+        """Release claimed runs undriven, for another engine to take at once."""
+        for row in rows:
+            self.claims.store.release_lease(row.id, row.epoch)
+
+    def recover(self, row: InstanceRow) -> Driver:
+        """Drive a run that ``claim_due`` claimed for this engine (pumped by an engine).
+
+        Raises ``SagaNotRegistered`` (the claim let go) for a saga version this
+        engine does not drive, ``EntityBusy`` when the entity's lock is held (the
+        run stays due, a little later) and ``FencedOut`` when another engine
+        took the run over meanwhile.
+        """
+        try:
+            definition, core = self.claims.registry.for_row(row)
+        except SagaNotRegistered:
+            self.claims.store.release_lease(row.id, row.epoch)
+            raise
+        run = held_of(row, definition, core, self.clock())
+        transitions = self.drive.transitions
+        locks = self.claims.locks
+        if locks.locks is not None:
+            lease = yield LockOp(row.entity_key or f"instance:{row.id}")
+            if lease is None:
+                # someone holds the entity: the run stays due, a little later
+                transitions.release(run, busy=True)
+                raise EntityBusy(f"{row.entity_key} is busy; left for later", key=row.entity_key)
+            run.lease = lease
+        try:
+            now = self.clock()
+            result = yield from self.drive.hold(run, transitions.next_step(run, now), started=now)
+        finally:
+            if run.lease is not None:
+                locks.release(run.lease)
+        return (yield from self.inbox.after_release(result))

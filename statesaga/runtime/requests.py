@@ -1,0 +1,85 @@
+"""What the drive loop asks of an engine, and the one backoff both engines sleep by.
+
+The drive loop is written once, as generators that *yield* the things an
+engine does differently (call a user function, pause, take an entity lock)
+and receive the result. ``Engine`` pumps them with plain calls and
+``time.sleep``; ``AsyncEngine`` awaits coroutines and ``asyncio.sleep``.
+
+>>> delays = Backoff(give_up=1.0, cap=0.02)
+>>> [round(delays.next(now=0.0), 3) for _ in range(4)]
+[0.005, 0.01, 0.02, 0.02]
+>>> delays.next(now=1.0) is None  # past ``give_up``: stop waiting
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import attrs
+
+from statesaga.context import StepContext
+
+if TYPE_CHECKING:
+    from statesaga.definition import Definition
+
+__all__ = ["Backoff", "Call", "Driver", "LockOp", "Pause", "Request", "Response", "SagaRef"]
+
+SagaRef: TypeAlias = "type | Definition | str"
+
+
+@attrs.frozen
+class Call:
+    """Request to the engine: call ``function(ctx)`` within ``timeout`` seconds."""
+
+    function: Callable[..., Any]
+    ctx: StepContext[Any, Any]
+    timeout: float | None
+
+
+@attrs.frozen
+class Pause:
+    """Request to the engine: sleep ``seconds``."""
+
+    seconds: float
+
+
+@attrs.frozen
+class LockOp:
+    """Request to the engine: try to acquire a lease (the call is awaited if it is async)."""
+
+    key: str
+
+
+@attrs.frozen
+class Response:
+    """What a call gave: its value, or the exception it raised (``StepTimeout`` if too slow)."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+
+Request = Call | Pause | LockOp
+Driver: TypeAlias = Generator[Request, Any, Any]
+
+
+@attrs.define
+class Backoff:
+    """Exponential delays from 5 ms up to ``cap``, never past ``give_up`` (epoch seconds).
+
+    ``next(now)`` is the delay to pause before trying again, or ``None``
+    when ``now`` is past ``give_up`` and the caller should give up.
+    """
+
+    give_up: float
+    cap: float = 0.25
+    delay: float = 0.005
+
+    def next(self, now: float) -> float | None:
+        """The next pause, or ``None`` once ``give_up`` has passed."""
+        if now >= self.give_up:
+            return None
+        pause = min(self.delay, self.give_up - now)
+        self.delay = min(self.delay * 2, self.cap)
+        return pause

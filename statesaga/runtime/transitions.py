@@ -1,0 +1,127 @@
+"""Persisting a held run's transitions: one compare-and-set write per transition.
+
+Every write is checked on (version, epoch), so a holder that lost its claim
+is rejected (``FencedOut``) before it starts another side effect. A write
+that lets the run go always says when it is next due (the liveness rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from statesaga.core import Finish, Next, Status, Wait
+from statesaga.runtime.codec import Leasing, history_rows, write_of
+from statesaga.runtime.held import HeldRun
+from statesaga.runtime.intake import UNDECIDED, apply_inbox
+from statesaga.runtime.reporting import Reporter
+from statesaga.store.base import Settle, Store
+
+__all__ = ["BUSY_RETRY", "Transitions"]
+
+#: seconds before a run whose entity lock was busy at recovery is looked at again
+BUSY_RETRY = 0.5
+
+
+class Transitions:
+    """Writes a held run's transitions (and the inbox entries they settle) to the store."""
+
+    def __init__(
+        self, store: Store, leasing: Leasing, clock: Callable[[], float], reporter: Reporter
+    ) -> None:
+        self.store = store
+        self.leasing = leasing
+        self.clock = clock
+        self.reporter = reporter
+
+    def persist(
+        self,
+        run: HeldRun,
+        nxt: Next,
+        started: float,
+        connection: Any = None,
+        settle: Sequence[Settle] = (),
+    ) -> Next:
+        """Write ``nxt`` (one transaction); what to do next, which the inbox may change.
+
+        A transition that lets the run go to wait for an event first takes the
+        events already in its inbox, in the same write: an event that came while
+        a step ran is consumed by the run's holder before it lets go.
+        """
+        if isinstance(nxt.decision, Wait) and nxt.records and not settle:
+            pending = self.store.pending(run.id)
+            if pending:
+                applied = apply_inbox(
+                    run, nxt, pending, self.clock(), resumed=False, reporter=self.reporter
+                )
+                if applied is not None:
+                    nxt, settle = applied
+        if not nxt.records and not settle:
+            run.snapshot = nxt.snapshot
+            return nxt
+        now = self.clock()
+        write = write_of(run, nxt.snapshot, nxt.decision, now, self.leasing)
+        rows = history_rows(run, nxt, started, now, version=run.version + 1)
+        self.store.transition(
+            run.id, run.version, run.epoch, write, rows, connection, settle=settle
+        )
+        run.version += 1
+        run.snapshot = nxt.snapshot
+        run.leased = write.lease_owner is not None
+        run.renewed_at = run.updated_at = now
+        if nxt.snapshot.status is not Status.COMPLETED:
+            run.output = None
+        self.reporter.transitions(run, nxt)
+        if connection is None and isinstance(nxt.decision, Finish):
+            self.reporter.finished(run, now)  # a step's own transaction reports once it commits
+        return nxt
+
+    def take_inbox(self, run: HeldRun, now: float, *, resumed: bool) -> Next | None:
+        """Apply (or reject) the run's pending inbox entries, persisted in one transition.
+
+        Returns what to do next, or ``None`` if nothing was pending (or all of it
+        is early, waiting for a later state).
+        """
+        pending = self.store.pending(run.id)
+        if not pending:
+            return None
+        applied = apply_inbox(
+            run, Next(run.snapshot, UNDECIDED), pending, now, resumed, self.reporter
+        )
+        if applied is None:
+            return None
+        nxt, settles = applied
+        if nxt.decision is UNDECIDED:  # nothing was accepted: decide as of now
+            decided = run.core.decide(nxt.snapshot, now, resumed=resumed)
+            nxt = Next(decided.snapshot, decided.decision, nxt.records + decided.records)
+        done = self.persist(run, nxt, now, settle=settles)
+        return Next(done.snapshot, done.decision)  # persisted: nothing left to write
+
+    def next_step(self, run: HeldRun, now: float) -> Next:
+        """What a run just claimed does first: take its inbox, or decide as of ``now``."""
+        return self.take_inbox(run, now, resumed=True) or run.core.decide(
+            run.snapshot, now, resumed=True
+        )
+
+    def release(self, run: HeldRun, *, busy: bool = False) -> None:
+        """Give up the instance row's lease without a transition.
+
+        The run keeps a due time whenever it is not terminal (the liveness
+        invariant), so recovery finds it again; ``busy`` (its entity lock was
+        held by someone else) puts that time a little later.
+        """
+        now = self.clock()
+        due = run.core.next_due(run.snapshot, now)
+        if busy and due is not None:
+            due = max(due, now + BUSY_RETRY)
+        write = attrs.evolve(
+            write_of(run, run.snapshot, None, now, self.leasing),
+            lease_owner=None,
+            lease_expires_at=None,
+            due_at=due,
+        )
+        self.store.transition(run.id, run.version, run.epoch, write, [])
+        run.version += 1
+        run.leased = False

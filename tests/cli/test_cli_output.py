@@ -173,9 +173,10 @@ def test_shell_completion_completes_commands_and_options(tmp_path: Path) -> None
         [str(script), "--show-completion", "bash"],
         capture_output=True,
         text=True,
-        check=True,
         env={**os.environ, "SHELL": "/bin/bash"},
+        cwd=tmp_path,
     )
+    assert shown.returncode == 0, shown.stderr
     assert "_STATESAGA_COMPLETE" in shown.stdout
 
     def complete(words: str) -> list[str]:

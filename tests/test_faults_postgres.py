@@ -417,6 +417,36 @@ KILLS = {
 }
 
 
+def test_every_backend_terminated_while_idle_costs_one_retried_transition(
+    pg: str, admin: sa.Engine
+) -> None:
+    # a PostgreSQL restart: every connection the engine holds is dead, the idle ones too
+    from statesaga.store import SqlStore
+
+    store = SqlStore(pg, hot_connections=3)
+    with Engine(store, sagas=[Ledgered]) as engine:
+        gate = threading.Barrier(3)
+
+        def warm() -> None:
+            gate.wait()
+            engine.start(Ledgered, Job())
+
+        threads = [threading.Thread(target=warm) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        pids = [hot.raw.info.backend_pid for hot in store._hot._idle]
+        assert len(pids) >= 2
+        for pid in pids:
+            _terminate(admin, pid)
+
+        run = engine.start(Ledgered, Job())
+
+        assert run.status is Status.COMPLETED
+    report("terminated:every-idle-backend", backends=len(pids), retried=True)
+
+
 @pytest.mark.parametrize("where", list(KILLS))
 def test_a_backend_killed_mid_transition_costs_one_retried_transition(
     pg: str, admin: sa.Engine, where: str

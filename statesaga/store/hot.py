@@ -122,16 +122,22 @@ class HotConnections:
         return hot
 
     def _give_back(self, hot: HotConnection) -> None:
+        dropped: list[HotConnection] = []
         with self._ready:
             if hot.broken and not self._static:
-                self.open -= 1
-                self._every.remove(hot)
+                # what killed this one (a server restart, every backend terminated) most
+                # likely killed the idle ones too: drop them, so a retry opens a fresh one
+                dropped = [hot, *self._idle]
+                self._idle = []
+                for gone in dropped:
+                    self._every.remove(gone)
+                self.open -= len(dropped)
             else:
                 self._idle.append(hot)
-            self._ready.notify()
-        if hot.broken and not self._static:
+            self._ready.notify_all()
+        for gone in dropped:
             with suppress(Exception):
-                hot.raw.close()
+                gone.raw.close()
 
     def close(self) -> None:
         """Close every connection (those in use are closed too: call it last)."""

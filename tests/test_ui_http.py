@@ -197,6 +197,16 @@ def test_a_compensated_run_shows_the_failed_step_and_its_compensations(
     assert re.search(r"compensate reserve release_inventory reserved → validated", seen), seen
 
 
+def test_a_run_shows_what_was_sent_to_it(client: httpx.Client, shop: Shop) -> None:
+    # the failed checkout was cancelled by the customer: the cancel sits in its inbox
+    page = client.get(f"/runs/{shop.runs.failed}")
+    seen = text_of(page)
+    assert "Inbox events and cancels sent to the run" in seen
+    assert re.search(r"cancel .* accepted", seen), seen
+    quiet = text_of(client.get(f"/runs/{shop.runs.completed}"))
+    assert "Nothing was sent to this run." in quiet
+
+
 def test_an_open_run_reloads_itself(client: httpx.Client, shop: Shop) -> None:
     page = client.get(f"/runs/{shop.runs.waiting}")
     assert '<meta http-equiv="refresh" content="5">' in page.text

@@ -23,7 +23,7 @@ from statesaga.core import ErrorInfo, Status
 from statesaga.definition import Definition
 from statesaga.engine import Engine
 from statesaga.errors import CancelNotAllowed, StateSagaError
-from statesaga.run import DeliveryStatus, HistoryEntry, Run
+from statesaga.run import DeliveryStatus, HistoryEntry, InboxEntry, Run
 from statesaga.store.base import InstanceRow
 from statesaga.ui.text import ago, span
 
@@ -226,7 +226,20 @@ class Source:
         if row is None:
             return None
         history = self.engine.history(instance_id)
-        return run_view(row, self.engine.clock()), _as_run(row, history)
+        inbox = tuple(
+            InboxEntry(
+                event_id=e.event_id,
+                kind=e.kind,
+                event=e.event,
+                payload=e.payload,
+                status=DeliveryStatus(e.status),
+                reason=e.reason,
+                received_at=e.received_at,
+                settled_at=e.settled_at,
+            )
+            for e in store.inbox(instance_id)
+        )
+        return run_view(row, self.engine.clock()), _as_run(row, history, inbox)
 
     def page(self, *, limit: int, **filters: Any) -> list[RunView]:
         """One page of runs, newest first (see ``SqlStore.list_page``)."""
@@ -258,7 +271,9 @@ class Source:
                 self._engine = None
 
 
-def _as_run(row: InstanceRow, history: Sequence[HistoryEntry]) -> Run:
+def _as_run(
+    row: InstanceRow, history: Sequence[HistoryEntry], inbox: tuple[InboxEntry, ...] = ()
+) -> Run:
     """The run as stored (input, context and output left as JSON data)."""
     error = RunView(row, ()).error
     return Run(
@@ -276,6 +291,7 @@ def _as_run(row: InstanceRow, history: Sequence[HistoryEntry]) -> Run:
         created_at=row.created_at,
         updated_at=row.updated_at,
         history=tuple(history),
+        inbox=inbox,
     )
 
 

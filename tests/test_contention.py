@@ -330,3 +330,23 @@ def test_a_cancel_is_refused_once_a_pivot_may_have_taken_effect(engines: Factory
     assert refused.status is DeliveryStatus.REJECTED
     assert refused.reason == "its pivot step may have taken effect, so it only goes forward"
     assert "undo_reserve" not in journal.names()
+
+
+def test_recovery_leaves_a_held_run_with_a_pending_event_for_later_and_returns(
+    engines: Factory,
+) -> None:
+    clock = FakeClock()
+    holder, worker = engines(clock=clock), engines(clock=clock)
+    run = holder.start(sagas.Waiting, Order("c-13"), key="cart:c-13")
+    let_go = hold_entity(holder, run.id, "cart:c-13", clock())
+    assert holder.send("confirmed", {"code": "ok"}, instance_id=run.id).status is (
+        DeliveryStatus.PENDING
+    )
+
+    assert worker.recover() == []  # the entity is held: tried once, left due, no spinning
+    assert worker.recover() == []  # and not tried again at once
+
+    let_go()
+    clock.advance(1)
+    (done,) = worker.recover()
+    assert done.status is Status.COMPLETED

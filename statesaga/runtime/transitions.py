@@ -114,12 +114,17 @@ class Transitions:
         """
         now = self.clock()
         due = run.core.next_due(run.snapshot, now)
-        if busy and due is not None:
-            due = max(due, now + BUSY_RETRY)
+        not_before = None
+        if busy:
+            # a released run's lease expiry is when it may be claimed again: not at once,
+            # even for events in its inbox, or recovery would spin on a held entity
+            not_before = now + BUSY_RETRY
+            if due is not None:
+                due = max(due, not_before)
         write = attrs.evolve(
             write_of(run, run.snapshot, None, now, self.leasing),
             lease_owner=None,
-            lease_expires_at=None,
+            lease_expires_at=not_before,
             due_at=due,
         )
         self.store.transition(run.id, run.version, run.epoch, write, [])

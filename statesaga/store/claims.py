@@ -46,6 +46,9 @@ def _parts(
     now: float, limit: int, sagas: Sequence[tuple[str, int]] | None, lock: bool
 ) -> list[sa.CTE]:
     c = instances.c
+    # a released run's lease expiry, if set, is when it may be claimed again (its entity
+    # was busy when it was last tried)
+    free = sa.or_(c.lease_expires_at.is_(None), c.lease_expires_at <= now)
     parts = [
         # a holder's lease expired (a crash, a lost connection): oldest expiry first
         sa.select(c.id, c.lease_expires_at.label("since"))
@@ -53,12 +56,13 @@ def _parts(
         .order_by(c.lease_expires_at),
         # released and due (a retry's backoff, a wait's timeout, the deadline, a busy lock)
         sa.select(c.id, c.due_at.label("since"))
-        .where(c.lease_owner.is_(None), c.due_at.is_not(None), c.due_at <= now)
+        .where(c.lease_owner.is_(None), c.due_at.is_not(None), c.due_at <= now, free)
         .order_by(c.due_at),
         # released with events or cancels pending (received while it was held)
         sa.select(c.id, c.updated_at.label("since"))
         .where(
             c.lease_owner.is_(None),
+            free,
             c.id.in_(sa.select(inbox.c.instance_id).where(inbox.c.status == INBOX_PENDING)),
         )
         .order_by(c.updated_at),

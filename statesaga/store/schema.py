@@ -14,6 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from statesaga.core import OPEN_STATUSES
+
 __all__ = [
     "INBOX_ACCEPTED",
     "INBOX_PENDING",
@@ -30,8 +32,8 @@ metadata = sa.MetaData()
 
 JsonText = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
-#: statuses that keep an instance's entity key taken (everything but completed and compensated)
-OPEN_STATUSES = ("running", "waiting", "compensating", "failed")
+# the open statuses (the core's): the unique index below holds for these only
+_OPEN_SQL = f"status IN ({', '.join(repr(status) for status in OPEN_STATUSES)})"
 
 instances = sa.Table(
     "statesaga_instances",
@@ -65,8 +67,8 @@ instances = sa.Table(
         "saga",
         "entity_key",
         unique=True,
-        sqlite_where=sa.text("status IN ('running', 'waiting', 'compensating', 'failed')"),
-        postgresql_where=sa.text("status IN ('running', 'waiting', 'compensating', 'failed')"),
+        sqlite_where=sa.text(_OPEN_SQL),
+        postgresql_where=sa.text(_OPEN_SQL),
     ),
     sa.Index("uq_statesaga_idempotency", "saga", "idempotency_key", unique=True),
     sa.Index("ix_statesaga_work", "status", "due_at"),

@@ -37,7 +37,10 @@ from statesaga.errors import (
     DuplicateStart,
     EventNotAllowed,
 )
-from statesaga.testing.driver import Crash, Outcome, _finish, _Harness
+from statesaga.testing._faults import instrument
+from statesaga.testing._harness import _Harness
+from statesaga.testing._outcome import Crash, Outcome
+from statesaga.testing.driver import _finish
 from statesaga.testing.invariants import check_domain_invariant, check_saga_invariants
 from statesaga.testing.plans import STEP_FAULTS, UNDO_FAULTS, Fault, FaultPlan
 
@@ -108,7 +111,7 @@ class SagaStateMachine(RuleBasedStateMachine):
             dict(cls.payloads),
             resources=tuple(given or ()),
         )
-        self.harness.driven = self.harness.instrument()
+        self.harness.driven = instrument(self.harness)
         self.engine = self.harness.engine()
         self.run_ids: list[str] = []
 

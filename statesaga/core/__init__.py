@@ -1,0 +1,94 @@
+"""The interpreter: a pure, I/O-free state machine over a saga definition.
+
+Given a :class:`~statesaga.definition.Definition`, an instance :class:`Snapshot`
+and the outcome of the last action, :meth:`Interpreter.next` returns a
+:class:`Next`: the new snapshot, the history records the driver must persist
+with it (in one transaction), and the :data:`Decision` to carry out next.
+All of statesaga's semantics live here; the engines only perform the I/O the
+interpreter asks for. Nothing here imports SQL, Redis or asyncio, and time and
+randomness come in as arguments.
+
+>>> import attrs
+>>> from statesaga import Saga, State
+>>> @attrs.define
+... class In:
+...     n: int = 0
+>>> @attrs.define
+... class Data:
+...     done: bool = False
+>>> class Demo(Saga[In, Data]):
+...     name = "demo"
+...     new = State(initial=True)
+...     done = State(final=True)
+...     finish = new.to(done).run(lambda ctx: Data(done=True), read_only=True)
+>>> core = Interpreter(Demo.definition)
+>>> first = core.start("i-1", In(), Data(), now=0.0)
+>>> first.decision
+RunStep(transition='finish', attempt=1, idempotency_key='i-1:0:finish', timeout=None)
+>>> last = core.next(first.snapshot, StepSucceeded(Data(done=True)), now=1.0)
+>>> last.snapshot.status, last.snapshot.state, [r.kind for r in last.records]
+(<Status.COMPLETED: 'completed'>, 'done', [<HistoryKind.FORWARD: 'forward'>])
+"""
+
+from statesaga.core._interpreter import Interpreter
+from statesaga.core._types import ACCEPT as ACCEPT  # the verdicts of EventFit
+from statesaga.core._types import EARLY as EARLY
+from statesaga.core._types import LATE as LATE
+from statesaga.core._types import (
+    OPEN_STATUSES,
+    TERMINAL_STATUSES,
+    BranchChosen,
+    CancelRequested,
+    ChooseBranch,
+    CompensationFailed,
+    CompensationSucceeded,
+    Decision,
+    Done,
+    ErrorInfo,
+    EventArrived,
+    EventFit,
+    Finish,
+    HistoryKind,
+    Next,
+    Outcome,
+    Record,
+    RetryRequested,
+    RunCompensation,
+    RunStep,
+    Sleep,
+    Snapshot,
+    Status,
+    StepFailed,
+    StepSucceeded,
+    Wait,
+)
+
+__all__ = [
+    "BranchChosen",
+    "CancelRequested",
+    "ChooseBranch",
+    "CompensationFailed",
+    "CompensationSucceeded",
+    "Decision",
+    "Done",
+    "ErrorInfo",
+    "EventArrived",
+    "EventFit",
+    "Finish",
+    "HistoryKind",
+    "Interpreter",
+    "Next",
+    "Outcome",
+    "Record",
+    "RetryRequested",
+    "RunCompensation",
+    "RunStep",
+    "Sleep",
+    "Snapshot",
+    "Status",
+    "StepFailed",
+    "StepSucceeded",
+    "Wait",
+    "OPEN_STATUSES",
+    "TERMINAL_STATUSES",
+]

@@ -1,0 +1,137 @@
+"""``Interpreter``: the core's one entry point, dispatching outcomes to the rules' rooms.
+
+The forward path lives in :mod:`statesaga.core._forward`, the way back in
+:mod:`statesaga.core._backward`, and the rules both ask about (pivots, the
+deadline, event and cancel fits, due times) in :mod:`statesaga.core._rules`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from statesaga.core._backward import Backward
+from statesaga.core._forward import Forward
+from statesaga.core._rules import Rules
+from statesaga.core._types import (
+    BranchChosen,
+    CancelRequested,
+    CompensationFailed,
+    CompensationSucceeded,
+    EventArrived,
+    EventFit,
+    HistoryKind,
+    Next,
+    Outcome,
+    Record,
+    RetryRequested,
+    Snapshot,
+    Status,
+    StepFailed,
+    StepSucceeded,
+)
+from statesaga.definition import Definition
+from statesaga.errors import InvalidOperation
+
+__all__ = ["Interpreter"]
+
+
+class Interpreter:
+    """Decides, for one definition, what an instance does next. Pure and reusable.
+
+    Args:
+        definition: the saga's compiled definition.
+        rand: a source of uniform floats in [0, 1) for retry jitter.
+    """
+
+    def __init__(
+        self, definition: Definition, *, rand: Callable[[], float] = random.random
+    ) -> None:
+        self.definition = definition
+        self.rand = rand
+        self._rules = Rules(definition, rand=rand)
+        self._forward = Forward(self._rules)
+        self._backward = Backward(self._forward)
+
+    # -- entry points -------------------------------------------------------------------
+
+    def start(
+        self,
+        instance_id: str,
+        saga_input: Any,
+        data: Any,
+        *,
+        now: float,
+        deadline: float | None = None,
+    ) -> Next:
+        """The first snapshot of a new instance, its START record and first decision."""
+        del saga_input  # guards and steps see the input; the graph does not
+        initial = self.definition.initial
+        snapshot = self._forward.enter(
+            Snapshot(instance_id, initial, Status.RUNNING, data, deadline=deadline),
+            initial,
+            now,
+        )
+        record = Record(HistoryKind.START, initial, initial)
+        return self._forward.settle(snapshot, now, [record])
+
+    def decide(self, snapshot: Snapshot, now: float, *, resumed: bool = False) -> Next:
+        """What ``snapshot`` calls for at time ``now`` (after a sleep, or on recovery).
+
+        ``resumed``: the snapshot was read back from the store by an engine that
+        did not write it (recovery, a worker, a claim). A pivot step pending then
+        may have been called before a crash: from here the run only goes forward.
+        """
+        if resumed and self._rules.pivot_pending(snapshot):
+            snapshot = attrs.evolve(snapshot, pivot_unknown=True)
+        return self._forward.settle(snapshot, now, [])
+
+    # -- rules the drivers ask about -------------------------------------------------------
+
+    def event_fit(self, snapshot: Snapshot, event: str, received_at: float) -> EventFit:
+        """Whether an event received at ``received_at`` applies now, waits, or comes too late."""
+        return self._rules.event_fit(snapshot, event, received_at)
+
+    def cancel_fit(self, snapshot: Snapshot, *, resumed: bool = False) -> EventFit:
+        """Whether a cancel applies now (``"accept"``) or cannot any more (``"late"``)."""
+        return self._rules.cancel_fit(snapshot, resumed=resumed)
+
+    def next_due(self, snapshot: Snapshot, now: float) -> float | None:
+        """When a run released in ``snapshot`` next needs an engine (``None``: never by itself).
+
+        Every run that is not terminal and not held has a due time, except one that
+        waits for an event with neither a timeout nor a deadline (an event for it is
+        found through the inbox).
+        """
+        return self._rules.next_due(snapshot, now)
+
+    def next(self, snapshot: Snapshot, outcome: Outcome, now: float) -> Next:
+        """Apply ``outcome`` to ``snapshot`` at time ``now`` and decide what follows.
+
+        Raises:
+            EventNotAllowed: the event does not fit the instance's state.
+            CancelNotAllowed: the instance is terminal, compensating or past its pivot.
+            RetryNotAllowed: a retry was asked of an instance that is not ``failed``.
+            InvalidOperation: the outcome does not answer the pending decision.
+        """
+        match outcome:
+            case StepSucceeded(data):
+                return self._forward.step_succeeded(snapshot, data, now)
+            case StepFailed(error):
+                return self._backward.step_failed(snapshot, error, now)
+            case BranchChosen(name):
+                return self._forward.branch_chosen(snapshot, name, now)
+            case EventArrived(event, payload, received_at):
+                return self._forward.event(snapshot, event, payload, now, received_at)
+            case CancelRequested(reason):
+                return self._backward.cancel(snapshot, reason, now)
+            case CompensationSucceeded(data):
+                return self._backward.compensated(snapshot, data, now)
+            case CompensationFailed(error):
+                return self._backward.compensation_failed(snapshot, error, now)
+            case RetryRequested():
+                return self._backward.retry_requested(snapshot, now)
+        raise InvalidOperation(f"unknown outcome {outcome!r}")  # pragma: no cover

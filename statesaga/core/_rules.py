@@ -1,0 +1,227 @@
+"""The rules every path of the interpreter asks about, each decided here once.
+
+When a pivot binds the run (it only goes forward), when the deadline
+applies, when a run is next due, whether an event or a cancel fits, and
+what a failure does to a run: compensate, or (bound) stop ``failed``. The
+forward path, the compensation path and the drivers all ask these; none
+re-derives them.
+
+>>> import attrs
+>>> from statesaga import Saga, State
+>>> @attrs.define
+... class Data:
+...     pass
+>>> class Paid(Saga[Data, Data]):
+...     name = "paid"
+...     new = State(initial=True)
+...     done = State(final=True)
+...     pay = new.to(done).on("paid")
+>>> rules = Rules(Paid.definition)
+>>> waiting = Snapshot("i-1", "new", Status.WAITING, deadline=10.0)
+>>> rules.deadline_passed(waiting, 10.0), rules.event_fit(waiting, "paid", 5.0).verdict
+(True, 'accept')
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import attrs
+
+from statesaga.core._types import (
+    ACCEPT,
+    EARLY,
+    LATE,
+    Done,
+    ErrorInfo,
+    EventFit,
+    HistoryKind,
+    Record,
+    Snapshot,
+    Status,
+)
+from statesaga.definition import Definition
+
+__all__ = ["Rules"]
+
+
+class Rules:
+    """One definition's tables and the rules about pivots, deadlines, events and failures.
+
+    Args:
+        definition: the saga's compiled definition.
+        rand: a source of uniform floats in [0, 1) for retry jitter.
+    """
+
+    def __init__(
+        self, definition: Definition, *, rand: Callable[[], float] = random.random
+    ) -> None:
+        self.definition = definition
+        self.rand = rand
+        self.transitions = definition.transitions
+        self.automatic = definition.automatic_from
+        self.events = definition.events_from
+        self.states = definition.states
+        self.later_events = _events_reachable(definition)
+
+    # -- pivots and the deadline ----------------------------------------------------------
+
+    def pivot_pending(self, snapshot: Snapshot) -> bool:
+        """A pivot step is the next thing to run (or to retry)."""
+        if snapshot.status is not Status.RUNNING or snapshot.pending is None:
+            return False
+        step = self.transitions[snapshot.pending].step
+        return step is not None and step.pivot
+
+    def bound(self, snapshot: Snapshot) -> bool:
+        """The run only goes forward: its pivot took effect, or may have.
+
+        A pivot may have taken effect once a try of it failed with an unknown
+        outcome (a retryable error: a timeout, a lost answer) or it was pending
+        when the run was resumed after a crash. Neither the deadline nor a cancel
+        then compensates the steps before it.
+        """
+        if snapshot.pivoted:
+            return True
+        return self.pivot_pending(snapshot) and (snapshot.attempt > 1 or snapshot.pivot_unknown)
+
+    def deadline_passed(self, snapshot: Snapshot, at: float) -> bool:
+        """The run's deadline had passed at ``at`` and still applies (the run is not bound)."""
+        deadline = snapshot.deadline
+        return deadline is not None and at >= deadline and not self.bound(snapshot)
+
+    def overdue(self, snapshot: Snapshot, at: float) -> bool:
+        """The deadline or the wait's timeout had passed at ``at``: time wins over an event."""
+        if self.deadline_passed(snapshot, at):
+            return True
+        return snapshot.wake_at is not None and at >= snapshot.wake_at
+
+    # -- failures ---------------------------------------------------------------------------
+
+    def stop(
+        self,
+        snapshot: Snapshot,
+        error: ErrorInfo,
+        kind: HistoryKind | None,
+        records: list[Record],
+    ) -> Snapshot:
+        """Start compensating or, bound, fail; recording ``kind`` if given.
+
+        Past the pivot (or with a pivot that may have taken effect) nothing is
+        undone: the run stops ``failed``, its step kept pending for a retry.
+        """
+        if kind is not None:
+            records.append(Record(kind, snapshot.state, snapshot.state, snapshot.pending, 0, error))
+        if self.bound(snapshot):
+            return attrs.evolve(
+                snapshot,
+                status=Status.FAILED,
+                error=error,
+                wake_at=None,
+                pivot_unknown=not snapshot.pivoted,
+            )
+        stack = snapshot.stack
+        t = self.transitions[snapshot.pending] if snapshot.pending is not None else None
+        if (
+            snapshot.status is Status.RUNNING
+            and t is not None
+            and t.step is not None
+            and t.step.compensate_on_failure
+        ):
+            # the pending step's effect is unknown: a try may have failed part-way, or run
+            # before a crash that nothing recorded (an interpreter cannot tell). Its
+            # compensation tolerates an effect that never happened, so undo it too,
+            # under its idempotency key
+            stack = (*stack, Done(t.name, snapshot.seq))
+        return attrs.evolve(
+            snapshot,
+            status=Status.COMPENSATING,
+            pending=None,
+            attempt=1,
+            wake_at=None,
+            error=error,
+            event=None,
+            stack=stack,
+        )
+
+    # -- what the drivers ask -------------------------------------------------------------
+
+    def event_fit(self, snapshot: Snapshot, event: str, received_at: float) -> EventFit:
+        """Whether an event received at ``received_at`` applies now, waits, or comes too late."""
+        status = snapshot.status
+        state = snapshot.state
+        if status.is_terminal:
+            return EventFit(LATE, f"the run had ended ({status}) when {event!r} was consumed")
+        if status is Status.COMPENSATING:
+            return EventFit(LATE, f"the run is compensating; it takes no more events ({event!r})")
+        if status is Status.WAITING and event in self.events[state]:
+            if self.deadline_passed(snapshot, received_at):
+                return EventFit(LATE, f"{event!r} arrived after the run's deadline")
+            if snapshot.wake_at is not None and received_at >= snapshot.wake_at:
+                return EventFit(
+                    LATE, f"{event!r} arrived after the wait in state {state!r} timed out"
+                )
+            return EventFit(ACCEPT)
+        if event in self.later_events[state]:
+            if self.definition.refuse_early_events:
+                return EventFit(
+                    LATE,
+                    f"{event!r} arrived before the run waited for it in state {state!r}, "
+                    f"and saga {self.definition.name!r} refuses early events",
+                )
+            return EventFit(EARLY)
+        return EventFit(
+            LATE,
+            f"state {state!r} does not take {event!r}, and no state the run can still reach does",
+        )
+
+    def cancel_fit(self, snapshot: Snapshot, *, resumed: bool = False) -> EventFit:
+        """Whether a cancel applies now (``"accept"``) or cannot any more (``"late"``)."""
+        status = snapshot.status
+        if status.is_terminal or status is Status.COMPENSATING:
+            return EventFit(LATE, f"it is {status}")
+        if snapshot.pivoted:
+            return EventFit(LATE, "it has passed its pivot and only goes forward")
+        if self.bound(snapshot) or (resumed and self.pivot_pending(snapshot)):
+            return EventFit(LATE, "its pivot step may have taken effect, so it only goes forward")
+        return EventFit(ACCEPT)
+
+    def next_due(self, snapshot: Snapshot, now: float) -> float | None:
+        """When a run released in ``snapshot`` next needs an engine (``None``: never by itself)."""
+        status = snapshot.status
+        if status.is_terminal:
+            return None
+        if status is Status.WAITING:
+            return earliest(snapshot)
+        wake_at = snapshot.wake_at
+        return wake_at if wake_at is not None and wake_at > now else now
+
+
+def earliest(snapshot: Snapshot) -> float | None:
+    """When a waiting run next needs waking: its wait's timeout or its deadline."""
+    times = [
+        t
+        for t in (snapshot.wake_at, snapshot.deadline if not snapshot.pivoted else None)
+        if t is not None
+    ]
+    return min(times) if times else None
+
+
+def _events_reachable(definition: Definition) -> dict[str, frozenset[str]]:
+    """For each state: the events taken there or in any state reachable from it."""
+    successors: dict[str, set[str]] = {state: set() for state in definition.states}
+    for t in definition.transitions.values():
+        successors.setdefault(t.source, set()).add(t.target)
+    reachable: dict[str, frozenset[str]] = {}
+    for state in definition.states:
+        seen, todo = {state}, [state]
+        while todo:
+            for target in successors.get(todo.pop(), ()):
+                if target not in seen:
+                    seen.add(target)
+                    todo.append(target)
+        reachable[state] = frozenset(
+            event for s in seen for event in definition.events_from.get(s, {})
+        )
+    return reachable

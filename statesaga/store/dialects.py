@@ -1,0 +1,198 @@
+"""What differs between databases, in one small class each, chosen once per store.
+
+- :class:`SqliteDialect`: the embedded default. statesaga opens every write
+  transaction itself with ``BEGIN IMMEDIATE`` (the write lock up front, so two
+  writers never deadlock upgrading a read lock) and commits through the cursor;
+  WAL, ``synchronous`` and ``busy_timeout`` are set on each new connection.
+- :class:`PsycopgDialect`: PostgreSQL through psycopg 3. The hot path's
+  connections autocommit, so a transition with one history row is one
+  statement (one round trip); claims lock ``FOR UPDATE SKIP LOCKED``; leases
+  are renewed by one statement over two arrays.
+- :class:`Dialect`: anything else SQLAlchemy speaks (the driver opens
+  transactions itself).
+
+Each also names the unique constraint an insert violated, from what the
+driver reports (psycopg's ``diag.constraint_name``; SQLite's message names the
+columns), never from the wording of the message.
+
+>>> import sqlalchemy as sa
+>>> dialect = dialect_for(sa.create_engine("sqlite://"))
+>>> type(dialect).__name__, dialect.begin_sql, dialect.mark
+('SqliteDialect', 'BEGIN IMMEDIATE', '?')
+>>> import sqlite3
+>>> dialect.violated(sqlite3.IntegrityError(
+...     "UNIQUE constraint failed: statesaga_instances.saga, statesaga_instances.idempotency_key"))
+'uq_statesaga_idempotency'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from statesaga.errors import StoreError
+from statesaga.store import claims as _claims
+from statesaga.store.schema import instances
+
+__all__ = ["Dialect", "PsycopgDialect", "SqliteDialect", "dialect_for", "use_schema"]
+
+
+class Dialect:
+    """Any database SQLAlchemy speaks: the driver opens transactions, the DBAPI commits.
+
+    Args:
+        engine: the store's SQLAlchemy engine.
+    """
+
+    #: opens a several-statement transaction on a hot-path connection (``None``: the driver does)
+    begin_sql: str | None = None
+    #: a hot write of one statement is a transaction of its own (the connection autocommits)
+    one_statement = False
+    #: claims lock their candidates (``FOR UPDATE SKIP LOCKED``); SQLite's write lock serialises
+    lock_claims = True
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        #: the DBAPI's parameter marker
+        self.mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+
+    def configure(self, *, schema: str | None, synchronous: str, busy_timeout: float) -> None:
+        """Set up the engine's new connections (``synchronous``/``busy_timeout``: SQLite's)."""
+        del synchronous, busy_timeout
+        if schema is not None:
+            use_schema(self.engine, schema)
+
+    def prepare_hot(self, raw: Any) -> None:
+        """Make a new hot-path connection ready (nothing to do here)."""
+
+    def commit(self, raw: Any, cursor: Any) -> None:
+        """Commit the hot-path connection's transaction."""
+        raw.commit()
+
+    def rollback(self, raw: Any, cursor: Any) -> None:
+        """Roll back the hot-path connection's transaction."""
+        raw.rollback()
+
+    def violated(self, error: BaseException) -> str | None:
+        """The unique constraint (or index) ``error`` reports violated, if it says which."""
+        name = getattr(getattr(error, "diag", None), "constraint_name", None)
+        return str(name) if name else None
+
+    def renew(
+        self, connection: sa.Connection, leases: Sequence[tuple[str, int]], expires_at: float
+    ) -> set[str]:
+        """Push out the leases whose (id, epoch) still match; their ids."""
+        renewed: set[str] = set()
+        for batch in _claims.renewal_batches(leases):
+            result = connection.execute(_claims.renew_statement(batch, expires_at))
+            renewed.update(str(value) for value in result.scalars())
+        return renewed
+
+
+class SqliteDialect(Dialect):
+    """SQLite: ``BEGIN IMMEDIATE``, ``COMMIT`` through the cursor, WAL and a busy timeout."""
+
+    begin_sql = "BEGIN IMMEDIATE"
+    lock_claims = False
+
+    def configure(self, *, schema: str | None, synchronous: str, busy_timeout: float) -> None:
+        if schema is not None:
+            raise StoreError("schema=... is for PostgreSQL; SQLite has one schema per file")
+        _configure_sqlite(self.engine, synchronous, busy_timeout)
+
+    def commit(self, raw: Any, cursor: Any) -> None:
+        cursor.execute("COMMIT")
+
+    def rollback(self, raw: Any, cursor: Any) -> None:
+        if raw.in_transaction:
+            cursor.execute("ROLLBACK")
+
+    def violated(self, error: BaseException) -> str | None:
+        # "UNIQUE constraint failed: statesaga_instances.saga, statesaga_instances.entity_key"
+        text = str(error.args[0]) if error.args else ""
+        _, found, columns = text.partition("UNIQUE constraint failed: ")
+        if not found:
+            return None
+        return _UNIQUE_BY_COLUMNS.get(frozenset(c.strip() for c in columns.split(",")))
+
+
+class PsycopgDialect(Dialect):
+    """PostgreSQL through psycopg 3: autocommitting hot path, one-statement writes."""
+
+    begin_sql = "BEGIN"  # the hot connections autocommit: open several-statement ones
+    one_statement = True
+
+    def prepare_hot(self, raw: Any) -> None:
+        """Make a psycopg connection autocommit: each statement a transaction of its own."""
+        raw.rollback()  # whatever opening it left open (nothing, usually)
+        raw.autocommit = True
+
+    def renew(
+        self, connection: sa.Connection, leases: Sequence[tuple[str, int]], expires_at: float
+    ) -> set[str]:
+        ids = [instance_id for instance_id, _ in leases]
+        epochs = [epoch for _, epoch in leases]
+        result = connection.exec_driver_sql(_claims.PG_RENEW_SQL, (expires_at, ids, epochs))
+        return {str(value) for value in result.scalars()}
+
+
+def dialect_for(engine: sa.Engine) -> Dialect:
+    """The dialect class for ``engine``'s database and driver."""
+    if engine.dialect.name == "sqlite":
+        return SqliteDialect(engine)
+    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
+        return PsycopgDialect(engine)
+    return Dialect(engine)
+
+
+# SQLite names the columns of the unique index it found violated, not the index
+_UNIQUE_BY_COLUMNS = {
+    frozenset(f"{instances.name}.{column.name}" for column in index.columns): str(index.name)
+    for index in instances.indexes
+    if index.unique
+}
+
+
+def use_schema(engine: sa.Engine, schema: str) -> None:
+    """Keep the store's tables (and alembic's version table) in ``schema``."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", schema):
+        raise StoreError(
+            f"schema={schema!r} is not a plain identifier; use letters, digits and underscores"
+        )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        cursor.execute(f"SET search_path TO {schema}")
+        cursor.close()
+        dbapi_connection.commit()
+
+
+def _configure_sqlite(engine: sa.Engine, synchronous: str, busy_timeout: float) -> None:
+    if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+        raise StoreError(
+            f"sqlite_synchronous={synchronous!r} is not a SQLite synchronous mode; "
+            "use NORMAL or FULL"
+        )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # statesaga issues BEGIN IMMEDIATE itself: the write lock is taken up front,
+        # so two writers never deadlock upgrading a read lock
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if engine.url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,378 @@
+"""The transition hot path: hand-written statements on the raw DBAPI connection.
+
+SQLAlchemy's per-statement overhead would otherwise dominate a SQLite
+commit. Where the dialect autocommits (psycopg 3), a write with at most one
+history row is a single statement, one round trip instead of four
+(``BEGIN``, UPDATE, INSERT, ``COMMIT``)::
+
+    WITH moved AS (UPDATE statesaga_instances SET ... WHERE id = %s
+                   AND version = %s AND epoch = %s RETURNING id)
+    INSERT INTO statesaga_history (...) SELECT ... FROM moved
+
+A statement is a transaction of its own: the compare-and-set and the history
+row commit together or not at all, and a fenced-out holder's statement
+inserts nothing (row count 0). Elsewhere a write is ``begin`` (the
+dialect's), the statements, and a commit.
+
+Every commit goes through the :class:`Seams` given, the store's
+``_commit`` and ``_execute_committed``: crash-injection tests replace those
+on a store to kill a connection at the exact moment of its commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+from statesaga.errors import ConnectionLost, DuplicateStart, EntityBusy, FencedOut, StoreError
+from statesaga.store import inbox as _inbox
+from statesaga.store.base import HistoryRow, InstanceRow, Settle, Write
+from statesaga.store.dialects import Dialect
+from statesaga.store.hot import HotConnection, HotConnections
+from statesaga.store.schema import history, instances
+
+__all__ = ["HotWrites", "Seams", "connection_lost", "dump_json", "fenced"]
+
+log = logging.getLogger("statesaga.store")
+
+_WRITE_COLUMNS = (
+    "state",
+    "status",
+    "context",
+    "machine",
+    "error",
+    "output",
+    "attempt",
+    "due_at",
+    "lease_owner",
+    "lease_expires_at",
+    "updated_at",
+)
+_INSTANCE_COLUMNS = tuple(c.name for c in instances.columns)
+_HISTORY_COLUMNS = tuple(c.name for c in history.columns if c.name != "id")
+_JSON_INSTANCE = frozenset({"input", "context", "output", "machine", "error"})
+
+
+class Seams(Protocol):
+    """Where a hot write commits: the store's methods, replaceable by crash-injection tests."""
+
+    def _commit(self, raw: Any, cursor: Any) -> None: ...
+
+    def _execute_committed(self, raw: Any, cursor: Any, sql: str, params: Sequence[Any]) -> int: ...
+
+
+class _Statements:
+    """The hot path's statements, written once for the DBAPI's parameter marker."""
+
+    def __init__(self, mark: str) -> None:
+        assigns = ", ".join(f"{c} = {mark}" for c in _WRITE_COLUMNS)
+        self.update = (
+            f"UPDATE statesaga_instances SET {assigns}, version = version + 1 "
+            f"WHERE id = {mark} AND version = {mark} AND epoch = {mark}"
+        )
+        self.insert_instance = (
+            f"INSERT INTO statesaga_instances ({', '.join(_INSTANCE_COLUMNS)}) "
+            f"VALUES ({', '.join([mark] * len(_INSTANCE_COLUMNS))})"
+        )
+        self.insert_history = (
+            f"INSERT INTO statesaga_history ({', '.join(_HISTORY_COLUMNS)}) "
+            f"VALUES ({', '.join([mark] * len(_HISTORY_COLUMNS))})"
+        )
+        # one history row joined to the instance's write; typed, as a SELECT list is not an
+        # INSERT's VALUES (to text, not varchar(n): a cast would truncate what is too long)
+        history_select = (
+            f"INSERT INTO statesaga_history ({', '.join(_HISTORY_COLUMNS)}) "
+            f"SELECT {', '.join(f'{mark}::{_pg_type(c)}' for c in _HISTORY_COLUMNS)}"
+        )
+        self.transition = f"WITH moved AS ({self.update} RETURNING id) {history_select} FROM moved"
+        self.start = (
+            f"WITH started AS ({self.insert_instance} RETURNING id) {history_select} FROM started"
+        )
+
+
+class HotWrites:
+    """Inserts, transitions and one-statement writes on the hot path's own connections.
+
+    Args:
+        engine: the store's engine (for the reads that tell whether a lost write landed).
+        dialect: how this database begins, commits and reports violations.
+        hot: the hot path's connections.
+        seams: the store, whose ``_commit``/``_execute_committed`` every commit goes through.
+    """
+
+    def __init__(
+        self, engine: sa.Engine, dialect: Dialect, hot: HotConnections, seams: Seams
+    ) -> None:
+        self.engine = engine
+        self.dialect = dialect
+        self.hot = hot
+        self.seams = seams
+        self.sql = _Statements(dialect.mark)
+        # one statement is one transaction only where the connection autocommits
+        self._one_statement = dialect.one_statement
+        self._begin_sql = dialect.begin_sql
+
+    def insert(self, row: InstanceRow, history_rows: Sequence[HistoryRow]) -> None:
+        """Insert a new instance and its first history rows in one transaction."""
+        values = [
+            dump_json(getattr(row, c)) if c in _JSON_INSTANCE else getattr(row, c)
+            for c in _INSTANCE_COLUMNS
+        ]
+        rows = [_history_values(h) for h in history_rows]
+
+        def work(hot: HotConnection) -> None:
+            raw, cursor = hot.raw, hot.cursor
+            if self._one_statement and len(rows) == 1:
+                self.seams._execute_committed(raw, cursor, self.sql.start, (*values, *rows[0]))
+                return
+            self._begin(cursor)
+            cursor.execute(self.sql.insert_instance, values)
+            self._write_history(cursor, rows)
+            self.seams._commit(raw, cursor)
+
+        try:
+            self._twice(work, lambda: self._version_epoch(row.id) is not None)
+        except StoreError:
+            raise
+        except Exception as error:
+            raise self._translate_insert(error, row) from error
+
+    def transition(
+        self,
+        instance_id: str,
+        version: int,
+        epoch: int,
+        write: Write,
+        history_rows: Sequence[HistoryRow],
+        connection: Any,
+        settle: Sequence[Settle],
+    ) -> None:
+        """Compare-and-set on (version, epoch), append history, settle inbox entries."""
+        params = (
+            write.state,
+            write.status,
+            write.context,
+            write.machine,
+            write.error,
+            write.output,
+            write.attempt,
+            write.due_at,
+            write.lease_owner,
+            write.lease_expires_at,
+            write.updated_at,
+            instance_id,
+            version,
+            epoch,
+        )
+        rows = [_history_values(h) for h in history_rows]
+        if connection is not None:
+            self._join(connection, instance_id, version, epoch, params, rows, settle)
+            return
+
+        def work(hot: HotConnection) -> None:
+            raw, cursor = hot.raw, hot.cursor
+            if self._one_statement and len(rows) <= 1 and not settle:
+                # one statement: the compare-and-set and its history row commit together;
+                # fenced out, it moves nothing and so inserts nothing
+                if rows:
+                    sql, values = self.sql.transition, (*params, *rows[0])
+                else:
+                    sql, values = self.sql.update, params
+                if self.seams._execute_committed(raw, cursor, sql, values) != 1:
+                    raise fenced(instance_id, version, epoch)
+                return
+            self._begin(cursor)
+            cursor.execute(self.sql.update, params)
+            if cursor.rowcount != 1:
+                raise fenced(instance_id, version, epoch)
+            self._write_history(cursor, rows)
+            _inbox.settle(cursor.execute, self.dialect.mark, settle)
+            self.seams._commit(raw, cursor)
+
+        def committed() -> bool:
+            # only this holder writes under its epoch: one version on means its write landed
+            current = self._version_epoch(instance_id)
+            if current == (version + 1, epoch):
+                return True
+            if current == (version, epoch):
+                return False
+            raise fenced(instance_id, version, epoch)
+
+        self._twice(work, committed)
+
+    def execute(self, sql: str, params: tuple[Any, ...]) -> int:
+        """Run one write statement in its own transaction; the number of rows it touched."""
+        with self.hot.connection() as hot:
+            raw, cursor = hot.raw, hot.cursor
+            try:
+                if self._one_statement:
+                    return self.seams._execute_committed(raw, cursor, sql, params)
+                self._begin(cursor)
+                cursor.execute(sql, params)
+                count = int(cursor.rowcount)
+                self.seams._commit(raw, cursor)
+            except BaseException as error:
+                if self._lost(hot, error):
+                    raise connection_lost(error) from error
+                raise
+        return count
+
+    # -- the parts --------------------------------------------------------------------------
+
+    def _join(
+        self,
+        connection: Any,
+        instance_id: str,
+        version: int,
+        epoch: int,
+        params: tuple[Any, ...],
+        rows: list[tuple[Any, ...]],
+        settle: Sequence[Settle],
+    ) -> None:
+        """The transition's writes inside a step's own transaction (it commits them)."""
+        dbapi_connection = connection.connection.dbapi_connection
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(self.sql.update, params)
+            if cursor.rowcount != 1:
+                raise fenced(instance_id, version, epoch)
+            self._write_history(cursor, rows)
+            _inbox.settle(cursor.execute, self.dialect.mark, settle)
+        except self.engine.dialect.loaded_dbapi.Error as error:
+            if not self.engine.dialect.is_disconnect(error, dbapi_connection, None):
+                raise
+            connection.invalidate()
+            raise connection_lost(error) from error
+
+    def _twice(self, work: Callable[[HotConnection], None], committed: Callable[[], bool]) -> None:
+        """Run ``work`` (one transaction) on a hot-path connection.
+
+        If the connection turns out dead (the server restarted, or terminated
+        the backend), the transaction is tried once more on a fresh connection,
+        unless ``committed()`` says the first try made it after all (the
+        connection died after the commit, before its answer arrived).
+        """
+        for attempt in (1, 2):
+            with self.hot.connection() as hot:
+                try:
+                    work(hot)
+                    return
+                except BaseException as error:
+                    if not self._lost(hot, error):
+                        raise
+                    if attempt == 2:
+                        raise connection_lost(error) from error
+                    log.warning("the database connection was lost (%s); trying again", error)
+            if committed():
+                return
+
+    def _lost(self, hot: HotConnection, error: BaseException) -> bool:
+        """Roll back after ``error``; ``True`` if it cost the connection (then dropped)."""
+        dialect = self.engine.dialect
+        if isinstance(error, dialect.loaded_dbapi.Error) and dialect.is_disconnect(
+            error, hot.raw, None
+        ):
+            hot.broken = True
+            return True
+        try:
+            self.dialect.rollback(hot.raw, hot.cursor)
+        except dialect.loaded_dbapi.Error:
+            hot.broken = True
+        return False
+
+    def _begin(self, cursor: Any) -> None:
+        if self._begin_sql is not None:
+            cursor.execute(self._begin_sql)
+
+    def _write_history(self, cursor: Any, rows: list[tuple[Any, ...]]) -> None:
+        # one row is the common case; executemany costs a pipeline on psycopg
+        if len(rows) == 1:
+            cursor.execute(self.sql.insert_history, rows[0])
+        elif rows:
+            cursor.executemany(self.sql.insert_history, rows)
+
+    def _version_epoch(self, instance_id: str) -> tuple[int, int] | None:
+        query = sa.select(instances.c.version, instances.c.epoch).where(
+            instances.c.id == instance_id
+        )
+        with self.engine.connect() as connection:
+            found = connection.execute(query).one_or_none()
+        return None if found is None else (found.version, found.epoch)
+
+    def _translate_insert(self, error: Exception, row: InstanceRow) -> Exception:
+        violated = self.dialect.violated(error)
+        if violated == "uq_statesaga_idempotency":
+            return DuplicateStart(
+                f"idempotency key {row.idempotency_key!r} of saga {row.saga!r} is already taken",
+                saga=row.saga,
+                key=row.entity_key,
+            )
+        if violated == "uq_statesaga_open_entity":
+            return EntityBusy(
+                f"{row.entity_key} is busy: saga {row.saga!r} already has an open instance for "
+                "it; wait for it to finish or send it events",
+                saga=row.saga,
+                key=row.entity_key,
+            )
+        return StoreError(f"could not insert instance {row.id}: {error}", saga=row.saga)
+
+
+def dump_json(value: Any) -> str | None:
+    """``value`` as compact JSON text (``None`` stays SQL NULL)."""
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def connection_lost(error: BaseException | None) -> ConnectionLost:
+    """The error for a connection lost mid-transaction: nothing half-written, and what next."""
+    return ConnectionLost(
+        f"lost the database connection in the middle of a transaction ({error}); it was "
+        "not committed, or not confirmed: the run resumes from its last persisted "
+        "transition once its lease expires (Engine.recover or `statesaga worker`)"
+    )
+
+
+def fenced(instance_id: str, version: int, epoch: int | None) -> FencedOut:
+    """The error for a write whose (version, epoch) moved on: another engine claimed the run."""
+    held = f"version {version}" + ("" if epoch is None else f", epoch {epoch}")
+    return FencedOut(
+        f"instance {instance_id} moved on since this holder read it ({held}): another "
+        "engine claimed it; this write was rejected and nothing was written",
+        instance_id=instance_id,
+    )
+
+
+def _pg_type(column: str) -> str:
+    """The PostgreSQL type a parameter for history ``column`` is cast to."""
+    kind = history.c[column].type
+    if isinstance(kind, sa.String):
+        return "text"  # assigned to varchar(n) afterwards: too long is an error, not cut
+    if isinstance(kind, sa.Integer):
+        return "integer"
+    if isinstance(kind, sa.Float):
+        return "double precision"
+    if isinstance(kind, sa.JSON):
+        return "jsonb"
+    raise AssertionError(f"no PostgreSQL cast for history column {column}")  # pragma: no cover
+
+
+def _history_values(row: HistoryRow) -> tuple[Any, ...]:
+    return (
+        row.instance_id,
+        row.version,
+        row.kind,
+        row.transition,
+        row.step,
+        row.from_state,
+        row.to_state,
+        row.attempt,
+        row.event,
+        dump_json(row.error),
+        row.epoch,
+        row.correlation_id,
+        row.started_at,
+        row.finished_at,
+    )

@@ -1,0 +1,105 @@
+"""The fault wrapping: a definition whose steps and compensations fail, crash or race
+as a plan says.
+
+:func:`instrument` returns a new definition (the user's saga class is left
+alone) whose every step and compensation is wrapped: before its body the
+harness plays the plan's races, then an injected failure, timeout or crash
+may replace the call, and after it the plan may make it take effect and
+raise, crash, or crash right after its transition commits.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from statesaga.definition import Definition, StepDef, TransitionDef
+from statesaga.errors import StepTimeout
+from statesaga.testing._harness import _Harness
+from statesaga.testing._outcome import Crash, InjectedFailure, InjectedFatalFailure
+
+__all__ = ["after_body", "instrument", "wrap"]
+
+
+def wrap(h: _Harness, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(function)
+    def faulty(ctx: Any) -> Any:
+        h.before_body(ctx, name)
+        fault = h.take(name, ("retryable", "fatal", "timeout", "crash_before"))
+        if fault is not None:
+            h.note(ctx, name, fault.kind, ran=False)
+            if fault.kind == "crash_before":
+                raise Crash(f"crash before {name}")
+            if fault.kind == "timeout":
+                raise StepTimeout(f"{name} timed out (injected)")
+            if fault.kind == "fatal":
+                raise InjectedFatalFailure(f"{name} failed for good (injected)")
+            raise InjectedFailure(f"{name} failed (injected)")
+        try:
+            value = function(ctx)
+        except Exception:
+            h.note(ctx, name, "raised", ran=True)
+            raise
+        if inspect.isawaitable(value):
+            return _after_async(h, ctx, name, value)
+        after_body(h, ctx, name)
+        return value
+
+    return faulty
+
+
+async def _after_async(h: _Harness, ctx: Any, name: str, awaitable: Any) -> Any:
+    try:
+        value = await awaitable
+    except Exception:
+        h.note(ctx, name, "raised", ran=True)
+        raise
+    after_body(h, ctx, name)
+    return value
+
+
+def after_body(h: _Harness, ctx: Any, name: str) -> None:
+    if h.take(name, ("effect_then_raise",)) is not None:
+        h.note(ctx, name, "effect_then_raise", ran=True)
+        raise InjectedFailure(f"{name} took effect, then failed (injected)")
+    if h.take(name, ("crash_after",)) is not None:
+        h.note(ctx, name, "crash_after", ran=True)
+        raise Crash(f"crash after {name}")
+    if h.take(name, ("crash_after_commit",)) is not None:
+        h.commit_crash.add(f"{ctx.instance_id}:{name}")
+    h.note(ctx, name, "ok", ran=True)
+
+
+def instrument(h: _Harness) -> Definition:
+    """The definition with every step and compensation wrapped (and no retry jitter)."""
+    transitions: dict[str, TransitionDef] = {}
+    for name, t in h.definition.transitions.items():
+        if t.step is not None:
+            step: StepDef = t.step
+            step = attrs.evolve(
+                step,
+                function=wrap(h, name, step.function),
+                compensation=None
+                if step.compensation is None
+                else wrap(h, f"{name}.undo", step.compensation),
+                retry=attrs.evolve(step.retry, jitter=0.0),
+                compensation_retry=attrs.evolve(step.compensation_retry, jitter=0.0),
+            )
+            t = attrs.evolve(t, step=step)
+        transitions[name] = t
+    d = h.definition
+    return attrs.evolve(
+        d,
+        transitions=transitions,
+        automatic_from={
+            s: tuple(transitions[t.name] for t in ts) for s, ts in d.automatic_from.items()
+        },
+        events_from={
+            s: {e: transitions[t.name] for e, t in ts.items()} for s, ts in d.events_from.items()
+        },
+        timeout_from={s: transitions[t.name] for s, t in d.timeout_from.items()},
+    )

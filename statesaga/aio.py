@@ -297,11 +297,18 @@ class AsyncEngine(EngineBase):
         """Resume every run that needs it (see ``Engine.recover``)."""
         recovery = self.runtime.recovery
         results: builtins.list[Run] = []
+        seen: set[str] = set()
         while len(results) < limit:
             batch = recovery.claim_due(min(RECOVERY_BATCH, limit - len(results)))
+            # a run driven once in this call and due again at once (it waits for an event
+            # that is not yet its turn) is left for the next call, so this one ends
+            again = [row for row in batch if row.id in seen]
+            recovery.let_go(again)
+            batch = [row for row in batch if row.id not in seen]
             if not batch:
                 break
             for row in batch:
+                seen.add(row.id)
                 try:
                     results.append(await self._pump(recovery.recover(row)))
                 except ConcurrencyError:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from kit_shop import Cart, ConfirmedCheckout, cart_key, fresh_shop, shop_invariant
 
 from statesaga import EntityBusy
-from statesaga.core import Interpreter
+from statesaga.core._rules import Rules
 from statesaga.runtime.inbox import Inbox
 from statesaga.runtime.transitions import Transitions
 from statesaga.testing import (
@@ -117,7 +117,7 @@ def test_the_kit_finds_a_deadline_that_overtakes_a_pivot_that_took_effect(
 ) -> None:
     # the old rule: only a completed pivot binds the run; a pending one that ran before a
     # crash (or whose answer was lost) is overtaken by the deadline
-    monkeypatch.setattr(Interpreter, "_bound", lambda self, snapshot: snapshot.pivoted)
+    monkeypatch.setattr(Rules, "bound", lambda self, snapshot: snapshot.pivoted)
     steps = sorted(
         name for name, t in ConfirmedCheckout.definition.transitions.items() if t.step is not None
     )

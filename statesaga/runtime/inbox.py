@@ -132,10 +132,19 @@ class Inbox:
         return None
 
     def _has_pending(self, result: Run) -> bool:
-        """A run just let go while still able to take events has some in its inbox."""
+        """A run just let go has something in its inbox that it can take now.
+
+        Entries only a later state takes stay for when the run gets there; late
+        entries of an ended run are rejected by whoever claims it next.
+        """
         if result.status.is_terminal:
-            return False  # late entries are rejected by whoever claims it next
-        return bool(self.store.pending(result.id))
+            return False
+        pending = self.store.pending(result.id)
+        if not pending:
+            return False
+        definition = self.claims.registry.get(result.saga, result.version)
+        takes = set() if definition is None else set(definition.events_in(result.state))
+        return any(entry.kind == "cancel" or entry.event in takes for entry in pending)
 
     def after_release(self, result: Run) -> Generator[Request, Any, Run]:
         """After letting a run go: take the events that came while it was held."""

@@ -23,6 +23,9 @@ __all__ = ["BUSY_RETRY", "Transitions"]
 
 #: seconds before a run whose entity lock was busy at recovery is looked at again
 BUSY_RETRY = 0.5
+#: seconds before a waiting run whose inbox holds only events for later states is looked at
+#: again (an event it can take is consumed by its sender at once)
+EARLY_RETRY = 5.0
 
 
 class Transitions:
@@ -115,6 +118,9 @@ class Transitions:
         now = self.clock()
         due = run.core.next_due(run.snapshot, now)
         not_before = None
+        if not busy and run.snapshot.status is Status.WAITING and self.store.pending(run.id):
+            # what is pending is for a later state: look again now and then, not at once
+            not_before = now + EARLY_RETRY
         if busy:
             # a released run's lease expiry is when it may be claimed again: not at once,
             # even for events in its inbox, or recovery would spin on a held entity

@@ -169,11 +169,13 @@ def test_shell_completion_completes_commands_and_options(tmp_path: Path) -> None
     script = Path(sys.executable).parent / "statesaga"
     if not script.exists():
         pytest.skip("the statesaga console script is not installed beside this Python")
+    # a user's shell, not this test run's environment (which other tests touch)
+    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
     shown = subprocess.run(
         [str(script), "--show-completion", "bash"],
         capture_output=True,
         text=True,
-        env={**os.environ, "SHELL": "/bin/bash"},
+        env={**clean, "SHELL": "/bin/bash"},
         cwd=tmp_path,
     )
     assert shown.returncode == 0, shown.stderr
@@ -181,7 +183,7 @@ def test_shell_completion_completes_commands_and_options(tmp_path: Path) -> None
 
     def complete(words: str) -> list[str]:
         environment = {
-            **os.environ,
+            **clean,
             "_STATESAGA_COMPLETE": "complete_bash",
             "COMP_WORDS": words,
             "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1)),

@@ -171,11 +171,12 @@ def test_shell_completion_completes_commands_and_options(tmp_path: Path) -> None
         pytest.skip("the statesaga console script is not installed beside this Python")
     # a user's shell, not this test run's environment (which other tests touch)
     clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
+    # the shell is named, not detected from the parent processes (here: pytest, not a shell)
     shown = subprocess.run(
         [str(script), "--show-completion", "bash"],
         capture_output=True,
         text=True,
-        env={**clean, "SHELL": "/bin/bash"},
+        env={**clean, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"},
         cwd=tmp_path,
     )
     assert shown.returncode == 0, shown.stderr

@@ -84,11 +84,24 @@ def extend_leases(
 
 
 def release_lease(engine: sa.Engine, instance_id: str, epoch: int) -> bool:
-    """Let the lease go without a transition, unless the epoch moved on."""
+    """Let the lease go without a transition, unless the epoch moved on.
+
+    A run that is not terminal keeps a due time (the liveness rule): one that had
+    none (it was being driven) is due at once, for another engine to take.
+    """
+    c = instances.c
+    open_run = c.status.in_(("running", "waiting", "compensating"))
     statement = (
         sa.update(instances)
-        .where(instances.c.id == instance_id, instances.c.epoch == epoch)
-        .values(lease_owner=None, lease_expires_at=None)
+        .where(c.id == instance_id, c.epoch == epoch)
+        .values(
+            lease_owner=None,
+            lease_expires_at=None,
+            due_at=sa.case(
+                (sa.and_(open_run, c.due_at.is_(None), c.status != "waiting"), c.updated_at),
+                else_=c.due_at,
+            ),
+        )
     )
     with engine.begin() as connection:
         return bool(connection.execute(statement).rowcount == 1)

@@ -24,6 +24,7 @@ from statesaga.definition import Definition
 from statesaga.engine import Engine
 from statesaga.errors import CancelNotAllowed, StateSagaError
 from statesaga.run import DeliveryStatus, HistoryEntry, InboxEntry, Run
+from statesaga.runtime.codec import inbox_entry_of
 from statesaga.store.base import InstanceRow
 from statesaga.ui.text import ago, span
 
@@ -226,19 +227,7 @@ class Source:
         if row is None:
             return None
         history = self.engine.history(instance_id)
-        inbox = tuple(
-            InboxEntry(
-                event_id=e.event_id,
-                kind=e.kind,
-                event=e.event,
-                payload=e.payload,
-                status=DeliveryStatus(e.status),
-                reason=e.reason,
-                received_at=e.received_at,
-                settled_at=e.settled_at,
-            )
-            for e in store.inbox(instance_id)
-        )
+        inbox = tuple(inbox_entry_of(e) for e in store.inbox(instance_id))
         return run_view(row, self.engine.clock()), _as_run(row, history, inbox)
 
     def page(self, *, limit: int, **filters: Any) -> list[RunView]:

@@ -86,6 +86,16 @@ class Engine(EngineBase):
         clock: returns the time in epoch seconds (inject a fake one in tests).
         max_inline_sleep: retry delays up to this many seconds are slept in
             place; longer ones release the run for ``recover`` (or a worker).
+        default_deadline: seconds a run may take before it compensates, for
+            sagas that declare no ``deadline``.
+        default_retry: the ``Retry`` of every step that declares none.
+        observer: told of runs, steps, compensations and lock waits
+            (e.g. ``OpenTelemetryObserver``).
+        resources: objects steps look up with ``ctx.resource(Kind)``.
+        max_payload_bytes: the largest JSON a run's input, context, output or
+            an event payload may take (2 MiB by default; ``None``: no limit);
+            over it, ``start``/``send`` raise ``PayloadTooLarge`` before writing
+            and a step fails without retrying.
 
     Sync steps run in the calling thread; ``async`` steps run to completion on
     a fresh event loop. A step's ``timeout`` cancels an async step; a sync step

@@ -5,6 +5,7 @@
     StateSagaError
     ├── DefinitionError          a saga definition is malformed (raised when the class is created)
     ├── InputError               input, context or an event payload could not be structured
+    │   └── PayloadTooLarge      its JSON is over ``max_payload_bytes``
     ├── NotFound
     │   ├── SagaNotRegistered    no saga with that name/version is registered with the engine
     │   └── InstanceNotFound     no instance with that id or entity key
@@ -54,6 +55,7 @@ __all__ = [
     "MissingResource",
     "NonRetryableError",
     "NotFound",
+    "PayloadTooLarge",
     "RetryNotAllowed",
     "SagaNotRegistered",
     "SettingsError",
@@ -115,6 +117,32 @@ class InputError(StateSagaError, ValueError):
 
     Nothing was written: a rejected ``start`` or ``send`` leaves the store as it was.
     """
+
+
+class PayloadTooLarge(InputError):
+    """A run's input, context, output or an event payload is over ``max_payload_bytes``.
+
+    A start or send is refused before anything is written; a step whose new
+    context is too large fails without retrying (the run compensates).
+    ``what`` names the payload (``"input"``, ``"context"``...), ``size`` and
+    ``limit`` are bytes of JSON.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        what: str,
+        size: int,
+        limit: int,
+        saga: str | None = None,
+        instance_id: str | None = None,
+        state: str | None = None,
+    ) -> None:
+        super().__init__(message, saga=saga, instance_id=instance_id, state=state)
+        self.what = what
+        self.size = size
+        self.limit = limit
 
 
 class NotFound(StateSagaError, LookupError):

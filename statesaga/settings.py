@@ -177,6 +177,11 @@ _FIELDS: dict[str, _Field] = {
         "connections of the transition hot path (a process holds at most "
         "pool_size + max_overflow + hot_connections)",
     ),
+    "max_payload_bytes": _Field(
+        _optional(_whole(1)),
+        "a whole number of bytes >= 1, e.g. 2097152 (or empty for no limit)",
+        "largest JSON a run's input, context, output or an event payload may take",
+    ),
     "schema": _Field(
         _optional(_identifier),
         "a plain identifier, e.g. sagas (PostgreSQL only; empty for the default)",
@@ -208,6 +213,7 @@ class Settings:
     pool_size: int = 10
     max_overflow: int = 10
     hot_connections: int = 10
+    max_payload_bytes: int | None = 2 * 1024 * 1024
     sources: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
 
     @classmethod
@@ -292,6 +298,7 @@ class Settings:
             "lease_ttl": self.lease_duration,
             "default_deadline": self.default_deadline,
             "default_retry": self.retry,
+            "max_payload_bytes": self.max_payload_bytes,
         }
 
 

@@ -32,6 +32,7 @@ def test_the_package_exports_exactly_these_names() -> None:
             "MissingResource",
             "NonRetryableError",
             "NotFound",
+            "PayloadTooLarge",
             "Retry",
             "RetryNotAllowed",
             "Run",

@@ -36,9 +36,11 @@ from statesaga.run import Run
 from statesaga.runtime.codec import error_info, result_of
 from statesaga.runtime.held import HeldRun, Kept
 from statesaga.runtime.leases import LeaseKeeper
+from statesaga.runtime.limits import PayloadLimit
 from statesaga.runtime.reporting import Reporter
 from statesaga.runtime.requests import Call, Driver, Pause, Request, Response
 from statesaga.runtime.transitions import Transitions
+from statesaga.serde import converter
 
 __all__ = ["Drive"]
 
@@ -61,7 +63,9 @@ class Drive:
         resources: Resources,
         clock: Callable[[], float],
         max_inline_sleep: float,
+        limit: PayloadLimit | None = None,
     ) -> None:
+        self.limit = PayloadLimit() if limit is None else limit
         self.transitions = transitions
         self.keeper = keeper
         self.reporter = reporter
@@ -223,11 +227,27 @@ class Drive:
                     retryable=False,
                 )
             )
-        if definition.output is not None and definition.states[t.target].final:
-            try:
+        try:
+            if data is not run.encoded_data:
+                # encoded here, not when written, so a context over the limit fails the step
+                encoded = self.limit.encoded(
+                    converter.unstructure(data, definition.context_type),
+                    "context",
+                    saga=definition.name,
+                    instance_id=run.id,
+                    state=run.snapshot.state,
+                )
+                run.encoded_context, run.encoded_data = encoded, data
+            if definition.output is not None and definition.states[t.target].final:
                 run.output = definition.output(run.input, data)
-            except Exception as error:
-                return StepFailed(error_info(error, retryable=False))
+                self.limit.encoded(
+                    converter.unstructure(run.output, definition.output_type or type(run.output)),
+                    "output",
+                    saga=definition.name,
+                    instance_id=run.id,
+                )
+        except Exception as error:
+            return StepFailed(error_info(error, retryable=False))
         return StepSucceeded(data)
 
     def _run_compensation(

@@ -16,6 +16,7 @@ from statesaga.definition import Definition
 from statesaga.locks.base import AsyncLocks, Locks
 from statesaga.retry import Retry
 from statesaga.run import HistoryEntry
+from statesaga.runtime.limits import DEFAULT_MAX_PAYLOAD_BYTES
 from statesaga.runtime.runtime import Runtime, settings_arguments
 from statesaga.store.base import Store
 
@@ -48,6 +49,7 @@ class EngineBase:
         default_retry: Retry | None = None,
         observer: Observer | None = None,
         resources: Iterable[object] = (),
+        max_payload_bytes: int | None = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
         #: the runtime this engine pumps; ``runtime.recovery`` is what ``Worker`` uses
         self.runtime = Runtime(
@@ -63,6 +65,7 @@ class EngineBase:
             default_retry=default_retry,
             observer=observer,
             resources=resources,
+            max_payload_bytes=max_payload_bytes,
         )
 
     @classmethod

@@ -19,6 +19,7 @@ from statesaga.errors import EntityBusy, EventNotAllowed, FencedOut
 from statesaga.run import Run
 from statesaga.runtime.claims import Claims
 from statesaga.runtime.drive import Drive
+from statesaga.runtime.limits import PayloadLimit
 from statesaga.runtime.reads import get_row
 from statesaga.runtime.requests import Driver, Request
 from statesaga.serde import converter, structure
@@ -30,7 +31,14 @@ __all__ = ["Inbox"]
 class Inbox:
     """Sends events and cancels to runs, and lets runs take what was sent meanwhile."""
 
-    def __init__(self, claims: Claims, drive: Drive, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        claims: Claims,
+        drive: Drive,
+        clock: Callable[[], float],
+        limit: PayloadLimit | None = None,
+    ) -> None:
+        self.limit = PayloadLimit() if limit is None else limit
         self.claims = claims
         self.drive = drive
         self.store = claims.store
@@ -51,6 +59,14 @@ class Inbox:
         if kind == "event":
             assert event is not None
             payload = self._payload_json(definition, row, event, payload)
+            if payload is not None:
+                self.limit.encoded(
+                    payload,
+                    f"payload of event {event!r}",
+                    saga=definition.name,
+                    instance_id=row.id,
+                    state=row.state,
+                )
         entry, duplicate = self.store.receive(
             InboxRow(
                 instance_id=row.id,

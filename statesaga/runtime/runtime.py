@@ -28,6 +28,7 @@ from statesaga.runtime.drive import Drive
 from statesaga.runtime.held import HeldRun
 from statesaga.runtime.inbox import Inbox
 from statesaga.runtime.leases import LeaseKeeper
+from statesaga.runtime.limits import DEFAULT_MAX_PAYLOAD_BYTES, PayloadLimit
 from statesaga.runtime.locking import AsyncLockPort, LockPort, SyncLockPort
 from statesaga.runtime.reads import Reads, get_row
 from statesaga.runtime.recovery import Recovery
@@ -68,6 +69,7 @@ class Runtime:
         default_retry: Retry | None = None,
         observer: Observer | None = None,
         resources: Iterable[object] = (),
+        max_payload_bytes: int | None = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
         if database is None:
             # nothing said: the settings decide (environment, statesaga.toml, pyproject),
@@ -104,6 +106,11 @@ class Runtime:
         self.max_inline_sleep = max_inline_sleep
         self.default_deadline = default_deadline
         self.resources = Resources(resources)
+        if max_payload_bytes is not None and max_payload_bytes < 1:
+            raise ValueError(
+                f"max_payload_bytes={max_payload_bytes!r} must be positive (None: no limit)"
+            )
+        self.limit = PayloadLimit(max_payload_bytes)
         self.lock_port: LockPort
         if asynchronous:
             self.lock_port = AsyncLockPort(locks, self.owner, lease_ttl, clock)
@@ -116,12 +123,18 @@ class Runtime:
         self.transitions = Transitions(self.store, leasing, clock, self.reporter)
         self.keeper = LeaseKeeper(self.store, self.lock_port, lease_ttl, clock)
         self.drive = Drive(
-            self.transitions, self.keeper, self.reporter, self.resources, clock, max_inline_sleep
+            self.transitions,
+            self.keeper,
+            self.reporter,
+            self.resources,
+            clock,
+            max_inline_sleep,
+            self.limit,
         )
         self.claims = Claims(
             self.store, self.registry, self.reads, self.lock_port, leasing, clock, self.reporter
         )
-        self.inbox = Inbox(self.claims, self.drive, clock)
+        self.inbox = Inbox(self.claims, self.drive, clock, self.limit)
         self.recovery = Recovery(self.claims, self.drive, self.inbox, clock)
         self.registry.register(*sagas)
 
@@ -159,6 +172,7 @@ class Runtime:
             saga_input, definition.input_type, what="input", saga=definition.name
         )
         input_json = converter.unstructure(typed_input, definition.input_type)
+        self.limit.encoded(input_json, "input", saga=definition.name)
         claims = self.claims
         if idempotency_key is not None:
             existing = self.store.find(definition.name, idempotency_key=idempotency_key)
@@ -171,6 +185,11 @@ class Runtime:
                 f"initial_context of saga {definition.name!r} rejected the input: {error}",
                 saga=definition.name,
             ) from error
+        self.limit.encoded(
+            converter.unstructure(data, definition.context_type),
+            "initial context",
+            saga=definition.name,
+        )
         now = self.clock()
         instance_id = uuid.uuid4().hex
         correlation_id = correlation_id or instance_id

@@ -7,6 +7,8 @@ the engine itself started (same row, same history row, same graph hash),
 with its lease set to have expired a minute ago. Then ``N`` worker
 processes (spawned and warmed before timing), each with an ``Engine``,
 call ``Engine.recover`` until nothing is left: the time to drain them all.
+The runs are stranded and recovered in ``--rounds`` (5) parts, each followed
+by as many fresh runs, so that a change in the machine's load falls on both.
 Beside it, the same processes start ``--runs`` fresh sagas (a share each)
 and run them to completion: the ratio of the two rates is what a restart
 after an outage costs compared with normal traffic.
@@ -98,7 +100,7 @@ def timed(pipes: list[Connection], command: str, counts: list[int]) -> tuple[int
     return sum(done for done, _ in answers), time.perf_counter() - started
 
 
-def measure(url: str, workers: int, runs: int) -> dict[str, Any]:
+def measure(url: str, workers: int, runs: int, rounds: int = 5) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")
     pipes, processes = [], []
     for _ in range(workers):
@@ -110,10 +112,17 @@ def measure(url: str, workers: int, runs: int) -> dict[str, Any]:
     try:
         for pipe in pipes:
             pipe.recv()  # ready
-        strand(url, runs)
-        recovered, recovery_seconds = timed(pipes, "recover", [0] * workers)
-        shares = [runs // workers + (i < runs % workers) for i in range(workers)]
-        fresh, fresh_seconds = timed(pipes, "start", shares)
+        # interleaved rounds, so a change in the machine's load falls on both sides alike
+        recovered = fresh = 0
+        recovery_seconds = fresh_seconds = 0.0
+        for number in range(rounds):
+            part = runs // rounds + (number < runs % rounds)
+            strand(url, part)
+            done, seconds = timed(pipes, "recover", [0] * workers)
+            recovered, recovery_seconds = recovered + done, recovery_seconds + seconds
+            shares = [part // workers + (i < part % workers) for i in range(workers)]
+            done, seconds = timed(pipes, "start", shares)
+            fresh, fresh_seconds = fresh + done, fresh_seconds + seconds
     finally:
         for pipe in pipes:
             pipe.send(("stop", 0))
@@ -143,12 +152,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="postgres", choices=["postgres", "sqlite"])
     parser.add_argument("--runs", type=int, default=10_000, help="stranded runs to recover")
     parser.add_argument("--workers", default="1,4", help="worker processes, comma-separated")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="interleaved rounds of recovery and fresh runs"
+    )
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args(argv)
     results = []
     for workers in (int(w) for w in args.workers.split(",")):
         with database(args.backend, args.postgres, "bench_recovery") as url:
-            results.append({"backend": args.backend, **measure(url, workers, args.runs)})
+            measured = measure(url, workers, args.runs, args.rounds)
+            results.append({"backend": args.backend, **measured})
     table(
         f"recovery of {args.runs:,} stranded 5-step runs, beside fresh runs by the same workers",
         ["backend", "workers", "recovery s", "recovered/s", "fresh s", "fresh/s",

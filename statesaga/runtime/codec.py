@@ -144,6 +144,7 @@ def held_of(row: InstanceRow, definition: Definition, core: Interpreter, now: fl
         created_at=row.created_at,
         updated_at=row.updated_at,
         renewed_at=now,
+        inbox_pending=row.inbox_pending,
     )
 
 

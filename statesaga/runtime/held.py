@@ -36,6 +36,8 @@ class HeldRun:
     renewed_at: float = 0.0
     step_deadline: float | None = None
     lost: bool = False
+    #: as the claim saw it: ``False`` spares the read of an empty inbox when the run resumes
+    inbox_pending: bool | None = None
 
     @property
     def lock_key(self) -> str:

@@ -21,6 +21,9 @@ from statesaga.store.base import Settle, Store
 
 __all__ = ["BUSY_RETRY", "Transitions"]
 
+#: how long (seconds) a claim's look at the inbox stands in for reading it when the run resumes
+CLAIM_SEEN_FRESH = 1.0
+
 #: seconds before a run whose entity lock was busy at recovery is looked at again
 BUSY_RETRY = 0.5
 #: seconds before a waiting run whose inbox holds only events for later states is looked at
@@ -87,6 +90,11 @@ class Transitions:
         Returns what to do next, or ``None`` if nothing was pending (or all of it
         is early, waiting for a later state).
         """
+        known, run.inbox_pending = run.inbox_pending, None
+        if known is False and now - run.updated_at <= CLAIM_SEEN_FRESH:
+            # the claim (which set updated_at) saw an empty inbox a moment ago; anything
+            # received since is taken before the run waits or retries, as for any holder
+            return None
         pending = self.store.pending(run.id)
         if not pending:
             return None

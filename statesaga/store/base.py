@@ -39,6 +39,9 @@ class InstanceRow:
     deadline: float | None
     created_at: float
     updated_at: float
+    #: claims only: whether its inbox held pending entries when it was claimed (None: unknown),
+    #: so a claimed run with an empty inbox needs no read of it before it resumes
+    inbox_pending: bool | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen

@@ -112,6 +112,15 @@ def claim_statement(
 ) -> sa.Update:
     """Claim what :func:`due_ids` finds in one statement: lease taken, epoch bumped."""
     picked = due_ids(now, limit, sagas, lock=lock).subquery("picked")
+    # spelled out: in RETURNING a bare "id" would be the inbox's own column
+    claimed_id = sa.literal_column(f"{instances.name}.id")
+    entry = inbox.alias("entry")
+    pending = (
+        sa.select(entry.c.id)
+        .where(entry.c.instance_id == claimed_id, entry.c.status == INBOX_PENDING)
+        .exists()
+        .label("inbox_pending")
+    )
     return (
         sa.update(instances)
         .where(instances.c.id.in_(sa.select(picked.c.id)))
@@ -122,7 +131,7 @@ def claim_statement(
             lease_expires_at=expires_at,
             updated_at=now,
         )
-        .returning(instances)
+        .returning(instances, pending)
     )
 
 

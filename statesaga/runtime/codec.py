@@ -144,6 +144,7 @@ def held_of(row: InstanceRow, definition: Definition, core: Interpreter, now: fl
         created_at=row.created_at,
         updated_at=row.updated_at,
         renewed_at=now,
+        trace_context=row.trace_context,
     )
 
 
@@ -217,6 +218,7 @@ def new_row(
         deadline=snapshot.deadline,
         created_at=now,
         updated_at=now,
+        trace_context=run.trace_context,
     )
 
 

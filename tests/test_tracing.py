@@ -311,3 +311,22 @@ def test_the_trace_context_column_comes_and_goes_with_its_migration(tmp_path: An
         command.downgrade(config, "0002")
     assert "trace_context" not in columns()
     engine.dispose()
+
+
+class BrokenTracing(OpenTelemetryObserver):
+    """An observer whose tracing fails: the runs it watches must not."""
+
+    def trace_run(self, **details: Any) -> Any:
+        raise RuntimeError("no tracing today")
+
+
+def test_an_observer_that_cannot_trace_never_fails_a_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with Engine("sqlite://", observer=BrokenTracing(tracer_provider=PROVIDER)) as engine:
+        run = engine.start(Traced, Cart("c-7"))
+        stored = engine.store.get(run.id)
+    assert run.status is Status.COMPLETED
+    assert stored is not None
+    assert stored.trace_context is None
+    assert any("failed to trace a run" in record.getMessage() for record in caplog.records)

@@ -287,7 +287,7 @@ class AsyncEngine(EngineBase):
 
     async def retry(self, instance_id: str, *, wait: float = 0.0) -> Run:
         """Try a ``failed`` run again (see ``Engine.retry``)."""
-        return await self._pump(self.runtime.operate(instance_id, RetryRequested(), wait))  # type: ignore[no-any-return]
+        return await self._pump(self.runtime.operate(instance_id, RetryRequested(), wait, "retry"))  # type: ignore[no-any-return]
 
     async def resume(self, instance_id: str, *, wait: float = 0.0) -> Run:
         """Claim a run and drive it from its last persisted transition."""
@@ -319,6 +319,13 @@ class AsyncEngine(EngineBase):
 
 
 async def _call(request: Call) -> Response:
+    if request.scope is not None:
+        with request.scope():  # the step's span, current in this task (and a thread's copy)
+            return await _answer(request)
+    return await _answer(request)
+
+
+async def _answer(request: Call) -> Response:
     started = time.monotonic()
     function = request.function
     try:

@@ -326,7 +326,7 @@ class Engine(EngineBase):
 
     def retry(self, instance_id: str, *, wait: float = 0.0) -> Run:
         """Try a ``failed`` run again: its compensation, or (past the pivot) its step."""
-        return self._pump(self.runtime.operate(instance_id, RetryRequested(), wait))  # type: ignore[no-any-return]
+        return self._pump(self.runtime.operate(instance_id, RetryRequested(), wait, "retry"))  # type: ignore[no-any-return]
 
     def resume(self, instance_id: str, *, wait: float = 0.0) -> Run:
         """Claim a run and drive it from its last persisted transition."""
@@ -398,6 +398,13 @@ def pump(runtime: Runtime, driver: Driver) -> Any:
 
 
 def _call(request: Call) -> Response:
+    if request.scope is not None:
+        with request.scope():  # the step's span, current here (and in its thread, if any)
+            return _answer(request)
+    return _answer(request)
+
+
+def _answer(request: Call) -> Response:
     started = time.monotonic()
     try:
         if _bounded_in_a_thread(request):

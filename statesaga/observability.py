@@ -1,7 +1,9 @@
 """Metrics and traces: the ``Observer`` hooks and their OpenTelemetry implementation.
 
 An engine calls its observer when a run starts, after each step and each
-compensation, when a run ends, and after waiting for an entity lock. With no
+compensation, when a run ends, and after waiting for an entity lock. It also
+asks it for a :class:`RunTrace` each time it drives a run, and that trace for
+a :class:`StepTrace` around each step and compensation it calls. With no
 observer (the default) the engine skips the calls altogether. OpenTelemetry
 is imported only when an :class:`OpenTelemetryObserver` is made (the
 ``statesaga[otel]`` extra), so ``import statesaga`` never loads it.
@@ -14,7 +16,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol
 
 from statesaga.core import ErrorInfo, Status
 
@@ -29,6 +32,8 @@ __all__ = [
     "TIMEOUT_ERRORS",
     "OpenTelemetryObserver",
     "Observer",
+    "RunTrace",
+    "StepTrace",
     "is_failed_compensation",
 ]
 
@@ -58,6 +63,37 @@ def is_failed_compensation(error: ErrorInfo | None) -> bool:
     return error is not None and (error.step or "").endswith(".undo")
 
 
+class StepTrace(Protocol):
+    """The trace of one step (or compensation) attempt, from :meth:`RunTrace.step`."""
+
+    def activate(self) -> AbstractContextManager[object]:
+        """Entered around the step's call, in the thread (or task) that runs it.
+
+        What it makes current there (a span) is what the step's own
+        instrumentation (an HTTP client's, a database driver's) nests under.
+        """
+        ...
+
+    def end(self, error: ErrorInfo | None) -> None:
+        """The attempt ended: succeeded (``None``) or failed with ``error``."""
+        ...
+
+
+class RunTrace(Protocol):
+    """The trace of one engine call's drive of a run, from :meth:`Observer.trace_run`."""
+
+    #: the trace context to store with a run being started (``None``: store none)
+    trace_context: str | None
+
+    def step(self, *, step: str, attempt: int, undo: bool) -> StepTrace:
+        """The trace of an attempt of ``step`` (``undo``: of its compensation, ``step.undo``)."""
+        ...
+
+    def end(self, *, status: Status | None, error: ErrorInfo | BaseException | None) -> None:
+        """The drive ended, leaving the run in ``status`` (``None``: it raised ``error``)."""
+        ...
+
+
 class Observer:
     """Hooks an engine calls as runs progress; every one does nothing here.
 
@@ -65,6 +101,25 @@ class Observer:
     thread, after the transition they report was committed: keep them quick,
     and do not raise (an exception is logged and otherwise ignored).
     """
+
+    def trace_run(
+        self,
+        *,
+        saga: str,
+        instance_id: str,
+        correlation_id: str,
+        operation: str,
+        trace_context: str | None,
+    ) -> RunTrace | None:
+        """Begin tracing a drive of a run by one engine call; ``None``: do not trace.
+
+        ``operation`` says which call drives it: ``start``, ``send`` (an event
+        or cancel), ``resume``, ``retry`` or ``recover`` (a worker, or
+        ``Engine.recover``). ``trace_context`` is what the run was stored with
+        when it was started (``None`` when starting it, or when it was started
+        untraced); a start stores the returned trace's ``trace_context``.
+        """
+        return None
 
     def run_started(self, *, saga: str, instance_id: str, correlation_id: str) -> None:
         """A run was started (its first row committed)."""
@@ -131,10 +186,18 @@ class OpenTelemetryObserver(Observer):
     start for the names given as ``sagas``, so that an alert on its increase
     sees the first failure.
 
-    Traces (tracer ``statesaga``): one span per step attempt and per
-    compensation attempt, named after the step, with the attributes
-    ``statesaga.instance_id``, ``statesaga.saga``, ``statesaga.correlation_id``
-    and ``statesaga.attempt``; failed attempts have an error status.
+    Traces (tracer ``statesaga``): a span ``saga <name>`` per drive of a run
+    by one engine call (a start, a send, a worker's recovery), and inside it
+    a span per step attempt and per compensation attempt, named after the
+    step (``reserve``, ``reserve.undo``) and current while the step runs, so
+    that spans the step opens (an instrumented HTTP call) are its children.
+    A start stores its span's W3C trace context with the run; a later drive
+    of the run (a worker, a send from another request) is a child of it, in
+    the same trace, and links to the span current in the caller, if any.
+    Attributes: ``statesaga.saga``, ``statesaga.instance_id``,
+    ``statesaga.correlation_id``, ``statesaga.operation`` (run spans),
+    ``statesaga.step`` and ``statesaga.attempt`` (step spans), and on
+    failure ``error.type`` and ``statesaga.error_type``, with an error status.
 
     Args:
         meter_provider: default: the global one (``opentelemetry.metrics``).
@@ -171,7 +234,6 @@ class OpenTelemetryObserver(Observer):
         self._tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(
             "statesaga", __version__
         )
-        self._trace = trace
         self._started = meter.create_counter("statesaga.runs.started", "{run}", "Runs started")
         self._outcomes = {
             Status.COMPLETED: meter.create_counter(
@@ -236,6 +298,26 @@ class OpenTelemetryObserver(Observer):
         for counter in self._counters:
             counter.add(0, {"saga": saga})
 
+    def trace_run(
+        self,
+        *,
+        saga: str,
+        instance_id: str,
+        correlation_id: str,
+        operation: str,
+        trace_context: str | None,
+    ) -> RunTrace:
+        from statesaga._tracing import OtelRunTrace
+
+        return OtelRunTrace(
+            self._tracer,
+            saga=saga,
+            instance_id=instance_id,
+            correlation_id=correlation_id,
+            operation=operation,
+            trace_context=trace_context,
+        )
+
     def run_started(self, *, saga: str, instance_id: str, correlation_id: str) -> None:
         self._know(saga)
         self._started.add(1, {"saga": saga})
@@ -257,7 +339,6 @@ class OpenTelemetryObserver(Observer):
         self._duration.record(max(finished - started, 0.0), attributes)
         if error is None:
             self._attempts.record(attempt, {"saga": saga, "step": step})
-        self._span(saga, instance_id, correlation_id, step, attempt, started, finished, error)
 
     def compensation_finished(
         self,
@@ -274,7 +355,6 @@ class OpenTelemetryObserver(Observer):
         self._know(saga)
         attributes = {"saga": saga, "step": step, "outcome": "error" if error else "ok"}
         self._compensation_duration.record(max(finished - started, 0.0), attributes)
-        self._span(saga, instance_id, correlation_id, step, attempt, started, finished, error)
 
     def run_finished(
         self,
@@ -304,26 +384,3 @@ class OpenTelemetryObserver(Observer):
             self._know(saga)
             attributes["saga"] = saga
         self._lock_wait.record(seconds, attributes)
-
-    def _span(
-        self,
-        saga: str,
-        instance_id: str,
-        correlation_id: str,
-        step: str,
-        attempt: int,
-        started: float,
-        finished: float,
-        error: ErrorInfo | None,
-    ) -> None:
-        attributes: dict[str, Any] = {
-            "statesaga.instance_id": instance_id,
-            "statesaga.saga": saga,
-            "statesaga.correlation_id": correlation_id,
-            "statesaga.attempt": attempt,
-        }
-        span = self._tracer.start_span(step, start_time=int(started * 1e9), attributes=attributes)
-        if error is not None:
-            span.set_attribute("statesaga.error_type", error.type)
-            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, error.message))
-        span.end(end_time=int(max(finished, started) * 1e9))

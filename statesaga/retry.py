@@ -69,9 +69,10 @@ class Retry:
         jitter: the delay is spread by up to this fraction either way, so
             that many instances failing together do not retry in lockstep.
         non_retryable: exception types that fail at once, without retries
-            (``NonRetryableError`` and its subclasses always do, and so does a
-            database ``ProgrammingError``, e.g. a table or column that does not
-            exist or an SQL syntax error: trying again cannot succeed).
+            (``NonRetryableError`` and its subclasses always do, and so do a
+            database's ``ProgrammingError``, e.g. a table or column that does not
+            exist or an SQL syntax error, its ``DataError``, e.g. text where a
+            number goes, and its ``NotSupportedError``: trying again cannot succeed).
 
     >>> policy = Retry(attempts=4, initial_interval=0.5, backoff=2, jitter=0)
     >>> [policy.delay(n, 0.5) for n in (1, 2, 3)]
@@ -121,9 +122,19 @@ class Retry:
         return not _programming_error(error)
 
 
+#: DBAPI (PEP 249) errors that the same statement meets again on every try: the statement
+#: is wrong (a table that does not exist, a syntax error), the data it was given is
+#: (a value out of range, text where a number goes), or the database cannot do it
+_DETERMINISTIC = frozenset({"ProgrammingError", "DataError", "NotSupportedError"})
+
+
 def _programming_error(error: BaseException) -> bool:
-    """A DBAPI (PEP 249) or SQLAlchemy ``ProgrammingError``: the statement itself is wrong."""
-    return any(kind.__name__ == "ProgrammingError" for kind in type(error).__mro__)
+    """A DBAPI (PEP 249) or SQLAlchemy error that trying again cannot fix.
+
+    SQLAlchemy's wrappers (``sqlalchemy.exc.ProgrammingError``) and the drivers'
+    own classes (psycopg's ``UndefinedTable``) share these names.
+    """
+    return any(kind.__name__ in _DETERMINISTIC for kind in type(error).__mro__)
 
 
 DEFAULT_STEP_RETRY = Retry()

@@ -106,6 +106,15 @@ def _identifier(value: object) -> str:
     return text
 
 
+def _identifiers(value: object) -> tuple[str, ...]:
+    """Names from ``"public, shop"`` or a TOML list; empty for none."""
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    names = tuple(str(item).strip() for item in items if str(item).strip())
+    for name in names:
+        _identifier(name)
+    return names
+
+
 def _optional(parse: Callable[[object], Any]) -> Callable[[object], Any]:
     def parse_or_none(value: object) -> Any:
         if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
@@ -187,6 +196,12 @@ _FIELDS: dict[str, _Field] = {
         "a plain identifier, e.g. sagas (PostgreSQL only; empty for the default)",
         "the PostgreSQL schema holding the tables",
     ),
+    "app_schemas": _Field(
+        _identifiers,
+        "plain identifiers separated by commas, e.g. public,shop (or empty for none)",
+        "PostgreSQL with a schema: the schemas after it on the search_path, where "
+        "transactional steps find the application's tables",
+    ),
 }
 
 
@@ -210,6 +225,7 @@ class Settings:
     retention_days: int | None = None
     worker_concurrency: int = 1
     schema: str | None = None
+    app_schemas: tuple[str, ...] = ("public",)
     pool_size: int = 10
     max_overflow: int = 10
     hot_connections: int = 10
@@ -286,6 +302,7 @@ class Settings:
         return SqlStore(
             self.database_url,
             schema=self.schema,
+            app_schemas=self.app_schemas,
             pool_size=self.pool_size,
             max_overflow=self.max_overflow,
             hot_connections=self.hot_connections,

@@ -85,7 +85,7 @@ def test_a_completed_run_is_counted_and_its_steps_measured(telemetry: Telemetry,
     attempts = telemetry.points()["statesaga.step.attempts"]
     assert sum(point.count for point in attempts) == 3
     spans = telemetry.spans.get_finished_spans()
-    assert [span.name for span in spans] == ["reserve", "charge", "ship"]
+    assert [span.name for span in spans] == ["reserve", "charge", "ship", "saga linear"]
     for span in spans:
         assert span.attributes is not None
         assert span.attributes["statesaga.instance_id"] == run.id

@@ -288,7 +288,7 @@ def db_upgrade(
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as error:
         raise StateSagaError(f"--db {url!r} is not a usable SQLAlchemy URL: {error}") from None
     if settings.schema is not None and engine.dialect.name != "sqlite":
-        _use_schema(engine, settings.schema)
+        _use_schema(engine, settings.schema, settings.app_schemas)
     try:
         with explained(url):
             upgrade(engine, revision)

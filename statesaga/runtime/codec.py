@@ -145,6 +145,7 @@ def held_of(row: InstanceRow, definition: Definition, core: Interpreter, now: fl
         updated_at=row.updated_at,
         renewed_at=now,
         inbox_pending=row.inbox_pending,
+        trace_context=row.trace_context,
     )
 
 
@@ -218,6 +219,7 @@ def new_row(
         deadline=snapshot.deadline,
         created_at=now,
         updated_at=now,
+        trace_context=run.trace_context,
     )
 
 

@@ -10,7 +10,7 @@ connection if the connection dies under it).
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
@@ -37,12 +37,18 @@ from statesaga.runtime.codec import error_info, result_of
 from statesaga.runtime.held import HeldRun, Kept
 from statesaga.runtime.leases import LeaseKeeper
 from statesaga.runtime.limits import PayloadLimit
-from statesaga.runtime.reporting import Reporter
+from statesaga.runtime.reporting import Reporter, notify
 from statesaga.runtime.requests import Call, Driver, Pause, Request, Response
 from statesaga.runtime.transitions import Transitions
 from statesaga.serde import converter
 
+if TYPE_CHECKING:
+    from statesaga.observability import StepTrace
+
 __all__ = ["Drive"]
+
+#: an attempt of a step or compensation: what to do next, and the attempt's error if it failed
+Attempt: TypeAlias = Generator[Request, Any, tuple[Next, ErrorInfo | None]]
 
 
 class _Discard(Exception):
@@ -73,16 +79,27 @@ class Drive:
         self.clock = clock
         self.max_inline_sleep = max_inline_sleep
 
-    def hold(self, run: HeldRun, nxt: Next, *, started: float | None = None) -> Driver:
+    def hold(
+        self, run: HeldRun, nxt: Next, *, started: float | None = None, operation: str = "resume"
+    ) -> Driver:
         """Drive ``run`` from ``nxt`` while the keeper renews its leases.
 
         With ``started``, ``nxt`` is not yet persisted (it is written first).
+        ``operation`` names the engine call that drives it, for its trace.
         """
+        reporter = self.reporter
+        if reporter.observer is not None:
+            reporter.trace(run, operation)
         self.keeper.track(run)
         try:
-            return (yield from self._drive(run, nxt, started))
+            result = yield from self._drive(run, nxt, started)
+        except BaseException as error:
+            reporter.end_trace(run, error)
+            raise
         finally:
             self.keeper.untrack(run)
+        reporter.end_trace(run, None)
+        return result
 
     def _drive(
         self, run: HeldRun, nxt: Next, started: float | None
@@ -137,32 +154,55 @@ class Drive:
         step = t.step
         assert step is not None
         ctx = self._context(run, t.name, decision.attempt, decision.idempotency_key)
+        call = Call(step.function, ctx, step.timeout)
+        if run.trace is None:
+            nxt, _ = yield from self._step(run, t, call)
+            return nxt
+        traced = self.reporter.step_trace(run, t.name, decision.attempt, undo=False)
+        return (yield from self._under(traced, self._step(run, t, _scoped(call, traced))))
+
+    def _under(self, traced: StepTrace | None, attempt: Attempt) -> Generator[Request, Any, Next]:
+        """Drive a step's ``attempt``, then end its trace with the attempt's outcome."""
+        try:
+            nxt, error = yield from attempt
+        except BaseException as raised:
+            if traced is not None:
+                notify(traced.end, error=error_info(raised, retryable=False))
+            raise
+        if traced is not None:
+            notify(traced.end, error=error)
+        return nxt
+
+    def _step(self, run: HeldRun, t: TransitionDef, call: Call) -> Attempt:
+        step = t.step
+        assert step is not None
+        ctx = call.ctx
         started = self.clock()
         run.step_deadline = None if step.timeout is None else started + step.timeout
         try:
             if step.transactional:
                 done = yield from self._in_transaction(
                     run,
-                    Call(step.function, ctx, step.timeout),
+                    call,
                     lambda response: self._step_outcome(run, t, response),
                     started,
                     undo=False,
                 )
                 if isinstance(done, Next):
-                    return done
+                    return done, None
                 outcome = done
             else:
-                outcome = self._step_outcome(run, t, (yield Call(step.function, ctx, step.timeout)))
+                outcome = self._step_outcome(run, t, (yield call))
         finally:
             run.step_deadline = None
-        if isinstance(outcome, StepFailed):
-            self.reporter.step_failed(run, t.name, decision.attempt, outcome.error.message)
+        error = outcome.error if isinstance(outcome, StepFailed) else None
+        if error is not None:
+            self.reporter.step_failed(run, t.name, ctx.attempt, error.message)
         nxt = run.core.next(run.snapshot, outcome, self.clock())
         nxt = self.transitions.persist(run, nxt, started)
         if self.reporter.observer is not None:
-            error = outcome.error if isinstance(outcome, StepFailed) else None
-            self.reporter.step_finished(run, t.name, decision.attempt, started, error, undo=False)
-        return nxt
+            self.reporter.step_finished(run, t.name, ctx.attempt, started, error, undo=False)
+        return nxt, error
 
     def _in_transaction(
         self,
@@ -257,30 +297,38 @@ class Drive:
         assert t.step is not None
         assert t.step.compensation is not None
         ctx = self._context(run, f"{t.name}.undo", decision.attempt, decision.idempotency_key)
+        call = Call(t.step.compensation, ctx, t.step.timeout)
+        if run.trace is None:
+            nxt, _ = yield from self._compensate(run, t, call)
+            return nxt
+        traced = self.reporter.step_trace(run, ctx.step, decision.attempt, undo=True)
+        return (yield from self._under(traced, self._compensate(run, t, _scoped(call, traced))))
+
+    def _compensate(self, run: HeldRun, t: TransitionDef, call: Call) -> Attempt:
+        assert t.step is not None
+        ctx = call.ctx
         started = self.clock()
-        compensation = t.step.compensation
         if t.step.transactional:
             # the undo of a transactional step writes through the compensating
             # transition's own transaction: undone exactly once, or not at all
             done = yield from self._in_transaction(
                 run,
-                Call(compensation, ctx, t.step.timeout),
+                call,
                 lambda response: self._compensation_outcome(run, t, ctx, response),
                 started,
                 undo=True,
             )
             if isinstance(done, Next):
-                return done
+                return done, None
             outcome = done
         else:
-            response = yield Call(compensation, ctx, t.step.timeout)
-            outcome = self._compensation_outcome(run, t, ctx, response)
+            outcome = self._compensation_outcome(run, t, ctx, (yield call))
+        error = outcome.error if isinstance(outcome, CompensationFailed) else None
         nxt = run.core.next(run.snapshot, outcome, self.clock())
         nxt = self.transitions.persist(run, nxt, started)
         if self.reporter.observer is not None:
-            error = outcome.error if isinstance(outcome, CompensationFailed) else None
-            self.reporter.step_finished(run, ctx.step, decision.attempt, started, error, undo=True)
-        return nxt
+            self.reporter.step_finished(run, ctx.step, ctx.attempt, started, error, undo=True)
+        return nxt, error
 
     def _compensation_outcome(
         self, run: HeldRun, t: TransitionDef, ctx: StepContext[Any, Any], response: Response
@@ -317,3 +365,8 @@ class Drive:
                 break
         nxt = run.core.next(run.snapshot, BranchChosen(chosen), self.clock())
         return self.transitions.persist(run, nxt, started)
+
+
+def _scoped(call: Call, traced: StepTrace | None) -> Call:
+    """``call`` made with ``traced``'s span current around it."""
+    return call if traced is None else attrs.evolve(call, scope=traced.activate)

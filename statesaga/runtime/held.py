@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from statesaga.core import Interpreter, Snapshot
 from statesaga.definition import Definition
 from statesaga.locks.base import Lease
+
+if TYPE_CHECKING:
+    from statesaga.observability import RunTrace
 
 __all__ = ["HeldRun", "Kept"]
 
@@ -38,6 +41,10 @@ class HeldRun:
     lost: bool = False
     #: as the claim saw it: ``False`` spares the read of an empty inbox when the run resumes
     inbox_pending: bool | None = None
+    #: the W3C trace context stored with the run (``None``: started untraced)
+    trace_context: str | None = None
+    #: the trace of this engine call's drive, while the observer traces it
+    trace: RunTrace | None = None
 
     @property
     def lock_key(self) -> str:

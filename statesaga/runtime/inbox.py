@@ -135,7 +135,7 @@ class Inbox:
             try:
                 now = self.clock()
                 nxt = self.drive.transitions.next_step(run, now)
-                result: Run = yield from self.drive.hold(run, nxt, started=now)
+                result: Run = yield from self.drive.hold(run, nxt, started=now, operation="send")
             except FencedOut:
                 # another engine claimed the run meanwhile: what this one took from the
                 # inbox is persisted, and the run is theirs to drive on

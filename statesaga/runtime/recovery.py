@@ -81,7 +81,8 @@ class Recovery:
             run.lease = lease
         try:
             now = self.clock()
-            result = yield from self.drive.hold(run, transitions.next_step(run, now), started=now)
+            nxt = transitions.next_step(run, now)
+            result = yield from self.drive.hold(run, nxt, started=now, operation="recover")
         finally:
             if run.lease is not None:
                 locks.release(run.lease)

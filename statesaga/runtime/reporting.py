@@ -14,7 +14,7 @@ from statesaga.core import ErrorInfo, Next, Status
 from statesaga.runtime.held import HeldRun
 
 if TYPE_CHECKING:
-    from statesaga.observability import Observer
+    from statesaga.observability import Observer, StepTrace
 
 __all__ = ["Reporter", "log", "log_extra"]
 
@@ -49,6 +49,49 @@ class Reporter:
                 instance_id=run.id,
                 correlation_id=run.correlation_id,
             )
+
+    def trace(self, run: HeldRun, operation: str) -> str | None:
+        """Begin tracing this engine call's drive of ``run``, if the observer traces runs.
+
+        Returns the trace context a run being started stores (``None``: none).
+        """
+        if self.observer is None or run.trace is not None:
+            return None
+        try:
+            run.trace = self.observer.trace_run(
+                saga=run.definition.name,
+                instance_id=run.id,
+                correlation_id=run.correlation_id,
+                operation=operation,
+                trace_context=run.trace_context,
+            )
+        except Exception:
+            log.exception("observer %s failed to trace a run", type(self.observer).__name__)
+            return None
+        return None if run.trace is None else run.trace.trace_context
+
+    def end_trace(self, run: HeldRun, error: BaseException | None) -> None:
+        """End the trace of ``run``'s drive (``error``: the drive raised it)."""
+        trace = run.trace
+        if trace is None:
+            return
+        run.trace = None
+        snapshot = run.snapshot
+        if error is not None:
+            notify(trace.end, status=None, error=error)
+        else:
+            terminal = snapshot.status.is_terminal
+            notify(trace.end, status=snapshot.status, error=snapshot.error if terminal else None)
+
+    def step_trace(self, run: HeldRun, step: str, attempt: int, *, undo: bool) -> StepTrace | None:
+        """The trace of a step's (or, ``undo``, a compensation's) attempt, if the run is traced."""
+        if run.trace is None:
+            return None
+        try:
+            return run.trace.step(step=step, attempt=attempt, undo=undo)
+        except Exception:
+            log.exception("observer %s failed to trace a step", type(self.observer).__name__)
+            return None
 
     def lock_waited(self, key: str, seconds: float, *, acquired: bool, saga: str) -> None:
         """An entity lock was waited for (and taken, or not)."""

@@ -15,6 +15,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
@@ -31,11 +32,16 @@ SagaRef: TypeAlias = "type | Definition | str"
 
 @attrs.frozen
 class Call:
-    """Request to the engine: call ``function(ctx)`` within ``timeout`` seconds."""
+    """Request to the engine: call ``function(ctx)`` within ``timeout`` seconds.
+
+    ``scope``, when given, is entered around the call where the function runs
+    (its thread, its task): the step's span is current there.
+    """
 
     function: Callable[..., Any]
     ctx: StepContext[Any, Any]
     timeout: float | None
+    scope: Callable[[], AbstractContextManager[object]] | None = None
 
 
 @attrs.frozen

@@ -231,31 +231,44 @@ class Runtime:
                 created_at=now,
                 updated_at=now,
             )
-            row = new_row(run, nxt, input_json, idempotency_key, now, claims.leasing)
-            run.leased = row.lease_owner is not None
-            rows = history_rows(run, nxt, now, now, version=1)
+            if self.reporter.observer is not None:
+                # the start's span: stored with the run, the parent of its later drives
+                run.trace_context = self.reporter.trace(run, "start")
             try:
-                yield from claims.insert(row, rows, give_up if not locked else now)
-            except (DuplicateStart, EntityBusy):
-                # a racing start may have taken the entity key with the same idempotency key
-                # (the database reports whichever unique index it checked first)
-                existing = (
-                    None
-                    if idempotency_key is None
-                    else self.store.find(definition.name, idempotency_key=idempotency_key)
-                )
-                if existing is None:
-                    raise
-                return claims.existing(existing, input_json)
-            self.reporter.started(run)
-            result = yield from self.drive.hold(run, nxt)
+                row = new_row(run, nxt, input_json, idempotency_key, now, claims.leasing)
+                run.leased = row.lease_owner is not None
+                rows = history_rows(run, nxt, now, now, version=1)
+                try:
+                    yield from claims.insert(row, rows, give_up if not locked else now)
+                except (DuplicateStart, EntityBusy):
+                    # a racing start may have taken the entity key with the same idempotency
+                    # key (the database reports whichever unique index it checked first)
+                    existing = (
+                        None
+                        if idempotency_key is None
+                        else self.store.find(definition.name, idempotency_key=idempotency_key)
+                    )
+                    if existing is None:
+                        raise
+                    self.reporter.end_trace(run, None)
+                    return claims.existing(existing, input_json)
+                self.reporter.started(run)
+                result = yield from self.drive.hold(run, nxt, operation="start")
+            except BaseException as error:
+                self.reporter.end_trace(run, error)  # unless the drive ended it
+                raise
         finally:
             if lease is not None:
                 self.lock_port.release(lease)
         return (yield from self.inbox.after_release(result))
 
-    def operate(self, instance_id: str, outcome: Outcome | None, wait: float) -> Driver:
-        """Claim an instance, apply ``outcome`` (or just decide), and drive it."""
+    def operate(
+        self, instance_id: str, outcome: Outcome | None, wait: float, operation: str = "resume"
+    ) -> Driver:
+        """Claim an instance, apply ``outcome`` (or just decide), and drive it.
+
+        ``operation`` names the call for the run's trace (``resume``, ``retry``).
+        """
         row = get_row(self.store, instance_id)
         definition, core = self.registry.for_row(row)
         if outcome is not None:  # reject a bad event/cancel/retry before writing anything
@@ -271,7 +284,7 @@ class Runtime:
                 except StateSagaError:  # the run changed between the check and the claim
                     self.transitions.release(run)
                     raise
-            result = yield from self.drive.hold(run, nxt, started=now)
+            result = yield from self.drive.hold(run, nxt, started=now, operation=operation)
         finally:
             if run.lease is not None:
                 self.lock_port.release(run.lease)

@@ -14,7 +14,12 @@ __all__ = ["HistoryRow", "InboxRow", "InstanceRow", "Settle", "Store", "Write"]
 
 @attrs.frozen
 class InstanceRow:
-    """One instance as stored. JSON fields hold unstructured (primitive) values."""
+    """One instance as stored. JSON fields hold unstructured (primitive) values.
+
+    ``trace_context`` is the W3C trace context (``traceparent``, then
+    ``;tracestate`` if any) of the span that started the run, when it was
+    started with tracing on: later drives of the run join that trace.
+    """
 
     id: str
     saga: str
@@ -39,6 +44,7 @@ class InstanceRow:
     deadline: float | None
     created_at: float
     updated_at: float
+    trace_context: str | None = None
     #: claims only: whether its inbox held pending entries when it was claimed (None: unknown),
     #: so a claimed run with an empty inbox needs no read of it before it resumes
     inbox_pending: bool | None = attrs.field(default=None, eq=False)

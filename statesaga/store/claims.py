@@ -113,7 +113,7 @@ def claim_statement(
     """Claim what :func:`due_ids` finds in one statement: lease taken, epoch bumped."""
     picked = due_ids(now, limit, sagas, lock=lock).subquery("picked")
     # spelled out: in RETURNING a bare "id" would be the inbox's own column
-    claimed_id = sa.literal_column(f"{instances.name}.id")
+    claimed_id: sa.ColumnElement[str] = sa.literal_column(f"{instances.name}.id")
     entry = inbox.alias("entry")
     pending = (
         sa.select(entry.c.id)

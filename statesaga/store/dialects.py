@@ -38,7 +38,20 @@ from statesaga.errors import StoreError
 from statesaga.store import claims as _claims
 from statesaga.store.schema import instances
 
-__all__ = ["Dialect", "PsycopgDialect", "SqliteDialect", "dialect_for", "use_schema"]
+__all__ = [
+    "APP_SCHEMAS",
+    "Dialect",
+    "PsycopgDialect",
+    "SqliteDialect",
+    "dialect_for",
+    "search_path",
+    "use_schema",
+]
+
+#: the schemas after a store's own on its connections' search_path, unless told otherwise
+APP_SCHEMAS: tuple[str, ...] = ("public",)
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 class Dialect:
@@ -60,11 +73,18 @@ class Dialect:
         #: the DBAPI's parameter marker
         self.mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
 
-    def configure(self, *, schema: str | None, synchronous: str, busy_timeout: float) -> None:
+    def configure(
+        self,
+        *,
+        schema: str | None,
+        synchronous: str,
+        busy_timeout: float,
+        app_schemas: Sequence[str] = APP_SCHEMAS,
+    ) -> None:
         """Set up the engine's new connections (``synchronous``/``busy_timeout``: SQLite's)."""
         del synchronous, busy_timeout
         if schema is not None:
-            use_schema(self.engine, schema)
+            use_schema(self.engine, schema, app_schemas)
 
     def prepare_hot(self, raw: Any) -> None:
         """Make a new hot-path connection ready (nothing to do here)."""
@@ -99,7 +119,14 @@ class SqliteDialect(Dialect):
     begin_sql = "BEGIN IMMEDIATE"
     lock_claims = False
 
-    def configure(self, *, schema: str | None, synchronous: str, busy_timeout: float) -> None:
+    def configure(
+        self,
+        *,
+        schema: str | None,
+        synchronous: str,
+        busy_timeout: float,
+        app_schemas: Sequence[str] = APP_SCHEMAS,
+    ) -> None:
         if schema is not None:
             raise StoreError("schema=... is for PostgreSQL; SQLite has one schema per file")
         _configure_sqlite(self.engine, synchronous, busy_timeout)
@@ -157,20 +184,39 @@ _UNIQUE_BY_COLUMNS = {
 }
 
 
-def use_schema(engine: sa.Engine, schema: str) -> None:
-    """Keep the store's tables (and alembic's version table) in ``schema``."""
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", schema):
-        raise StoreError(
-            f"schema={schema!r} is not a plain identifier; use letters, digits and underscores"
-        )
+def use_schema(engine: sa.Engine, schema: str, app_schemas: Sequence[str] = APP_SCHEMAS) -> None:
+    """Keep the store's tables (and alembic's version table) in ``schema``.
+
+    Each connection's ``search_path`` is ``schema`` then ``app_schemas``: the
+    store's tables are found (and created) first, and a transactional step's
+    ``ctx.connection`` still finds the application's tables by their plain names.
+
+    >>> search_path("sagas", ["public", "shop"])
+    'sagas, public, shop'
+    """
+    path = search_path(schema, app_schemas)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-        cursor.execute(f"SET search_path TO {schema}")
+        cursor.execute(f"SET search_path TO {path}")
         cursor.close()
         dbapi_connection.commit()
+
+
+def search_path(schema: str, app_schemas: Sequence[str]) -> str:
+    """The ``search_path`` of a store in ``schema``: its own, then the application's."""
+    if isinstance(app_schemas, str):  # one name, not its letters
+        app_schemas = (app_schemas,)
+    for what, names in (("schema", [schema]), ("app_schemas", list(app_schemas))):
+        for name in names:
+            if not _IDENTIFIER.fullmatch(name):
+                raise StoreError(
+                    f"{what}: {name!r} is not a plain identifier; use letters, digits and "
+                    "underscores"
+                )
+    return ", ".join(dict.fromkeys([schema, *app_schemas]))
 
 
 def _configure_sqlite(engine: sa.Engine, synchronous: str, busy_timeout: float) -> None:

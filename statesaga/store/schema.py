@@ -21,6 +21,7 @@ __all__ = [
     "INBOX_PENDING",
     "INBOX_REJECTED",
     "OPEN_STATUSES",
+    "TRACE_CONTEXT_LENGTH",
     "history",
     "inbox",
     "instances",
@@ -29,6 +30,9 @@ __all__ = [
 ]
 
 metadata = sa.MetaData()
+
+#: the longest trace context stored with a run (a longer ``tracestate`` is left out)
+TRACE_CONTEXT_LENGTH = 1000
 
 JsonText = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
@@ -61,6 +65,9 @@ instances = sa.Table(
     sa.Column("deadline", sa.Float, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # the W3C trace context of the span that started the run (``traceparent``, then
+    # ``;tracestate`` when there is one), so that later drives join the run's trace
+    sa.Column("trace_context", sa.String(TRACE_CONTEXT_LENGTH), nullable=True),
     # at most one open instance per (saga, entity key): the correctness guard behind the locks
     sa.Index(
         "uq_statesaga_open_entity",

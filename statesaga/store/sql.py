@@ -31,7 +31,7 @@ from statesaga.store import inbox as _inbox
 from statesaga.store import leases as _leases
 from statesaga.store import reads as _reads
 from statesaga.store.base import HistoryRow, InboxRow, InstanceRow, Settle, Write
-from statesaga.store.dialects import dialect_for, use_schema
+from statesaga.store.dialects import APP_SCHEMAS, dialect_for, use_schema
 from statesaga.store.hot import HotConnections
 from statesaga.store.migrate import ensure_schema
 from statesaga.store.writes import HotWrites, connection_lost
@@ -54,6 +54,10 @@ class SqlStore:
             also survives power loss, at the cost of an fsync per commit.
         busy_timeout: seconds a SQLite writer waits for the write lock.
         schema: PostgreSQL only: the schema holding the store's tables.
+        app_schemas: PostgreSQL with ``schema`` only: the schemas that follow
+            the store's on every connection's ``search_path`` (default
+            ``("public",)``), where a transactional step's ``ctx.connection``
+            finds the application's tables by their plain names.
         pool_size, max_overflow: SQLAlchemy's pool (reads, claims, transactional
             steps) on PostgreSQL: ``pool_size`` kept open, ``max_overflow`` more
             at busy times.
@@ -70,6 +74,7 @@ class SqlStore:
         sqlite_synchronous: str = "NORMAL",
         busy_timeout: float = 10.0,
         schema: str | None = None,
+        app_schemas: Sequence[str] = APP_SCHEMAS,
         pool_size: int = 10,
         max_overflow: int = 10,
         hot_connections: int = 10,
@@ -80,7 +85,10 @@ class SqlStore:
         self.schema = schema
         self.dialect = dialect_for(self.engine)
         self.dialect.configure(
-            schema=schema, synchronous=sqlite_synchronous, busy_timeout=busy_timeout
+            schema=schema,
+            synchronous=sqlite_synchronous,
+            busy_timeout=busy_timeout,
+            app_schemas=app_schemas,
         )
         self._hot = HotConnections(
             self.engine, size=hot_connections, prepare=self.dialect.prepare_hot

@@ -237,10 +237,17 @@ class HotWrites:
         dbapi_connection = connection.connection.dbapi_connection
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(self.sql.update, params)
-            if cursor.rowcount != 1:
-                raise fenced(instance_id, version, epoch)
-            self._write_history(cursor, rows)
+            if self._one_statement and len(rows) == 1:
+                # the compare-and-set and its history row in one round trip (fenced out,
+                # it moves nothing and so inserts nothing)
+                cursor.execute(self.sql.transition, (*params, *rows[0]))
+                if cursor.rowcount != 1:
+                    raise fenced(instance_id, version, epoch)
+            else:
+                cursor.execute(self.sql.update, params)
+                if cursor.rowcount != 1:
+                    raise fenced(instance_id, version, epoch)
+                self._write_history(cursor, rows)
             _inbox.settle(cursor.execute, self.dialect.mark, settle)
         except self.engine.dialect.loaded_dbapi.Error as error:
             if not self.engine.dialect.is_disconnect(error, dbapi_connection, None):

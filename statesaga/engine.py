@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, overload
 
 from statesaga._typed_reads import typed_get, typed_list
-from statesaga.core import ResolveRequested, RetryRequested, Status
+from statesaga.core import RetryRequested, Status, resolve_request
 from statesaga.delivery import Delivery
 from statesaga.dsl import Event, event_name
 from statesaga.errors import (
@@ -341,7 +341,7 @@ class Engine(EngineBase):
             ResolveNotAllowed: the run is not ``failed``, ``outcome`` is not
                 compensated or completed, or ``note`` is empty; nothing is written.
         """
-        request = ResolveRequested(Status(outcome), note, by)
+        request = resolve_request(outcome, note, by)
         return self._pump(self.runtime.operate(instance_id, request, wait))  # type: ignore[no-any-return]
 
     def fork(

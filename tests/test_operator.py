@@ -45,7 +45,8 @@ def failed_run(engine: Engine, order: str = "o-1", *, key: str | None = "order:o
     journal.error.update({"ship": Fatal, "undo_reserve": Fatal})
     run = engine.start(Linear, Order(order), key=key)
     assert run.status is Status.FAILED
-    assert run.error is not None and run.error.step == "reserve.undo"
+    assert run.error is not None
+    assert run.error.step == "reserve.undo"
     journal.fail.clear()
     journal.calls.clear()
     return run.id
@@ -119,7 +120,7 @@ def test_resolve_takes_compensated_or_completed_only(engine: Engine) -> None:
     before = engine.store.dump()
     with pytest.raises(ResolveNotAllowed, match="compensated or completed, not running"):
         engine.resolve(run_id, outcome="running", note="no")
-    with pytest.raises(ValueError, match="'done' is not a valid Status"):
+    with pytest.raises(ResolveNotAllowed, match="'done' is not a status a run can be resolved"):
         engine.resolve(run_id, outcome="done", note="no")
     assert engine.store.dump() == before
 
@@ -215,7 +216,9 @@ def test_a_step_the_run_never_took_is_refused_with_the_ones_it_did(engine: Engin
     original = engine.start(Linear, Order("o-1"))
     assert original.status is Status.COMPENSATED
     for step in ("ship", "nope"):
-        with pytest.raises(ForkNotAllowed, match="never took or tried that step.*reserve, charge$"):
+        with pytest.raises(
+            ForkNotAllowed, match=r"never took or tried that step.*reserve, charge$"
+        ):
             engine.fork(original.id, from_step=step)
 
 
@@ -244,7 +247,9 @@ def test_a_fork_never_repeats_a_pivot_that_took_effect(engine: Engine) -> None:
     assert original.status is Status.COMPLETED
     before = engine.store.dump()
     for step in ("reserve", "capture"):
-        with pytest.raises(ForkNotAllowed, match="would run pivot 'capture' again.*after it \\('notify'\\)"):
+        with pytest.raises(
+            ForkNotAllowed, match=r"would run pivot 'capture' again.*after it \('notify'\)"
+        ):
             engine.fork(original.id, from_step=step)
     assert engine.store.dump() == before
     journal.calls.clear()
@@ -268,7 +273,9 @@ def test_a_pivot_whose_outcome_is_unknown_counts_as_taken(engine: Engine) -> Non
     journal.fail["capture"] = -1  # retryable failures: each try may have captured
     original = engine.start(Pivoted, Order("o-1"))
     assert original.status is Status.FAILED
-    with pytest.raises(ForkNotAllowed, match="pivot 'capture' again, and it took effect \\(or may have\\)"):
+    with pytest.raises(
+        ForkNotAllowed, match=r"pivot 'capture' again, and it took effect \(or may have\)"
+    ):
         engine.fork(original.id, from_step="capture")
 
 

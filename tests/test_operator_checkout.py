@@ -15,7 +15,6 @@ import pytest
 from definitions.checkout import CompleteCart, CompleteCartInput, Shop, SimulatedProvider, cart_key
 from statesaga import Engine, ForkNotAllowed, HistoryKind, Status
 
-
 # children first, so that the deletes respect the foreign keys
 SHOP_TABLES = (
     "shop_orders",

@@ -31,7 +31,7 @@ RunStep(transition='finish', attempt=1, idempotency_key='i-1:0:finish', timeout=
 """
 
 from statesaga.core._interpreter import Interpreter
-from statesaga.core._operator import RESOLVE_OUTCOMES
+from statesaga.core._operator import RESOLVE_OUTCOMES, resolve_request
 from statesaga.core._types import ACCEPT as ACCEPT  # the verdicts of EventFit
 from statesaga.core._types import EARLY as EARLY
 from statesaga.core._types import LATE as LATE
@@ -95,4 +95,5 @@ __all__ = [
     "OPEN_STATUSES",
     "RESOLVE_OUTCOMES",
     "TERMINAL_STATUSES",
+    "resolve_request",
 ]

@@ -52,7 +52,7 @@ from statesaga.core._types import (
 )
 from statesaga.errors import ForkNotAllowed, ResolveNotAllowed
 
-__all__ = ["RESOLVE_OUTCOMES", "OperatorRules"]
+__all__ = ["RESOLVE_OUTCOMES", "OperatorRules", "resolve_request"]
 
 #: what a run in each status may be resolved as (only ``failed`` runs may be)
 RESOLVE_OUTCOMES: dict[Status, tuple[Status, ...]] = {
@@ -62,6 +62,17 @@ RESOLVE_OUTCOMES: dict[Status, tuple[Status, ...]] = {
 # records of a step being tried on the forward path (a failure of its undo is not one)
 _TRIED = (HistoryKind.FORWARD, HistoryKind.EVENT, HistoryKind.TIMEOUT)
 _ATTEMPTED = (HistoryKind.RETRY, HistoryKind.FAILURE)
+
+
+def resolve_request(outcome: Status | str, note: str, by: str | None) -> ResolveRequested:
+    """An operator's resolve, its outcome read as a status (``ResolveNotAllowed`` if none)."""
+    try:
+        status = Status(outcome)
+    except ValueError:
+        raise ResolveNotAllowed(
+            f"{outcome!r} is not a status a run can be resolved as; pass compensated or completed"
+        ) from None
+    return ResolveRequested(status, note, by)
 
 
 class OperatorRules:
@@ -237,7 +248,9 @@ class OperatorRules:
         if pivot_at is not None and at <= pivot_at:
             pivot = self._pivot_name(original, history, pivot_at)
             after = [repr(s) for s in steps if self._last(original, history, s) > pivot_at]
-            hint = f"fork from a step after it ({', '.join(after)})" if after else "no step follows it"
+            hint = (
+                f"fork from a step after it ({', '.join(after)})" if after else "no step follows it"
+            )
             raise refuse(
                 f"a fork would run pivot {pivot!r} again, and it took effect (or may have) in "
                 f"this run; {hint}, or start a new run if its effect was undone by hand"

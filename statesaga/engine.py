@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, overload
 
 from statesaga._typed_reads import typed_get, typed_list
-from statesaga.core import RetryRequested
+from statesaga.core import RetryRequested, Status, resolve_request
 from statesaga.delivery import Delivery
 from statesaga.dsl import Event, event_name
 from statesaga.errors import (
@@ -59,7 +59,6 @@ from statesaga.runtime.engine_base import EngineBase
 if TYPE_CHECKING:
     from typing_extensions import TypeVar
 
-    from statesaga.core import Status
     from statesaga.definition import Definition
     from statesaga.dsl import Saga
 
@@ -327,6 +326,63 @@ class Engine(EngineBase):
     def retry(self, instance_id: str, *, wait: float = 0.0) -> Run:
         """Try a ``failed`` run again: its compensation, or (past the pivot) its step."""
         return self._pump(self.runtime.operate(instance_id, RetryRequested(), wait, "retry"))  # type: ignore[no-any-return]
+
+    def resolve(
+        self,
+        instance_id: str,
+        *,
+        outcome: Status | str,
+        note: str,
+        by: str | None = None,
+        wait: float = 0.0,
+    ) -> Run:
+        """End a ``failed`` run as ``compensated`` or ``completed`` after a repair by hand.
+
+        One transition under the entity lock and the version/epoch check; nothing
+        runs or is compensated. The run stays in its state; a ``resolved`` history
+        entry keeps ``note`` and ``by``; its entity key is free again.
+
+        Example::
+
+            run = engine.resolve(run_id, outcome="compensated",
+                                 note="refunded payment pi_42 by hand", by="alice")
+
+        Raises:
+            ResolveNotAllowed: the run is not ``failed``, ``outcome`` is not
+                compensated or completed, or ``note`` is empty; nothing is written.
+        """
+        request = resolve_request(outcome, note, by)
+        return self._pump(self.runtime.operate(instance_id, request, wait))  # type: ignore[no-any-return]
+
+    def fork(
+        self,
+        instance_id: str,
+        *,
+        from_step: str,
+        note: str | None = None,
+        by: str | None = None,
+        wait: float = 0.0,
+    ) -> Run:
+        """Restart a run from one of its steps as a new run; drive it until it waits or ends.
+
+        Same saga version, input and correlation id; it starts in ``from_step``'s
+        source state with the original's latest context (the history keeps no
+        context per step), and compensates only the steps it runs. Both histories
+        link the runs (``forked_from``, ``forked_to``). See docs/operations.md.
+
+        Example::
+
+            fork = engine.fork(run_id, from_step="authorize", note="card fixed")
+
+        Raises:
+            ForkNotAllowed: the original still holds its entity key (it is open), it
+                never took ``from_step``, a pivot took effect at or after that step,
+                or a step before it was compensated; nothing is written.
+            EntityBusy: another run now holds the entity key.
+        """
+        return self._pump(  # type: ignore[no-any-return]
+            self.runtime.forks.fork(instance_id, from_step, note=note, by=by, wait=wait)
+        )
 
     def resume(self, instance_id: str, *, wait: float = 0.0) -> Run:
         """Claim a run and drive it from its last persisted transition."""

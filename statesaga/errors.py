@@ -13,6 +13,8 @@
     │   ├── EventNotAllowed      the instance's current state does not accept that event
     │   ├── CancelNotAllowed     the instance is terminal or already past its pivot
     │   ├── RetryNotAllowed      only a ``failed`` instance can be retried
+    │   ├── ResolveNotAllowed    only a ``failed`` run can be resolved, as compensated or completed
+    │   ├── ForkNotAllowed       the run cannot be forked from that step (open, pivot, undone)
     │   └── DuplicateStart       an idempotency key was reused with a different input
     ├── ConcurrencyError
     │   ├── EntityBusy           another run holds the entity key (lease or open instance)
@@ -47,6 +49,7 @@ __all__ = [
     "EntityBusy",
     "EventNotAllowed",
     "FencedOut",
+    "ForkNotAllowed",
     "InputError",
     "InstanceNotFound",
     "InvalidOperation",
@@ -56,6 +59,7 @@ __all__ = [
     "NonRetryableError",
     "NotFound",
     "PayloadTooLarge",
+    "ResolveNotAllowed",
     "RetryNotAllowed",
     "SagaNotRegistered",
     "SettingsError",
@@ -171,6 +175,32 @@ class CancelNotAllowed(InvalidOperation):
 
 class RetryNotAllowed(InvalidOperation):
     """Only a ``failed`` instance can be retried."""
+
+
+class ResolveNotAllowed(InvalidOperation):
+    """Only a ``failed`` run can be resolved, as compensated or completed, with a note."""
+
+
+class ForkNotAllowed(InvalidOperation):
+    """The run cannot be forked from that step.
+
+    It still holds its entity key, the step is not one it took, a pivot that
+    took effect comes at or after the step, or a step before it was undone.
+    ``step`` holds the step asked for.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        saga: str | None = None,
+        instance_id: str | None = None,
+        state: str | None = None,
+        key: str | None = None,
+        step: str | None = None,
+    ) -> None:
+        super().__init__(message, saga=saga, instance_id=instance_id, state=state, key=key)
+        self.step = step
 
 
 class DuplicateStart(InvalidOperation):

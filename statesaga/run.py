@@ -49,6 +49,10 @@ class HistoryEntry:
 
     ``step`` names the function that ran (``module.function``, or the
     compensation's name for ``compensate`` entries); times are epoch seconds.
+
+    An operator's records (``resolved``, ``forked_from``, ``forked_to``) carry
+    ``note`` (what they said), ``by`` (who, when known) and, for a fork,
+    ``link``: the id of the other run (the original, or the fork).
     """
 
     kind: HistoryKind
@@ -63,6 +67,9 @@ class HistoryEntry:
     epoch: int
     started_at: float
     finished_at: float
+    note: str | None = None
+    by: str | None = None
+    link: str | None = None
 
     @property
     def duration(self) -> float:

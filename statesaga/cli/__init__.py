@@ -16,12 +16,19 @@ from __future__ import annotations
 
 import os
 
-from statesaga.cli import check, diagrams, operations, runs, web
+from statesaga.cli import check, diagrams, operations, repair, runs, web
 from statesaga.cli._app import app
 
 __all__ = ["app", "main"]
 
-_COMMANDS = (check, runs, operations, diagrams, web)  # imported for the commands they register
+_COMMANDS = (
+    check,
+    runs,
+    repair,
+    operations,
+    diagrams,
+    web,
+)  # imported for the commands they register
 
 
 def main() -> None:

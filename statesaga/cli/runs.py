@@ -34,6 +34,7 @@ from statesaga.cli._common import (
 )
 from statesaga.delivery import Delivery
 from statesaga.errors import StateSagaError
+from statesaga.run import HistoryEntry
 from statesaga.serde import converter
 
 __all__ = ["cancel", "list_runs", "retry", "send", "show", "start", "saga_name"]
@@ -143,7 +144,18 @@ def show(
         highlight=False,
     )
     table = Table(title="history")
-    for column in ("#", "kind", "transition", "step", "from", "to", "attempt", "ms", "error", "at"):
+    for column in (
+        "#",
+        "kind",
+        "transition",
+        "step",
+        "from",
+        "to",
+        "attempt",
+        "ms",
+        "error or note",
+        "at",
+    ):
         table.add_column(column)
     for number, entry in enumerate(run.history, 1):
         table.add_row(
@@ -155,7 +167,7 @@ def show(
             entry.to_state,
             str(entry.attempt),
             f"{entry.duration * 1000:.1f}",
-            "" if entry.error is None else escape(f"{entry.error.type}: {entry.error.message}"),
+            _said(entry),
             when(entry.finished_at),
         )
     consoles.out.print(table)
@@ -174,6 +186,18 @@ def show(
                 "" if item.settled_at is None else when(item.settled_at),
             )
         consoles.out.print(inbox)
+
+
+def _said(entry: HistoryEntry) -> str:
+    """A history entry's error, or an operator's note (who, and the run it links)."""
+    if entry.error is not None:
+        return escape(f"{entry.error.type}: {entry.error.message}")
+    parts = [entry.note or ""]
+    if entry.by:
+        parts.append(f"(by {entry.by})")
+    if entry.link:
+        parts.append(f"[run {entry.link}]")
+    return escape(" ".join(p for p in parts if p))
 
 
 @app.command("list")

@@ -31,6 +31,7 @@ RunStep(transition='finish', attempt=1, idempotency_key='i-1:0:finish', timeout=
 """
 
 from statesaga.core._interpreter import Interpreter
+from statesaga.core._operator import RESOLVE_OUTCOMES, resolve_request
 from statesaga.core._types import ACCEPT as ACCEPT  # the verdicts of EventFit
 from statesaga.core._types import EARLY as EARLY
 from statesaga.core._types import LATE as LATE
@@ -52,6 +53,7 @@ from statesaga.core._types import (
     Next,
     Outcome,
     Record,
+    ResolveRequested,
     RetryRequested,
     RunCompensation,
     RunStep,
@@ -80,6 +82,7 @@ __all__ = [
     "Next",
     "Outcome",
     "Record",
+    "ResolveRequested",
     "RetryRequested",
     "RunCompensation",
     "RunStep",
@@ -90,5 +93,7 @@ __all__ = [
     "StepSucceeded",
     "Wait",
     "OPEN_STATUSES",
+    "RESOLVE_OUTCOMES",
     "TERMINAL_STATUSES",
+    "resolve_request",
 ]

@@ -8,13 +8,14 @@ deadline, event and cancel fits, due times) in :mod:`statesaga.core._rules`.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 
 from statesaga.core._backward import Backward
 from statesaga.core._forward import Forward
+from statesaga.core._operator import OperatorRules
 from statesaga.core._rules import Rules
 from statesaga.core._types import (
     BranchChosen,
@@ -27,6 +28,7 @@ from statesaga.core._types import (
     Next,
     Outcome,
     Record,
+    ResolveRequested,
     RetryRequested,
     Snapshot,
     Status,
@@ -55,6 +57,7 @@ class Interpreter:
         self._rules = Rules(definition, rand=rand)
         self._forward = Forward(self._rules)
         self._backward = Backward(self._forward)
+        self._operator = OperatorRules(self._forward)
 
     # -- entry points -------------------------------------------------------------------
 
@@ -108,6 +111,40 @@ class Interpreter:
         """
         return self._rules.next_due(snapshot, now)
 
+    def fork(
+        self,
+        original: Snapshot,
+        history: Sequence[Record],
+        step: str,
+        *,
+        instance_id: str,
+        keyed: bool,
+        now: float,
+        deadline: float | None = None,
+        note: str | None = None,
+        by: str | None = None,
+    ) -> tuple[Next, Record]:
+        """A new run restarting ``original`` from ``step``; and the record linking the original.
+
+        See :meth:`statesaga.core._operator.OperatorRules.fork` for what the fork
+        starts with and when it is refused (``ForkNotAllowed``).
+        """
+        return self._operator.fork(
+            original,
+            history,
+            step,
+            instance_id=instance_id,
+            keyed=keyed,
+            now=now,
+            deadline=deadline,
+            note=note,
+            by=by,
+        )
+
+    def fork_steps(self, original: Snapshot, history: Sequence[Record]) -> list[str]:
+        """The steps a fork of ``original`` could name: those it took or tried, in order."""
+        return self._operator.fork_steps(original, history)
+
     def next(self, snapshot: Snapshot, outcome: Outcome, now: float) -> Next:
         """Apply ``outcome`` to ``snapshot`` at time ``now`` and decide what follows.
 
@@ -115,6 +152,8 @@ class Interpreter:
             EventNotAllowed: the event does not fit the instance's state.
             CancelNotAllowed: the instance is terminal, compensating or past its pivot.
             RetryNotAllowed: a retry was asked of an instance that is not ``failed``.
+            ResolveNotAllowed: a resolve was asked of a run that is not ``failed``, as an
+                outcome other than compensated or completed, or without a note.
             InvalidOperation: the outcome does not answer the pending decision.
         """
         match outcome:
@@ -134,4 +173,6 @@ class Interpreter:
                 return self._backward.compensation_failed(snapshot, error, now)
             case RetryRequested():
                 return self._backward.retry_requested(snapshot, now)
+            case ResolveRequested():
+                return self._operator.resolve(snapshot, outcome, now)
         raise InvalidOperation(f"unknown outcome {outcome!r}")  # pragma: no cover

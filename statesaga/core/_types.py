@@ -39,6 +39,7 @@ __all__ = [
     "Next",
     "Outcome",
     "Record",
+    "ResolveRequested",
     "RetryRequested",
     "RunCompensation",
     "RunStep",
@@ -104,6 +105,20 @@ class HistoryKind(enum.StrEnum):
     RESUME = "resume"
     REJECTED = "rejected"
     """An event or cancel from the inbox that the run could not take (the reason is its error)."""
+    RESOLVED = "resolved"
+    """An operator ended a ``failed`` run as compensated or completed (with a note)."""
+    FORKED_FROM = "forked_from"
+    """The first record of a fork: the run it was forked from (``link``) and the step."""
+    FORKED_TO = "forked_to"
+    """A fork was made of this run: the new run (``link``) and the step it starts from."""
+
+    @property
+    def by_operator(self) -> bool:
+        """A record an operator's act wrote (it keeps a note, who and a link, not an error)."""
+        return self in _OPERATOR_KINDS
+
+
+_OPERATOR_KINDS = frozenset({HistoryKind.RESOLVED, HistoryKind.FORKED_FROM, HistoryKind.FORKED_TO})
 
 
 @attrs.frozen
@@ -229,6 +244,19 @@ class RetryRequested:
     """Someone asked a ``failed`` instance to try again."""
 
 
+@attrs.frozen
+class ResolveRequested:
+    """An operator repaired a ``failed`` run by hand and ends it with ``status``.
+
+    ``status`` is ``COMPENSATED`` or ``COMPLETED``; ``note`` (required) says what
+    was done, ``by`` who did it.
+    """
+
+    status: Status
+    note: str
+    by: str | None = None
+
+
 Outcome = (
     StepSucceeded
     | StepFailed
@@ -238,6 +266,7 @@ Outcome = (
     | CompensationSucceeded
     | CompensationFailed
     | RetryRequested
+    | ResolveRequested
 )
 
 # -- decisions: what the driver does next ------------------------------------------------
@@ -306,6 +335,12 @@ class Record:
     attempt: int = 0
     error: ErrorInfo | None = None
     event: str | None = None
+    note: str | None = None
+    """An operator's record (``HistoryKind.by_operator``): what they said."""
+    by: str | None = None
+    """An operator's record: who acted, when known."""
+    link: str | None = None
+    """A fork's records: the id of the other run (the original, or the fork)."""
 
 
 @attrs.frozen

@@ -25,6 +25,7 @@ from statesaga.core import (
     HistoryKind,
     Interpreter,
     Next,
+    Record,
     Sleep,
     Snapshot,
     Status,
@@ -48,7 +49,9 @@ __all__ = [
     "inbox_entry_of",
     "machine_of",
     "new_row",
+    "operator_row",
     "payload_of",
+    "record_of",
     "result_of",
     "run_of",
     "snapshot_of",
@@ -232,7 +235,7 @@ def history_rows(
     for record in nxt.records:
         step_name = None
         t = transitions.get(record.transition) if record.transition else None
-        if t is not None and t.step is not None:
+        if t is not None and t.step is not None and not record.kind.by_operator:
             undo = record.kind in (HistoryKind.COMPENSATE, HistoryKind.COMPENSATION_RETRY) or (
                 record.error is not None and (record.error.step or "").endswith(".undo")
             )
@@ -248,7 +251,7 @@ def history_rows(
                 to_state=record.to_state,
                 attempt=record.attempt,
                 event=record.event,
-                error=None if record.error is None else converter.unstructure(record.error),
+                error=_error_column(record),
                 epoch=run.epoch,
                 correlation_id=run.correlation_id,
                 started_at=started,
@@ -304,21 +307,76 @@ def result_of(run: HeldRun) -> Run:
     )
 
 
+def _error_column(record: Record) -> dict[str, Any] | None:
+    """What a record keeps in the history's JSON ``error`` column.
+
+    An operator's record has no error: it keeps its note, who acted and the
+    linked run there instead (its kind tells the two apart).
+    """
+    if record.kind.by_operator:
+        return {"note": record.note, "by": record.by, "link": record.link}
+    return None if record.error is None else converter.unstructure(record.error)
+
+
 def entry_of(row: HistoryRow) -> HistoryEntry:
     """A history row as the public ``HistoryEntry``."""
+    kind = HistoryKind(row.kind)
+    said: dict[str, Any] = (row.error or {}) if kind.by_operator else {}
     return HistoryEntry(
-        kind=HistoryKind(row.kind),
+        kind=kind,
         from_state=row.from_state,
         to_state=row.to_state,
         transition=row.transition,
         step=row.step,
         attempt=row.attempt,
         event=row.event,
-        error=None if row.error is None else converter.structure(row.error, ErrorInfo),
+        error=None
+        if row.error is None or kind.by_operator
+        else converter.structure(row.error, ErrorInfo),
         version=row.version,
         epoch=row.epoch,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        note=said.get("note"),
+        by=said.get("by"),
+        link=said.get("link"),
+    )
+
+
+def operator_row(row: InstanceRow, record: Record, now: float) -> HistoryRow:
+    """An operator's record appended to a stored run without changing it (a fork's link)."""
+    return HistoryRow(
+        instance_id=row.id,
+        version=row.version,
+        kind=record.kind.value,
+        transition=record.transition,
+        step=None,
+        from_state=record.from_state,
+        to_state=record.to_state,
+        attempt=record.attempt,
+        event=record.event,
+        error=_error_column(record),
+        epoch=row.epoch,
+        correlation_id=row.correlation_id,
+        started_at=now,
+        finished_at=now,
+    )
+
+
+def record_of(row: HistoryRow) -> Record:
+    """A history row as the core's ``Record`` (what a fork's rules read)."""
+    entry = entry_of(row)
+    return Record(
+        entry.kind,
+        entry.from_state,
+        entry.to_state,
+        entry.transition,
+        entry.attempt,
+        entry.error,
+        entry.event,
+        note=entry.note,
+        by=entry.by,
+        link=entry.link,
     )
 
 

@@ -25,6 +25,7 @@ from statesaga.retry import Retry
 from statesaga.runtime.claims import IDEMPOTENT_WAIT, Claims
 from statesaga.runtime.codec import Leasing, history_rows, new_row, snapshot_of
 from statesaga.runtime.drive import Drive
+from statesaga.runtime.forks import Forks
 from statesaga.runtime.held import HeldRun
 from statesaga.runtime.inbox import Inbox
 from statesaga.runtime.leases import LeaseKeeper
@@ -136,6 +137,7 @@ class Runtime:
         )
         self.inbox = Inbox(self.claims, self.drive, clock, self.limit)
         self.recovery = Recovery(self.claims, self.drive, self.inbox, clock)
+        self.forks = Forks(self.claims, self.drive, self.inbox, clock, default_deadline)
         self.registry.register(*sagas)
 
     @property

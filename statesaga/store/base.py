@@ -132,6 +132,9 @@ class Store(Protocol):
     def insert(self, row: InstanceRow, history: Sequence[HistoryRow]) -> None:
         """Insert a new instance with its first history rows, in one transaction.
 
+        A fork's rows include one for the run it was forked from (its link),
+        appended in the same transaction.
+
         Raises ``EntityBusy`` when the (saga, entity key) already has an open
         instance, and ``DuplicateStart`` when the idempotency key is taken.
         """

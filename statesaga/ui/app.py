@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import math
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
 
 import jinja2
 import sqlalchemy as sa
@@ -29,13 +27,26 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from statesaga.core import Status
 from statesaga.definition import Definition
+from statesaga.diagram import DiagramError
 from statesaga.engine import Engine
 from statesaga.errors import InstanceNotFound, StateSagaError, StoreError
 from statesaga.inspection import parse_time, transition_rows
 from statesaga.ui import text
+from statesaga.ui.diffs import diff_of, revision_of
 from statesaga.ui.drawing import run_drawing, saga_drawing
+from statesaga.ui.params import (
+    STATUSES,
+    Problem,
+    by_status,
+    cursor,
+    form_fields,
+    linker,
+    past,
+    unavailable,
+    whole,
+    with_params,
+)
 from statesaga.ui.source import DatabaseUnavailable, Source, timeline
 
 __all__ = ["create_app"]
@@ -44,8 +55,7 @@ HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 50
 #: seconds between reloads of an open run's page
 REFRESH_SECONDS = 5
-ACTIONS = ("retry", "cancel")
-STATUSES = tuple(status.value for status in Status)
+ACTIONS = ("retry", "cancel", "resolve")
 _HEADERS = {
     # no script runs, nothing is framed (the action forms cannot be clickjacked)
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; "
@@ -55,14 +65,6 @@ _HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-
-
-class Problem(Exception):
-    """A page that explains what went wrong and what to do, with its HTTP status."""
-
-    def __init__(self, status: int, title: str, detail: str, hint: str = "") -> None:
-        super().__init__(detail)
-        self.status, self.title, self.detail, self.hint = status, title, detail, hint
 
 
 def create_app(
@@ -103,6 +105,7 @@ def create_app(
     routes = [
         Route("/", pages.sagas, name="sagas"),
         Route("/sagas/{name}", pages.saga, name="saga"),
+        Route("/sagas/{name}/diff", pages.saga_diff, name="saga_diff"),
         Route("/runs", pages.runs, name="runs"),
         Route("/runs/{instance_id}", pages.run, name="run"),
         Route("/runs/{instance_id}/{action}", pages.confirm, methods=["GET"], name="confirm"),
@@ -145,7 +148,7 @@ class Pages:
         """The template filled in, with what every page shows (the database, the nav)."""
         page = self.templates.get_template(name).render(
             request=request,
-            url_for=_linker(request),
+            url_for=linker(request),
             database=self.source.url,
             actions_on=self.token is not None,
             **values,
@@ -158,9 +161,9 @@ class Pages:
         except Problem as problem:
             return self.problem(request, problem)
         except DatabaseUnavailable as error:
-            return self.problem(request, _unavailable(str(error)))
+            return self.problem(request, unavailable(str(error)))
         except (sa.exc.SQLAlchemyError, StoreError) as error:
-            return self.problem(request, _unavailable(str(self.source.failure(error))))
+            return self.problem(request, unavailable(str(self.source.failure(error))))
 
     def problem(self, request: Request, problem: Problem) -> Response:
         """The page for something that went wrong."""
@@ -180,14 +183,14 @@ class Pages:
                     {d.version for d in self.source.definitions if d.name == name}
                     | {k[1] for k in counts if k[0] == name}
                 )
-                by_status = _by_status(counts, name)
+                statuses = by_status(counts, name)
                 rows.append(
                     {
                         "name": name,
                         "registered": self.source.definition(name) is not None,
                         "versions": versions,
-                        "counts": by_status,
-                        "total": sum(by_status.values()),
+                        "counts": statuses,
+                        "total": sum(statuses.values()),
                     }
                 )
             return self.render(request, "sagas.html", sagas=rows, statuses=STATUSES)
@@ -198,25 +201,14 @@ class Pages:
         """One saga: its diagram, its check table, its versions and its runs by status."""
 
         def page() -> Response:
-            name = request.path_params["name"]
-            version = _int(request.query_params.get("version"), "version")
-            definition = self.source.definition(name, version)
-            if definition is None:
-                registered = ", ".join(sorted({d.name for d in self.source.definitions}))
-                raise Problem(
-                    404,
-                    "No such saga",
-                    f"saga {name!r}{'' if version is None else f' version {version}'} is not "
-                    "registered with this view.",
-                    f"Registered: {registered or 'none'}. Start the view with --saga MODULE:ATTR "
-                    "for each saga whose diagram you want to see.",
-                )
+            definition = self._definition(request)
+            name = definition.name
             counts = self.source.counts(name)
             versions = [
                 {
                     "version": v,
                     "definition": self.source.definition(name, v),
-                    "counts": _by_status(counts, name, v),
+                    "counts": by_status(counts, name, v),
                 }
                 for v in sorted(
                     {d.version for d in self.source.definitions if d.name == name}
@@ -230,8 +222,54 @@ class Pages:
                 drawing=saga_drawing(definition),
                 transitions=transition_rows(definition),
                 versions=versions,
-                counts=_by_status(counts, name),
+                counts=by_status(counts, name),
                 statuses=STATUSES,
+            )
+
+        return self._guarded(request, page)
+
+    def _definition(self, request: Request) -> Definition:
+        name = request.path_params["name"]
+        version = whole(request.query_params.get("version"), "version")
+        definition = self.source.definition(name, version)
+        if definition is None:
+            registered = ", ".join(sorted({d.name for d in self.source.definitions}))
+            raise Problem(
+                404,
+                "No such saga",
+                f"saga {name!r}{'' if version is None else f' version {version}'} is not "
+                "registered with this view.",
+                f"Registered: {registered or 'none'}. Start the view with --saga MODULE:ATTR "
+                "for each saga whose diagram you want to see.",
+            )
+        return definition
+
+    def saga_diff(self, request: Request) -> Response:
+        """What changed in a saga since a git revision (``?against=REV``), drawn and listed."""
+
+        def page() -> Response:
+            definition = self._definition(request)
+            given = request.query_params.get("against", "")
+            revision = revision_of(given)
+            if revision is None:
+                raise Problem(
+                    400,
+                    "Which revision?",
+                    f"{given.strip()!r} is not a git revision name." if given.strip() else "",
+                    "Type one git knows, such as HEAD~1, main, a tag or a commit hash.",
+                )
+            try:
+                changes = diff_of(definition, revision)
+            except DiagramError as error:
+                raise Problem(
+                    404,
+                    "Revision or file not found",
+                    str(error),
+                    "Pick a revision where the saga's module exists (git log -- FILE lists "
+                    "them), from the repository the view was started in.",
+                ) from None
+            return self.render(
+                request, "diff.html", definition=definition, revision=revision, diff=changes
             )
 
         return self._guarded(request, page)
@@ -259,8 +297,8 @@ class Pages:
                 except StateSagaError as error:
                     problems.append(f"{bound}: {error}")
                     bounds[bound] = None
-            before = _cursor(query.get("before"))
-            limit = _int(query.get("limit"), "limit") or PAGE_SIZE
+            before = cursor(query.get("before"))
+            limit = whole(query.get("limit"), "limit") or PAGE_SIZE
             if not 1 <= limit <= 500:
                 raise Problem(400, "Bad page size", f"limit={limit} is out of range", "Use 1-500.")
             if problems:
@@ -280,7 +318,7 @@ class Pages:
             if len(runs) > limit:
                 runs = runs[:limit]
                 last = runs[-1].row
-                older = _with(request, before=f"{last.created_at!r}:{last.id}")
+                older = with_params(request, before=f"{last.created_at!r}:{last.id}")
             sagas = sorted({d.name for d in self.source.definitions} | {filters["saga"]} - {""})
             return self.render(
                 request,
@@ -292,7 +330,7 @@ class Pages:
                 statuses=STATUSES,
                 sagas=sagas,
                 older=older,
-                newest=_with(request, before=None) if before is not None else None,
+                newest=with_params(request, before=None) if before is not None else None,
                 now=self.source.engine.clock(),
             )
 
@@ -341,9 +379,9 @@ class Pages:
             raise Problem(
                 403,
                 "Actions are off",
-                "This view is read-only: retry and cancel are turned off.",
+                "This view is read-only: retry, cancel and resolve are turned off.",
                 "Start it with --actions-token TOKEN (or create_app(..., actions_token=...)) to "
-                "turn them on; whoever knows the token can then retry and cancel runs.",
+                "turn them on; whoever knows the token can then retry, cancel and resolve runs.",
             )
 
     def confirm(self, request: Request) -> Response:
@@ -360,10 +398,11 @@ class Pages:
     async def act(self, request: Request) -> Response:
         """Carry out a confirmed action (with the right token), then show the run."""
         try:
-            form = await _form(request)
+            form = await form_fields(request)
         except Problem as problem:
             return self.problem(request, problem)
         token, note = form.get("token", ""), form.get("note", "")[:500]
+        outcome = form.get("outcome", "")
 
         def page() -> Response:
             action = request.path_params["action"]
@@ -374,11 +413,11 @@ class Pages:
                 raise Problem(
                     403,
                     "Wrong token",
-                    f"The token given does not match: the run was not {_past(action)}.",
+                    f"The token given does not match: the run was not {past(action)}.",
                     "Go back and type the token the view was started with.",
                 )
             try:
-                self.source.act(action, instance_id, note)
+                self.source.act(action, instance_id, note, outcome)
             except InstanceNotFound:
                 self._find(instance_id)
                 raise
@@ -438,84 +477,3 @@ class _SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, sending)
-
-
-async def _form(request: Request) -> dict[str, str]:
-    """The fields of a small url-encoded form (the confirmation forms send nothing else)."""
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > 16_384:
-            raise Problem(413, "Form too large", "The form sent more than 16 KB.", "")
-    fields = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
-    return {name: values[0] for name, values in fields.items()}
-
-
-def _linker(request: Request) -> Callable[..., str]:
-    """``url_for`` for the templates: paths, not absolute URLs (they work behind a proxy)."""
-
-    def url_for(route: str, /, **params: Any) -> str:
-        return request.url_for(route, **params).path
-
-    return url_for
-
-
-def _unavailable(detail: str) -> Problem:
-    return Problem(
-        503,
-        "The database cannot be opened",
-        detail,
-        "Check the --db URL (and that the database server is up and reachable from here); "
-        "this page tries again on every reload.",
-    )
-
-
-def _by_status(
-    counts: dict[tuple[str, int, str], int], name: str, version: int | None = None
-) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for (saga, v, status), count in counts.items():
-        if saga == name and (version is None or v == version):
-            found[status] = found.get(status, 0) + count
-    return {status: found[status] for status in STATUSES if status in found}
-
-
-def _int(value: str | None, name: str) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise Problem(400, "Bad request", f"{name}={value!r} is not a whole number", "") from None
-
-
-def _cursor(value: str | None) -> tuple[float, str] | None:
-    if not value:
-        return None
-    created_at, _, instance_id = value.partition(":")
-    try:
-        moment = float(created_at)
-    except ValueError:
-        moment = math.nan
-    if not instance_id or not math.isfinite(moment):
-        raise Problem(
-            400,
-            "Bad page link",
-            f"before={value!r} is not a page cursor.",
-            "Follow the Older link at the bottom of the runs page instead of typing it.",
-        )
-    return moment, instance_id
-
-
-def _with(request: Request, **changes: str | None) -> str:
-    params = dict(request.query_params)
-    for name, value in changes.items():
-        if value is None:
-            params.pop(name, None)
-        else:
-            params[name] = value
-    return f"{request.url.path}?{urlencode(params)}" if params else request.url.path
-
-
-def _past(action: str) -> str:
-    return {"retry": "retried", "cancel": "cancelled"}[action]

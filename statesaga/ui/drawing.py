@@ -18,7 +18,7 @@ from statesaga import diagram as diagrams
 from statesaga.definition import Definition
 from statesaga.run import Run
 
-__all__ = ["Drawing", "run_drawing", "saga_drawing"]
+__all__ = ["Drawing", "draw", "run_drawing", "saga_drawing"]
 
 _SIZE = re.compile(r'\s(width|height)="[^"]*pt"')
 
@@ -39,7 +39,7 @@ def saga_drawing(definition: Definition) -> Drawing:
 
 @functools.lru_cache(maxsize=64)
 def _cached_saga(definition: Definition) -> Drawing:
-    return _draw(diagrams.from_definition(definition))
+    return draw(diagrams.from_definition(definition))
 
 
 def run_drawing(definition: Definition, run: Run) -> Drawing:
@@ -47,12 +47,13 @@ def run_drawing(definition: Definition, run: Run) -> Drawing:
     try:
         drawn = diagrams.overlay(diagrams.from_definition(definition), run)
     except diagrams.DiagramError as error:
-        plain = _draw(diagrams.from_definition(definition))
+        plain = draw(diagrams.from_definition(definition))
         return attrs.evolve(plain, note=f"the run's path cannot be drawn: {error}")
-    return _draw(drawn)
+    return draw(drawn)
 
 
-def _draw(drawn: diagrams.Diagram) -> Drawing:
+def draw(drawn: diagrams.Diagram) -> Drawing:
+    """Any diagram (a saga, a run's path, a diff) as the page shows it."""
     mermaid = diagrams.to_mermaid(drawn)
     if shutil.which("dot") is None:
         return Drawing(

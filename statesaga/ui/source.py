@@ -239,10 +239,16 @@ class Source:
         """Runs per (saga, version, status)."""
         return self.engine.store.count_by_status(saga)
 
-    def act(self, action: str, instance_id: str, note: str) -> Run:
-        """Retry or cancel a run through the engine (which records it in the history)."""
+    def act(self, action: str, instance_id: str, note: str, outcome: str = "") -> Run:
+        """Retry, cancel or resolve a run through the engine (which records it in the history).
+
+        A resolve needs ``outcome`` (compensated or completed) and a ``note``; it
+        is recorded as done in the web view.
+        """
         if action == "retry":
             return self.engine.retry(instance_id)
+        if action == "resolve":
+            return self.engine.resolve(instance_id, outcome=outcome, note=note, by="the web view")
         reason = f"cancelled in the web view: {note}" if note else "cancelled in the web view"
         delivery = self.engine.cancel(instance_id, reason=reason)
         if delivery.status is DeliveryStatus.REJECTED:

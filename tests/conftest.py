@@ -176,3 +176,11 @@ def shop(tmp_path: os.PathLike[str]) -> object:
     with Shop.open(f"sqlite:///{os.path.join(tmp_path, 'statesaga.db')}") as opened:
         opened.add_product("mug", "Enamel mug", unit_price=1250, stock=10)
         yield opened
+
+
+@pytest.fixture(autouse=True)
+def _fresh_journal() -> None:
+    """Every test starts with an empty journal of the shared test sagas (tests/sagas.py)."""
+    import sagas
+
+    sagas.journal.reset()

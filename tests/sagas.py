@@ -59,6 +59,14 @@ class Journal:
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
 
+    def reset(self) -> None:
+        """Forget every call, planned failure and hook (before each test)."""
+        with self.lock:
+            self.calls.clear()
+        self.fail.clear()
+        self.error.clear()
+        self.hooks.clear()
+
 
 journal = Journal()
 

@@ -163,10 +163,10 @@ class TransitionRow:
 def transition_rows(definition: Definition) -> list[TransitionRow]:
     """The saga's transitions as ``statesaga check`` prints them.
 
-    >>> from definitions.checkout.saga import CompleteCart
-    >>> row = transition_rows(CompleteCart.definition)[1]
+    >>> from statesaga._examples import Fulfil
+    >>> row = transition_rows(Fulfil.definition)[1]
     >>> row.name, row.trigger, row.step, row.compensation
-    ('reserve', 'auto', 'reserve_inventory', 'release_inventory')
+    ('reserve', 'auto', 'reserve_stock', 'release_stock')
     """
     rows = []
     for t in definition.transitions.values():

@@ -10,8 +10,8 @@ chart for a pull-request comment. The ``statesaga diagram`` command does all
 of this from the shell.
 
 >>> from statesaga.diagram import from_definition, to_mermaid
->>> from definitions.checkout.saga import CompleteCart
->>> drawing = from_definition(CompleteCart)
+>>> from statesaga._examples import Fulfil
+>>> drawing = from_definition(Fulfil)
 >>> [state.id for state in drawing.states][:3]
 ['new', 'validated', 'reserved']
 >>> "stateDiagram-v2" in to_mermaid(drawing).splitlines()

@@ -16,11 +16,11 @@ guards sit in brackets on branch edges; final states (completed),
 the paths into ``compensated`` and ``failed`` are double lines. A legend
 explains what the diagram uses.
 
->>> from definitions.checkout.saga import CompleteCart
+>>> from statesaga._examples import Fulfil
 >>> from statesaga.diagram.model import from_definition
->>> text = to_dot(from_definition(CompleteCart))
+>>> text = to_dot(from_definition(Fulfil))
 >>> text.splitlines()[0]
-'digraph "complete-cart" {'
+'digraph fulfil {'
 >>> "reserve.undo" in text and 'style=dashed' in text
 True
 """
@@ -90,9 +90,9 @@ def fingerprint(diagram: Diagram) -> str:
     It is computed from the model, not from the drawing, so a committed SVG can
     be checked against a saga without Graphviz, whichever Graphviz version drew it.
 
-    >>> from definitions.checkout.saga import CompleteCart
+    >>> from statesaga._examples import Fulfil
     >>> from statesaga.diagram.model import from_definition
-    >>> drawing = from_definition(CompleteCart)
+    >>> drawing = from_definition(Fulfil)
     >>> fingerprint_of(to_dot(drawing)) == fingerprint(drawing)
     True
     """

@@ -12,13 +12,13 @@ an overlay draws the run's path thick and blue, a diff its changes green,
 orange and red, and what is not highlighted grey. The words carry the same
 marks (``✓``, ``✗``, ``+``, ``~``, ``\u2212``) where a renderer drops the styles.
 
->>> from definitions.checkout.saga import CompleteCart
+>>> from statesaga._examples import Fulfil
 >>> from statesaga.diagram.model import from_definition
->>> text = to_mermaid(from_definition(CompleteCart))
+>>> text = to_mermaid(from_definition(Fulfil))
 >>> print("\\n".join(text.splitlines()[:2]))
 ---
-title: "complete-cart v1 \u00b7 deadline 1 min"
->>> "    reserved --> validated : reserve.undo<br>release_inventory" in text.splitlines()
+title: "fulfil v1 \u00b7 deadline 1 min"
+>>> "    reserved --> validated : reserve.undo<br>release_stock" in text.splitlines()
 True
 """
 

@@ -5,18 +5,15 @@ visited, where it is now (a state, or its terminal outcome), the transitions
 it took, the step that failed with its error, and the compensations that ran.
 Everything the run did not touch is drawn muted.
 
-A declined payment in the shop's checkout (on in-memory SQLite), drawn:
+A declined payment (on in-memory SQLite), drawn:
 
->>> from definitions.checkout import CompleteCart, PaymentDeclined, Shop
+>>> from statesaga import Engine
+>>> from statesaga._examples import Fulfil, Order
 >>> from statesaga.diagram.model import from_definition
->>> with Shop.open("sqlite://") as shop:
-...     shop.add_product("mug", "Enamel mug", unit_price=900, stock=3)
-...     cart_id = shop.create_cart({"mug": 1}, payment_method="card_declined")
-...     try:
-...         shop.complete(cart_id)
-...     except PaymentDeclined as declined:
-...         run = shop.engine.get(declined.run.id)  # with its history
->>> drawn = overlay(from_definition(CompleteCart), run)
+>>> with Engine("sqlite://") as engine:
+...     declined = engine.start(Fulfil, Order("o-2", card="declined"))
+...     run = engine.get(declined.id)  # with its history
+>>> drawn = overlay(from_definition(Fulfil), run)
 >>> for item in (drawn.edge("authorize"), drawn.edge("reserve.undo"), drawn.node("(compensated)")):
 ...     print(item.id, item.trace.value)
 authorize failed

@@ -6,7 +6,7 @@ the server and work without JavaScript. Read-only unless given an actions token.
 Needs ``pip install 'statesaga[ui]'``::
 
     from statesaga.ui import serve
-    from definitions.checkout import CompleteCart
+    from myshop.sagas import CompleteCart
 
     serve("sqlite:///shop.db", sagas=[CompleteCart])   # http://127.0.0.1:8080
 """

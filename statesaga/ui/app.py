@@ -88,11 +88,11 @@ def create_app(
     :func:`statesaga.ui.serve`:
 
     >>> import httpx
-    >>> from definitions.checkout.saga import CompleteCart
+    >>> from statesaga._examples import Fulfil
     >>> from statesaga.ui.server import running
-    >>> with running(create_app("sqlite://", sagas=[CompleteCart])) as url:
+    >>> with running(create_app("sqlite://", sagas=[Fulfil])) as url:
     ...     page = httpx.get(url)
-    >>> page.status_code, "complete-cart" in page.text
+    >>> page.status_code, "fulfil" in page.text
     (200, True)
     """
     if actions_token is not None and len(actions_token) < 8:

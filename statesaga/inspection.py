@@ -17,15 +17,26 @@ import attrs
 import sqlalchemy as sa
 
 from statesaga.core import ErrorInfo
-from statesaga.definition import Definition
+from statesaga.definition import Definition, StepDef, TransitionDef
 from statesaga.errors import StateSagaError
 from statesaga.observability import TIMEOUT_ERRORS, is_failed_compensation
 from statesaga.retention import _engine_of
+from statesaga.retry import Retry
 from statesaga.settings import parse_duration
 from statesaga.store.base import Store
 from statesaga.store.schema import instances
 
-__all__ = ["Stats", "TransitionRow", "parse_time", "stats", "transition_rows"]
+__all__ = [
+    "Stats",
+    "TransitionRow",
+    "parse_time",
+    "retry_text",
+    "seconds_text",
+    "stats",
+    "step_marks",
+    "transition_rows",
+    "trigger_text",
+]
 
 _TERMINAL = ("completed", "compensated", "failed")
 
@@ -147,6 +158,59 @@ def _error(raw: Any) -> ErrorInfo | None:
     )
 
 
+def seconds_text(seconds: float | None) -> str:
+    """A duration as a person writes it: ``500ms``, ``30s``, ``15m``, ``2h``, ``1d``.
+
+    >>> seconds_text(900.0), seconds_text(0.5), seconds_text(None)
+    ('15m', '500ms', '')
+    """
+    if seconds is None:
+        return ""
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds * 1000:g}ms"
+
+
+def retry_text(retry: Retry) -> str:
+    """A retry policy in a few words.
+
+    >>> retry_text(Retry(attempts=3, initial_interval=0.5, backoff=2, max_interval=60))
+    '3 tries, 500ms x2 up to 1m'
+    """
+    if retry.attempts == 1:
+        return "1 try"
+    return (
+        f"{retry.attempts} tries, {seconds_text(retry.initial_interval)} x{retry.backoff:g} "
+        f"up to {seconds_text(retry.max_interval)}"
+    )
+
+
+def trigger_text(t: TransitionDef, definition: Definition) -> str:
+    """What sets a transition off: ``auto``, ``event E``, ``timeout after 45s``, ``when G``."""
+    if t.event:
+        return f"event {t.event}"
+    if t.on_timeout:
+        return f"timeout after {seconds_text(definition.states[t.source].timeout)}"
+    if t.guard:
+        return f"when {t.guard_name}"
+    return "auto"
+
+
+def step_marks(step: StepDef) -> tuple[str, ...]:
+    """A step's markers: pivot, read-only, transactional, undo on failure."""
+    return tuple(
+        mark
+        for mark, on in (
+            ("pivot", step.pivot),
+            ("read-only", step.read_only),
+            ("transactional", step.transactional),
+            ("undo on failure", step.compensate_on_failure),
+        )
+        if on
+    )
+
+
 @attrs.frozen
 class TransitionRow:
     """One line of a saga's check table: a transition, what triggers it, what it runs."""
@@ -158,6 +222,9 @@ class TransitionRow:
     step: str
     compensation: str
     marks: tuple[str, ...]
+    retry: str = ""
+    timeout: str = ""
+    compensation_retry: str = ""
 
 
 def transition_rows(definition: Definition) -> list[TransitionRow]:
@@ -170,34 +237,21 @@ def transition_rows(definition: Definition) -> list[TransitionRow]:
     """
     rows = []
     for t in definition.transitions.values():
-        if t.event:
-            trigger = f"event {t.event}"
-        elif t.on_timeout:
-            trigger = "timeout"
-        elif t.guard:
-            trigger = f"when {t.guard_name}"
-        else:
-            trigger = "auto"
-        marks: tuple[str, ...] = ()
-        if t.step is not None:
-            marks = tuple(
-                mark
-                for mark, on in (
-                    ("pivot", t.step.pivot),
-                    ("read-only", t.step.read_only),
-                    ("transactional", t.step.transactional),
-                )
-                if on
-            )
+        step = t.step
         rows.append(
             TransitionRow(
                 name=t.name,
                 source=t.source,
                 target=t.target,
-                trigger=trigger,
-                step=t.step.function_name if t.step else "",
-                compensation=(t.step.compensation_name or "") if t.step else "",
-                marks=marks,
+                trigger=trigger_text(t, definition),
+                step=step.function_name if step else "",
+                compensation=(step.compensation_name or "") if step else "",
+                marks=step_marks(step) if step else (),
+                retry=retry_text(step.retry) if step else "",
+                timeout=seconds_text(step.timeout) if step else "",
+                compensation_retry=retry_text(step.compensation_retry)
+                if step and step.compensation
+                else "",
             )
         )
     return rows

@@ -97,7 +97,12 @@ def test_a_saga_page_shows_its_diagram_check_table_and_versions(client: httpx.Cl
     assert "<?xml" not in page.text
     seen = text_of(page)
     # the check table, as `statesaga check` lists it
-    assert "reserve validated reserved auto reserve_inventory release_inventory" in seen
+    assert (
+        "reserve validated reserved auto reserve_inventory 3 tries, 1s x2 up to 1m "
+        "release_inventory transactional" in seen
+    )
+    # a step's retries, its timeout and its undo on failure, as `statesaga check` shows them
+    assert "authorize_payment 3 tries, 200ms x2 up to 2s 5s cancel_payment undo on failure" in seen
     assert "paid awaiting_payment authorized event payment_succeeded" in seen
     assert f"v1 {CompleteCart.definition.graph_hash}" in seen
 

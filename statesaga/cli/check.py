@@ -22,53 +22,11 @@ from rich.table import Table
 
 from statesaga.cli._app import app
 from statesaga.cli._common import JsonOption, consoles, load_sagas, print_json
-from statesaga.definition import Definition, StepDef, TransitionDef
+from statesaga.definition import Definition, StepDef
+from statesaga.inspection import retry_text, seconds_text, transition_rows, trigger_text
 from statesaga.retry import Retry
 
 __all__ = ["check", "retry_text", "seconds_text"]
-
-
-def seconds_text(seconds: float | None) -> str:
-    """A duration as a person writes it: ``500ms``, ``30s``, ``15m``, ``2h``, ``1d``."""
-    if seconds is None:
-        return ""
-    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
-        if seconds >= size:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds * 1000:g}ms"
-
-
-def retry_text(retry: Retry) -> str:
-    """A retry policy in a few words."""
-    if retry.attempts == 1:
-        return "1 try"
-    return (
-        f"{retry.attempts} tries, {seconds_text(retry.initial_interval)} x{retry.backoff:g} "
-        f"up to {seconds_text(retry.max_interval)}"
-    )
-
-
-def _trigger(t: TransitionDef, definition: Definition) -> str:
-    if t.event:
-        return f"event {t.event}"
-    if t.on_timeout:
-        return f"timeout after {seconds_text(definition.states[t.source].timeout)}"
-    if t.guard:
-        return f"when {t.guard_name}"
-    return "auto"
-
-
-def _marks(step: StepDef) -> list[str]:
-    return [
-        mark
-        for mark, on in (
-            ("pivot", step.pivot),
-            ("read-only", step.read_only),
-            ("transactional", step.transactional),
-            ("undo on failure", step.compensate_on_failure),
-        )
-        if on
-    ]
 
 
 def _retry_json(retry: Retry) -> dict[str, Any]:
@@ -114,7 +72,7 @@ def describe(definition: Definition) -> dict[str, Any]:
                 "name": t.name,
                 "source": t.source,
                 "target": t.target,
-                "trigger": _trigger(t, definition),
+                "trigger": trigger_text(t, definition),
                 "step": None if t.step is None else _step_json(t.step),
             }
             for t in definition.transitions.values()
@@ -137,19 +95,18 @@ def _table(definition: Definition) -> Table:
         "marks",
     ):
         table.add_column(column)
-    for t in definition.transitions.values():
-        step = t.step
+    for row in transition_rows(definition):
         table.add_row(
-            t.name,
-            t.source,
-            t.target,
-            escape(_trigger(t, definition)),
-            step.function_name if step else "",
-            retry_text(step.retry) if step else "",
-            seconds_text(step.timeout) if step else "",
-            (step.compensation_name or "") if step else "",
-            retry_text(step.compensation_retry) if step and step.compensation else "",
-            ", ".join(_marks(step)) if step else "",
+            row.name,
+            row.source,
+            row.target,
+            escape(row.trigger),
+            row.step,
+            row.retry,
+            row.timeout,
+            row.compensation,
+            row.compensation_retry,
+            ", ".join(row.marks),
         )
     return table
 

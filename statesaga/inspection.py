@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -19,8 +18,10 @@ import sqlalchemy as sa
 from statesaga.core import ErrorInfo
 from statesaga.definition import Definition
 from statesaga.errors import StateSagaError
-from statesaga.observability import TIMEOUT_ERRORS, is_failed_compensation
+from statesaga.failures import decode
+from statesaga.observability import is_failed_compensation
 from statesaga.retention import _engine_of
+from statesaga.serde import loads
 from statesaga.settings import parse_duration
 from statesaga.store.base import Store
 from statesaga.store.schema import instances
@@ -129,22 +130,17 @@ def stats(
         error = _error(raw)
         if error is None:
             continue
-        timed_out += error.type in TIMEOUT_ERRORS
+        timed_out += error.kind.is_timeout
         failed_compensations += status == "failed" and is_failed_compensation(error)
     return Stats(since, until, counts, timed_out, failed_compensations)
 
 
 def _error(raw: Any) -> ErrorInfo | None:
     if isinstance(raw, str):
-        raw = json.loads(raw)
+        raw = loads(raw)
     if not isinstance(raw, dict) or "type" not in raw:
         return None
-    return ErrorInfo(
-        str(raw["type"]),
-        str(raw.get("message", "")),
-        bool(raw.get("retryable", True)),
-        raw.get("step"),
-    )
+    return decode(raw)
 
 
 @attrs.frozen

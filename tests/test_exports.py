@@ -18,6 +18,7 @@ def test_the_package_exports_exactly_these_names() -> None:
             "Engine",
             "EntityBusy",
             "ErrorInfo",
+            "ErrorKind",
             "Event",
             "EventNotAllowed",
             "FencedOut",

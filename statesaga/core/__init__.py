@@ -37,6 +37,7 @@ from statesaga.core._types import LATE as LATE
 from statesaga.core._types import (
     OPEN_STATUSES,
     TERMINAL_STATUSES,
+    UNDO_SUFFIX,
     BranchChosen,
     CancelRequested,
     ChooseBranch,
@@ -45,6 +46,7 @@ from statesaga.core._types import (
     Decision,
     Done,
     ErrorInfo,
+    ErrorKind,
     EventArrived,
     EventFit,
     Finish,
@@ -61,6 +63,7 @@ from statesaga.core._types import (
     StepFailed,
     StepSucceeded,
     Wait,
+    undo_name,
 )
 
 __all__ = [
@@ -72,6 +75,7 @@ __all__ = [
     "Decision",
     "Done",
     "ErrorInfo",
+    "ErrorKind",
     "EventArrived",
     "EventFit",
     "Finish",
@@ -91,4 +95,6 @@ __all__ = [
     "Wait",
     "OPEN_STATUSES",
     "TERMINAL_STATUSES",
+    "UNDO_SUFFIX",
+    "undo_name",
 ]

@@ -18,6 +18,7 @@ from statesaga.core._types import (
     Decision,
     Done,
     ErrorInfo,
+    ErrorKind,
     Finish,
     HistoryKind,
     Next,
@@ -170,7 +171,9 @@ class Forward:
                 and snapshot.deadline is not None
                 and deadline_passed(snapshot, now)
             ):
-                error = ErrorInfo("DeadlinePassed", "the run deadline passed", False)
+                error = ErrorInfo(
+                    "DeadlinePassed", "the run deadline passed", False, kind=ErrorKind.DEADLINE
+                )
                 snapshot = self.rules.stop(snapshot, error, HistoryKind.DEADLINE, records)
                 continue
             if status is Status.WAITING:
@@ -248,6 +251,7 @@ class Forward:
             "NoTransitionAllowed",
             f"no guard out of state {snapshot.state!r} passed and it waits for no event",
             retryable=False,
+            kind=ErrorKind.NO_TRANSITION,
         )
         records: list[Record] = []
         return self.settle(
@@ -270,6 +274,7 @@ class Forward:
             raise EventNotAllowed(
                 f"instance {snapshot.instance_id} in state {snapshot.state!r} cannot take event "
                 f"{event!r}: {hint}",
+                event=event,
                 saga=self.definition.name,
                 instance_id=snapshot.instance_id,
                 state=snapshot.state,
@@ -293,7 +298,10 @@ class Forward:
         t = self.definition.timeout_from.get(snapshot.state)
         if t is None:
             error = ErrorInfo(
-                "WaitTimedOut", f"no event arrived in state {snapshot.state!r} in time", False
+                "WaitTimedOut",
+                f"no event arrived in state {snapshot.state!r} in time",
+                False,
+                kind=ErrorKind.WAIT_TIMEOUT,
             )
             return self.rules.stop(snapshot, error, HistoryKind.TIMEOUT, records)
         if t.step is None:

@@ -126,8 +126,8 @@ class Interpreter:
                 return self._forward.branch_chosen(snapshot, name, now)
             case EventArrived(event, payload, received_at):
                 return self._forward.event(snapshot, event, payload, now, received_at)
-            case CancelRequested(reason):
-                return self._backward.cancel(snapshot, reason, now)
+            case CancelRequested(reason, details):
+                return self._backward.cancel(snapshot, reason, details, now)
             case CompensationSucceeded(data):
                 return self._backward.compensated(snapshot, data, now)
             case CompensationFailed(error):

@@ -29,11 +29,13 @@ from statesaga.core import (
     Sleep,
     StepFailed,
     StepSucceeded,
+    undo_name,
 )
 from statesaga.definition import TransitionDef
 from statesaga.errors import ConnectionLost
+from statesaga.failures import capture
 from statesaga.run import Run
-from statesaga.runtime.codec import error_info, result_of
+from statesaga.runtime.codec import result_of
 from statesaga.runtime.held import HeldRun, Kept
 from statesaga.runtime.leases import LeaseKeeper
 from statesaga.runtime.reporting import Reporter
@@ -209,7 +211,9 @@ class Drive:
     def _step_outcome(self, run: HeldRun, t: TransitionDef, response: Response) -> Outcome:
         assert t.step is not None
         if response.error is not None:
-            return StepFailed(error_info(response.error, t.step.retry.is_retryable(response.error)))
+            return StepFailed(
+                capture(response.error, retryable=t.step.retry.is_retryable(response.error))
+            )
         data = response.value
         definition = run.definition
         if data is None:
@@ -227,7 +231,7 @@ class Drive:
             try:
                 run.output = definition.output(run.input, data)
             except Exception as error:
-                return StepFailed(error_info(error, retryable=False))
+                return StepFailed(capture(error, retryable=False))
         return StepSucceeded(data)
 
     def _run_compensation(
@@ -236,7 +240,7 @@ class Drive:
         t = run.definition.transitions[decision.transition]
         assert t.step is not None
         assert t.step.compensation is not None
-        ctx = self._context(run, f"{t.name}.undo", decision.attempt, decision.idempotency_key)
+        ctx = self._context(run, undo_name(t.name), decision.attempt, decision.idempotency_key)
         started = self.clock()
         compensation = t.step.compensation
         if t.step.transactional:
@@ -273,7 +277,7 @@ class Drive:
             return CompensationSucceeded(returned)
         retryable = t.step.compensation_retry.is_retryable(response.error)
         self.reporter.compensation_failed(run, ctx.step, ctx.attempt, response.error)
-        return CompensationFailed(error_info(response.error, retryable))
+        return CompensationFailed(capture(response.error, retryable=retryable))
 
     def _choose(self, run: HeldRun, decision: ChooseBranch) -> Generator[Request, Any, Next]:
         started = self.clock()
@@ -286,7 +290,7 @@ class Drive:
             ctx = self._context(run, name, 1, f"{run.id}:{run.snapshot.seq}:{name}:guard")
             response = yield Call(t.guard, ctx, None)
             if response.error is not None:
-                outcome: Outcome = StepFailed(error_info(response.error, retryable=False))
+                outcome: Outcome = StepFailed(capture(response.error, retryable=False))
                 # a guard that raises ends the forward path like a failing step
                 nxt = run.core.next(
                     attrs.evolve(run.snapshot, pending=name, attempt=1), outcome, self.clock()

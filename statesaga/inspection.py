@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 import sqlalchemy as sa
 
-from statesaga.core import ErrorInfo
+from statesaga.core import TERMINAL_STATUSES, ErrorInfo, Status
 from statesaga.definition import Definition
 from statesaga.errors import StateSagaError
 from statesaga.failures import decode
@@ -28,7 +28,7 @@ from statesaga.store.schema import instances
 
 __all__ = ["Stats", "TransitionRow", "parse_time", "stats", "transition_rows"]
 
-_TERMINAL = ("completed", "compensated", "failed")
+_TERMINAL = TERMINAL_STATUSES
 
 
 def parse_time(value: str, *, now: float | None = None) -> float:
@@ -75,7 +75,7 @@ class Stats:
     @property
     def failure_rate(self) -> float:
         """Failed runs over finished runs (0.0 when none finished)."""
-        return self.counts.get("failed", 0) / self.finished if self.finished else 0.0
+        return self.counts.get(Status.FAILED.value, 0) / self.finished if self.finished else 0.0
 
     @property
     def timeout_rate(self) -> float:
@@ -121,7 +121,7 @@ def stats(
         errors = connection.execute(
             sa.select(instances.c.status, instances.c.error).where(
                 window,
-                instances.c.status.in_(("compensated", "failed")),
+                instances.c.status.in_((Status.COMPENSATED.value, Status.FAILED.value)),
                 instances.c.error.is_not(None),
             )
         ).all()
@@ -131,7 +131,7 @@ def stats(
         if error is None:
             continue
         timed_out += error.kind.is_timeout
-        failed_compensations += status == "failed" and is_failed_compensation(error)
+        failed_compensations += status == Status.FAILED.value and is_failed_compensation(error)
     return Stats(since, until, counts, timed_out, failed_compensations)
 
 

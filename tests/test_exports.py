@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import statesaga
 
 
@@ -82,3 +85,19 @@ def test_every_error_derives_from_the_root() -> None:
     ]
     assert errors
     assert all(issubclass(error, statesaga.StateSagaError) for error in errors)
+
+
+def test_the_store_and_locks_protocols_load_no_sql_toolkit() -> None:
+    code = (
+        "import sys\n"
+        "from statesaga.store import Store, InstanceRow\n"
+        "from statesaga.locks import Locks, Lease, InProcessLocks\n"
+        "assert 'sqlalchemy' not in sys.modules, 'sqlalchemy was imported'\n"
+        "from statesaga.store import SqlStore\n"
+        "from statesaga.locks import SqlLocks, AdvisoryLocks\n"
+        "assert 'sqlalchemy' in sys.modules\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr

@@ -32,9 +32,8 @@ RunStep(transition='finish', attempt=1, idempotency_key='i-1:0:finish', timeout=
 
 from statesaga.core._interpreter import Interpreter
 from statesaga.core._types import ACCEPT as ACCEPT  # the verdicts of EventFit
-from statesaga.core._types import EARLY as EARLY
-from statesaga.core._types import LATE as LATE
 from statesaga.core._types import (
+    CLOSED_STATUSES,
     OPEN_STATUSES,
     TERMINAL_STATUSES,
     UNDO_SUFFIX,
@@ -63,8 +62,11 @@ from statesaga.core._types import (
     StepFailed,
     StepSucceeded,
     Wait,
+    idempotency_key,
     undo_name,
 )
+from statesaga.core._types import EARLY as EARLY
+from statesaga.core._types import LATE as LATE
 
 __all__ = [
     "BranchChosen",
@@ -93,8 +95,10 @@ __all__ = [
     "StepFailed",
     "StepSucceeded",
     "Wait",
+    "CLOSED_STATUSES",
     "OPEN_STATUSES",
     "TERMINAL_STATUSES",
     "UNDO_SUFFIX",
+    "idempotency_key",
     "undo_name",
 ]

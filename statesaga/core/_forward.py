@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from statesaga.core._rules import Rules, earliest
+from statesaga.core._rules import Rules
 from statesaga.core._types import (
     ChooseBranch,
     Decision,
@@ -29,6 +29,7 @@ from statesaga.core._types import (
     Snapshot,
     Status,
     Wait,
+    idempotency_key,
 )
 from statesaga.definition import TransitionDef
 from statesaga.errors import EventNotAllowed, InvalidOperation
@@ -182,7 +183,7 @@ class Forward:
                     continue
                 return Next(
                     snapshot,
-                    Wait(self.definition.events_in(snapshot.state), earliest(snapshot)),
+                    Wait(self.definition.events_in(snapshot.state), self.rules.earliest(snapshot)),
                     tuple(records),
                 )
             if status is Status.RUNNING:
@@ -198,7 +199,7 @@ class Forward:
                     )
                     records.append(record)
                     continue
-                key = f"{snapshot.instance_id}:{snapshot.seq}:{t.name}"
+                key = idempotency_key(snapshot.instance_id, snapshot.seq, t.name)
                 decision: Decision = RunStep(t.name, snapshot.attempt, key, t.step.timeout)
                 return Next(snapshot, decision, tuple(records))
             if status is Status.COMPENSATING:
@@ -210,7 +211,7 @@ class Forward:
                 done = snapshot.stack[-1]
                 t = self._transitions[done.transition]
                 assert t.step is not None
-                key = f"{snapshot.instance_id}:{done.seq}:{t.name}:undo"
+                key = idempotency_key(snapshot.instance_id, done.seq, t.name, "undo")
                 return Next(
                     snapshot,
                     RunCompensation(t.name, snapshot.attempt, key, t.step.timeout),

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
 __all__ = [
     "ACCEPT",
+    "CLOSED_STATUSES",
     "EARLY",
     "LATE",
     "OPEN_STATUSES",
@@ -51,6 +52,7 @@ __all__ = [
     "StepSucceeded",
     "UNDO_SUFFIX",
     "Wait",
+    "idempotency_key",
     "undo_name",
 ]
 
@@ -89,6 +91,8 @@ _CLOSED = frozenset({Status.COMPLETED, Status.COMPENSATED})
 OPEN_STATUSES: tuple[str, ...] = tuple(s.value for s in Status if s not in _CLOSED)
 #: statuses in which nothing runs until someone acts
 TERMINAL_STATUSES: tuple[str, ...] = tuple(s.value for s in Status if s in _TERMINAL)
+#: statuses of a run that is over for good and holds nothing (completed, compensated)
+CLOSED_STATUSES: tuple[str, ...] = tuple(s.value for s in Status if s in _CLOSED)
 
 
 class HistoryKind(enum.StrEnum):
@@ -148,6 +152,22 @@ UNDO_SUFFIX = ".undo"
 def undo_name(transition: str) -> str:
     """The step name of ``transition``'s compensation (in contexts, errors and logs)."""
     return transition + UNDO_SUFFIX
+
+
+def idempotency_key(
+    instance_id: str, seq: int, transition: str, role: Literal["step", "undo", "guard"] = "step"
+) -> str:
+    """The idempotency key a step (its compensation, its guard) gets: the same on every try.
+
+    ``seq`` is the run's transition count when the step was decided (for a
+    compensation: when its step ran), so a step that runs twice in one run
+    (a loop) gets two keys.
+
+    >>> idempotency_key("i-1", 2, "charge"), idempotency_key("i-1", 2, "charge", "undo")
+    ('i-1:2:charge', 'i-1:2:charge:undo')
+    """
+    key = f"{instance_id}:{seq}:{transition}"
+    return key if role == "step" else f"{key}:{role}"
 
 
 @attrs.frozen

@@ -29,6 +29,7 @@ from statesaga.core import (
     Sleep,
     StepFailed,
     StepSucceeded,
+    idempotency_key,
     undo_name,
 )
 from statesaga.definition import TransitionDef
@@ -287,7 +288,8 @@ class Drive:
             if t.guard is None:
                 chosen = name
                 break
-            ctx = self._context(run, name, 1, f"{run.id}:{run.snapshot.seq}:{name}:guard")
+            key = idempotency_key(run.id, run.snapshot.seq, name, "guard")
+            ctx = self._context(run, name, 1, key)
             response = yield Call(t.guard, ctx, None)
             if response.error is not None:
                 outcome: Outcome = StepFailed(capture(response.error, retryable=False))

@@ -21,6 +21,7 @@ from statesaga.core._types import (
     CancelRequested,
     CompensationFailed,
     CompensationSucceeded,
+    ErrorInfo,
     EventArrived,
     EventFit,
     HistoryKind,
@@ -107,6 +108,19 @@ class Interpreter:
         found through the inbox).
         """
         return self._rules.next_due(snapshot, now)
+
+    def guard_passes(self, transition: str, answer: object) -> bool:
+        """What a guard's answer means: ``.when(g)`` passes on a true answer, ``.unless(g)``
+        on a false one."""
+        return bool(answer) != self.definition.transitions[transition].guard_negated
+
+    def guard_raised(
+        self, snapshot: Snapshot, transition: str, error: ErrorInfo, now: float
+    ) -> Next:
+        """The guard of ``transition`` raised while choosing a branch: the forward path ends
+        as if that transition's step had failed, without retries."""
+        pending = attrs.evolve(snapshot, pending=transition, attempt=1)
+        return self._backward.step_failed(pending, attrs.evolve(error, retryable=False), now)
 
     def next(self, snapshot: Snapshot, outcome: Outcome, now: float) -> Next:
         """Apply ``outcome`` to ``snapshot`` at time ``now`` and decide what follows.

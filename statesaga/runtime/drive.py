@@ -292,13 +292,10 @@ class Drive:
             ctx = self._context(run, name, 1, key)
             response = yield Call(t.guard, ctx, None)
             if response.error is not None:
-                outcome: Outcome = StepFailed(capture(response.error, retryable=False))
-                # a guard that raises ends the forward path like a failing step
-                nxt = run.core.next(
-                    attrs.evolve(run.snapshot, pending=name, attempt=1), outcome, self.clock()
-                )
+                error = capture(response.error, retryable=False)
+                nxt = run.core.guard_raised(run.snapshot, name, error, self.clock())
                 return self.transitions.persist(run, nxt, started)
-            if bool(response.value) != t.guard_negated:
+            if run.core.guard_passes(name, response.value):
                 chosen = name
                 break
         nxt = run.core.next(run.snapshot, BranchChosen(chosen), self.clock())

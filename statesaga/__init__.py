@@ -16,7 +16,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from statesaga.context import Resources, StepContext
-from statesaga.core import ErrorInfo, HistoryKind, Status
+from statesaga.core import ErrorInfo, ErrorKind, HistoryKind, Status
 from statesaga.definition import Definition
 from statesaga.delivery import Delivery
 from statesaga.dsl import Event, Saga, State, Transition
@@ -84,6 +84,7 @@ __all__ = [
     "Status",
     "HistoryKind",
     "ErrorInfo",
+    "ErrorKind",
     # errors
     "StateSagaError",
     "DefinitionError",

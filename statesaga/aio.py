@@ -228,6 +228,7 @@ class AsyncEngine(EngineBase):
         instance_id: str,
         *,
         reason: str = "cancelled",
+        details: Mapping[str, Any] | None = None,
         event_id: str | None = None,
         wait: float = 0.0,
     ) -> Delivery:
@@ -239,9 +240,13 @@ class AsyncEngine(EngineBase):
         A run that has ended, is compensating, or whose pivot took effect (or
         may have) cannot be cancelled: the delivery is ``rejected`` with the
         reason.
+
+        The run's error is then of kind ``ErrorKind.CANCELLED``, with ``reason``
+        as its message and ``details`` (JSON values, see :mod:`statesaga.failures`)
+        as its details: what code reads to tell one cancel from another.
         """
         return await self._pump(  # type: ignore[no-any-return]
-            self.runtime.inbox.send(instance_id, "cancel", None, {"reason": reason}, event_id, wait)
+            self.runtime.inbox.cancel(instance_id, reason, details, event_id, wait)
         )
 
     @overload
@@ -411,5 +416,7 @@ async def _answer(request: Call) -> Response:
 def _timeout(request: Call) -> StepTimeout:
     return StepTimeout(
         f"{request.ctx.step} ran longer than its timeout of {request.timeout:g}s and was cancelled",
+        step=request.ctx.step,
+        timeout=request.timeout,
         instance_id=request.ctx.instance_id,
     )

@@ -55,7 +55,8 @@ class Resources:
         article = "an" if kind.__name__[:1].lower() in "aeiou" else "a"
         raise MissingResource(
             f"a step asked for {article} {kind.__name__}, but the engine has none: "
-            "pass one as Engine(..., resources=[...])"
+            "pass one as Engine(..., resources=[...])",
+            resource=kind.__name__,
         )
 
     def __iter__(self) -> Any:

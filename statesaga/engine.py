@@ -257,6 +257,7 @@ class Engine(EngineBase):
         instance_id: str,
         *,
         reason: str = "cancelled",
+        details: Mapping[str, Any] | None = None,
         event_id: str | None = None,
         wait: float = 0.0,
     ) -> Delivery:
@@ -268,9 +269,13 @@ class Engine(EngineBase):
         A run that has ended, is compensating, or whose pivot took effect (or
         may have) cannot be cancelled: the delivery is ``rejected`` with the
         reason.
+
+        The run's error is then of kind ``ErrorKind.CANCELLED``, with ``reason``
+        as its message and ``details`` (JSON values, see :mod:`statesaga.failures`)
+        as its details: what code reads to tell one cancel from another.
         """
         return self._pump(  # type: ignore[no-any-return]
-            self.runtime.inbox.send(instance_id, "cancel", None, {"reason": reason}, event_id, wait)
+            self.runtime.inbox.cancel(instance_id, reason, details, event_id, wait)
         )
 
     @overload
@@ -526,6 +531,8 @@ def _in_a_thread(request: Call) -> Any:
         raise StepTimeout(
             f"{request.ctx.step} ran longer than its timeout of {request.timeout:g}s; it was "
             "left running in the background and whatever it returns will be ignored",
+            step=request.ctx.step,
+            timeout=request.timeout,
             instance_id=request.ctx.instance_id,
         )
     succeeded, value = outcome[0]
@@ -538,5 +545,7 @@ def _timeout(request: Call) -> StepTimeout:
     return StepTimeout(
         f"{request.ctx.step} ran longer than its timeout of {request.timeout:g}s; its "
         "result was discarded",
+        step=request.ctx.step,
+        timeout=request.timeout,
         instance_id=request.ctx.instance_id,
     )

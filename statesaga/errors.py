@@ -166,7 +166,19 @@ class InvalidOperation(StateSagaError):
 
 
 class EventNotAllowed(InvalidOperation):
-    """The instance's current state does not accept that event."""
+    """The instance's current state does not accept that event; ``event`` names it."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        event: str | None = None,
+        saga: str | None = None,
+        instance_id: str | None = None,
+        state: str | None = None,
+    ) -> None:
+        super().__init__(message, saga=saga, instance_id=instance_id, state=state)
+        self.event = event
 
 
 class CancelNotAllowed(InvalidOperation):
@@ -204,7 +216,22 @@ class ForkNotAllowed(InvalidOperation):
 
 
 class DuplicateStart(InvalidOperation):
-    """An idempotency key was reused for a different saga input; use a new key."""
+    """An idempotency key was reused for a different saga input; use a new key.
+
+    ``idempotency_key`` is the key; ``instance_id`` the run that holds it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        idempotency_key: str | None = None,
+        saga: str | None = None,
+        instance_id: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        super().__init__(message, saga=saga, instance_id=instance_id, key=key)
+        self.idempotency_key = idempotency_key
 
 
 class ConcurrencyError(StateSagaError):
@@ -262,7 +289,27 @@ class SettingsError(StateSagaError, ValueError):
 
 
 class StepTimeout(StateSagaError, TimeoutError):
-    """A step or compensation ran longer than its timeout."""
+    """A step or compensation ran longer than its timeout.
+
+    ``step`` names it (``"<transition>.undo"`` for a compensation) and
+    ``timeout`` is its timeout in seconds.
+
+    >>> StepTimeout("charge ran longer than 10s", step="charge", timeout=10.0).step
+    'charge'
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: str | None = None,
+        timeout: float | None = None,
+        saga: str | None = None,
+        instance_id: str | None = None,
+    ) -> None:
+        super().__init__(message, saga=saga, instance_id=instance_id)
+        self.step = step
+        self.timeout = timeout
 
 
 class NonRetryableError(StateSagaError):
@@ -283,4 +330,9 @@ class MissingResource(NonRetryableError):
     """A step asked (``ctx.resource(Kind)``) for a resource the engine was not given.
 
     Pass it when the engine is made: ``Engine(..., resources=[provider])``.
+    ``resource`` names the kind that was asked for.
     """
+
+    def __init__(self, message: str, *, resource: str | None = None) -> None:
+        super().__init__(message)
+        self.resource = resource

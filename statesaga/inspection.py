@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -16,12 +15,14 @@ from typing import Any
 import attrs
 import sqlalchemy as sa
 
-from statesaga.core import ErrorInfo
+from statesaga.core import TERMINAL_STATUSES, ErrorInfo, Status
 from statesaga.definition import Definition, StepDef, TransitionDef
 from statesaga.errors import StateSagaError
-from statesaga.observability import TIMEOUT_ERRORS, is_failed_compensation
+from statesaga.failures import decode
+from statesaga.observability import is_failed_compensation
 from statesaga.retention import _engine_of
 from statesaga.retry import Retry
+from statesaga.serde import loads
 from statesaga.settings import parse_duration
 from statesaga.store.base import Store
 from statesaga.store.schema import instances
@@ -38,7 +39,7 @@ __all__ = [
     "trigger_text",
 ]
 
-_TERMINAL = ("completed", "compensated", "failed")
+_TERMINAL = TERMINAL_STATUSES
 
 
 def parse_time(value: str, *, now: float | None = None) -> float:
@@ -85,7 +86,7 @@ class Stats:
     @property
     def failure_rate(self) -> float:
         """Failed runs over finished runs (0.0 when none finished)."""
-        return self.counts.get("failed", 0) / self.finished if self.finished else 0.0
+        return self.counts.get(Status.FAILED.value, 0) / self.finished if self.finished else 0.0
 
     @property
     def timeout_rate(self) -> float:
@@ -131,7 +132,7 @@ def stats(
         errors = connection.execute(
             sa.select(instances.c.status, instances.c.error).where(
                 window,
-                instances.c.status.in_(("compensated", "failed")),
+                instances.c.status.in_((Status.COMPENSATED.value, Status.FAILED.value)),
                 instances.c.error.is_not(None),
             )
         ).all()
@@ -140,22 +141,17 @@ def stats(
         error = _error(raw)
         if error is None:
             continue
-        timed_out += error.type in TIMEOUT_ERRORS
-        failed_compensations += status == "failed" and is_failed_compensation(error)
+        timed_out += error.kind.is_timeout
+        failed_compensations += status == Status.FAILED.value and is_failed_compensation(error)
     return Stats(since, until, counts, timed_out, failed_compensations)
 
 
 def _error(raw: Any) -> ErrorInfo | None:
     if isinstance(raw, str):
-        raw = json.loads(raw)
+        raw = loads(raw)
     if not isinstance(raw, dict) or "type" not in raw:
         return None
-    return ErrorInfo(
-        str(raw["type"]),
-        str(raw.get("message", "")),
-        bool(raw.get("retryable", True)),
-        raw.get("step"),
-    )
+    return decode(raw)
 
 
 def seconds_text(seconds: float | None) -> str:

@@ -29,7 +29,6 @@ __all__ = [
     "ATTEMPT_BUCKETS",
     "DURATION_BUCKETS",
     "LOCK_WAIT_BUCKETS",
-    "TIMEOUT_ERRORS",
     "OpenTelemetryObserver",
     "Observer",
     "RunTrace",
@@ -54,13 +53,10 @@ LOCK_WAIT_BUCKETS = (
 #: bucket boundaries of the attempt on which a step succeeded
 ATTEMPT_BUCKETS = (1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0)
 
-#: error types that mean a run ran out of time (its deadline, a wait, or a step's timeout)
-TIMEOUT_ERRORS = frozenset({"DeadlinePassed", "WaitTimedOut", "StepTimeout"})
-
 
 def is_failed_compensation(error: ErrorInfo | None) -> bool:
     """Whether a ``failed`` run's error is a compensation that gave up."""
-    return error is not None and (error.step or "").endswith(".undo")
+    return error is not None and error.undo
 
 
 class StepTrace(Protocol):
@@ -371,7 +367,7 @@ class OpenTelemetryObserver(Observer):
         counter = self._outcomes.get(status)
         if counter is not None:
             counter.add(1, {"saga": saga})
-        if error is not None and error.type in TIMEOUT_ERRORS:
+        if error is not None and error.kind.is_timeout:
             self._timed_out.add(1, {"saga": saga})
         if status is Status.FAILED and is_failed_compensation(error):
             self._compensations_failed.add(1, {"saga": saga})

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import attrs
 import sqlalchemy as sa
 
+from statesaga.core import CLOSED_STATUSES
 from statesaga.errors import StateSagaError
 from statesaga.store.base import Store
 from statesaga.store.schema import history, instances
@@ -28,7 +29,7 @@ __all__ = ["DELETABLE_STATUSES", "Cleanup", "cleanup"]
 log = logging.getLogger("statesaga.retention")
 
 #: the statuses a run may be deleted in: finished, nothing left to do or to look at
-DELETABLE_STATUSES = ("completed", "compensated")
+DELETABLE_STATUSES = CLOSED_STATUSES
 
 
 @attrs.frozen

@@ -208,9 +208,16 @@ def unstructure(value: Any, type_: Any = None) -> Any:
     return converter.unstructure(value, type_)
 
 
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def dumps(value: Any) -> str:
-    """Compact JSON text for already unstructured primitives."""
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    """Compact JSON text for already unstructured primitives: the one encoding of the store.
+
+    >>> dumps({"sku": "mug", "available": 1})
+    '{"sku":"mug","available":1}'
+    """
+    return _encode(value)
 
 
 def loads(text: str | None) -> Any:

@@ -23,6 +23,7 @@ from definitions.checkout import (
 from statesaga import (
     CancelNotAllowed,
     ErrorInfo,
+    ErrorKind,
     EventNotAllowed,
     HistoryKind,
     InvalidOperation,
@@ -504,7 +505,9 @@ def test_a_passed_deadline_compensates_with_a_deadline_record() -> None:
 
     assert kinds(current) == [HistoryKind.FORWARD, HistoryKind.DEADLINE]
     deadline = current.records[1]
-    assert deadline.error == ErrorInfo("DeadlinePassed", "the run deadline passed", False)
+    assert deadline.error == ErrorInfo(
+        "DeadlinePassed", "the run deadline passed", False, kind=ErrorKind.DEADLINE
+    )
     assert current.snapshot.status is Status.COMPENSATING
     assert compensate(core, current) == ["charge", "reserve"]
 
@@ -533,7 +536,12 @@ def test_cancelling_a_run_compensates_with_a_cancel_record() -> None:
             "charged",
             "charged",
             "ship",
-            error=ErrorInfo("Cancelled", "customer changed their mind", retryable=False),
+            error=ErrorInfo(
+                "Cancelled",
+                "customer changed their mind",
+                retryable=False,
+                kind=ErrorKind.CANCELLED,
+            ),
         ),
     )
     assert compensate(core, current) == ["charge", "reserve"]
@@ -847,7 +855,10 @@ def test_a_wait_that_times_out_compensates() -> None:
 
     assert kinds(current) == [HistoryKind.TIMEOUT]
     assert current.records[0].error == ErrorInfo(
-        "WaitTimedOut", "no event arrived in state 'awaiting_deposit' in time", False
+        "WaitTimedOut",
+        "no event arrived in state 'awaiting_deposit' in time",
+        False,
+        kind=ErrorKind.WAIT_TIMEOUT,
     )
     assert compensate(core, current) == ["hold"]
 

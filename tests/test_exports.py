@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import statesaga
 
 
@@ -18,6 +21,7 @@ def test_the_package_exports_exactly_these_names() -> None:
             "Engine",
             "EntityBusy",
             "ErrorInfo",
+            "ErrorKind",
             "Event",
             "EventNotAllowed",
             "FencedOut",
@@ -84,3 +88,19 @@ def test_every_error_derives_from_the_root() -> None:
     ]
     assert errors
     assert all(issubclass(error, statesaga.StateSagaError) for error in errors)
+
+
+def test_the_store_and_locks_protocols_load_no_sql_toolkit() -> None:
+    code = (
+        "import sys\n"
+        "from statesaga.store import Store, InstanceRow\n"
+        "from statesaga.locks import Locks, Lease, InProcessLocks\n"
+        "assert 'sqlalchemy' not in sys.modules, 'sqlalchemy was imported'\n"
+        "from statesaga.store import SqlStore\n"
+        "from statesaga.locks import SqlLocks, AdvisoryLocks\n"
+        "assert 'sqlalchemy' in sys.modules\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from statesaga import NonRetryableError
+from statesaga import ErrorInfo, NonRetryableError
+from statesaga.failures import rebuild
 
 __all__ = [
     "CartAlreadyCompleted",
@@ -34,6 +35,8 @@ __all__ = [
     "InvalidCart",
     "PaymentDeclined",
     "PaymentNotSettled",
+    "STEP_ERRORS",
+    "step_error",
 ]
 
 
@@ -126,3 +129,29 @@ class CheckoutTimedOut(CheckoutError):
 
 class CheckoutFailed(CheckoutError):
     """The checkout failed for another reason; its run records the error."""
+
+
+STEP_ERRORS: tuple[type[CheckoutError], ...] = (
+    CartNotFound,
+    InvalidCart,
+    CartAlreadyCompleted,
+    InsufficientStock,
+    PaymentDeclined,
+)
+"""The business errors the checkout's steps raise."""
+
+
+def step_error(error: ErrorInfo | None) -> CheckoutError | None:
+    """The business error a step raised, rebuilt from the run's recorded ``error``.
+
+    It holds the values the step saw: an :class:`InsufficientStock` the stock
+    level at the time the step fell short, not as it is now.
+    ``None`` when the run did not end with one of :data:`STEP_ERRORS`.
+
+    >>> from statesaga.failures import capture
+    >>> short = InsufficientStock("only 1 left", sku="mug", requested=2, available=1)
+    >>> again = step_error(capture(short, retryable=False))
+    >>> type(again).__name__, again.sku, again.requested, again.available
+    ('InsufficientStock', 'mug', 2, 1)
+    """
+    return None if error is None else rebuild(error, STEP_ERRORS)

@@ -28,7 +28,8 @@ from starlette.responses import JSONResponse
 
 from definitions.checkout import errors
 from definitions.checkout.errors import CheckoutError
-from statesaga import ErrorInfo
+from definitions.checkout.webhooks import declined_by_customer
+from statesaga import ErrorInfo, ErrorKind
 
 __all__ = [
     "PROBLEM_TYPES",
@@ -234,7 +235,6 @@ _STOREFRONT = {
     "payment-failed": "the customer did not confirm the payment; everything was undone",
     "checkout-canceled": "the checkout was canceled; everything it did was undone",
 }
-_TIMED_OUT = {"DeadlinePassed", "WaitTimedOut", "StepTimeout"}
 
 
 def public_error(error: ErrorInfo | None, status: str) -> dict[str, str] | None:
@@ -246,18 +246,13 @@ def public_error(error: ErrorInfo | None, status: str) -> dict[str, str] | None:
     """
     if error is None:
         return None
-    name = error.type.rpartition(".")[2]
-    kind = next((k for k in CHECKOUT_ERRORS if k.__name__ == name), None)
-    if error.type.startswith("definitions.checkout.errors.") and name == "CartAlreadyCompleted":
-        kind = errors.InvalidCart
-    if kind is not None and error.type.startswith("definitions.checkout.errors."):
-        if kind is errors.CheckoutFailed:
-            return {"code": "checkout-failed", "message": _failed(status)}
-        return {"code": slug(kind), "message": error.message}
-    if name in _TIMED_OUT:
+    own = errors.step_error(error)
+    if own is not None:
+        return {"code": slug(problem_kind(own)), "message": error.message}
+    if error.kind.is_timeout:
         return {"code": "checkout-timed-out", "message": _STOREFRONT["checkout-timed-out"]}
-    if name == "Cancelled":
-        code = "payment-failed" if error.message.startswith("payment ") else "checkout-canceled"
+    if error.kind is ErrorKind.CANCELLED:
+        code = "payment-failed" if declined_by_customer(error) else "checkout-canceled"
         return {"code": code, "message": _STOREFRONT[code]}
     return {"code": "checkout-failed", "message": _failed(status)}
 
@@ -268,10 +263,15 @@ def _failed(status: str) -> str:
     return "the checkout could not be completed; everything it did was undone"
 
 
+def problem_kind(error: CheckoutError) -> type[CheckoutError]:
+    """The problem type ``error`` is answered as: a subclass without a type of its own
+    (``CartAlreadyCompleted``) reads as its parent."""
+    return next((k for k in type(error).__mro__ if k in CHECKOUT_ERRORS), errors.CheckoutFailed)
+
+
 def checkout_problem(request: Request, error: CheckoutError) -> ProblemResponse:
     """The problem response for a checkout's business error."""
-    # a subclass without a type of its own (CartAlreadyCompleted) reads as its parent
-    kind = next((k for k in type(error).__mro__ if k in CHECKOUT_ERRORS), errors.CheckoutFailed)
+    kind = problem_kind(error)
     run = error.run
     if isinstance(error, errors.CheckoutTimedOut):
         detail = _STOREFRONT["checkout-timed-out"]

@@ -27,14 +27,14 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
 
 from definitions.checkout.errors import (
+    CartAlreadyCompleted,
     CartNotFound,
-    CheckoutError,
     CheckoutFailed,
     CheckoutInProgress,
     CheckoutTimedOut,
-    InsufficientStock,
     InvalidCart,
     PaymentDeclined,
+    step_error,
 )
 from definitions.checkout.models import (
     Cart,
@@ -47,7 +47,7 @@ from definitions.checkout.models import (
 )
 from definitions.checkout.provider import PaymentProvider, SimulatedProvider, WebhookEvent
 from definitions.checkout.saga import CompleteCart, CompleteCartInput
-from definitions.checkout.webhooks import WebhookReceipt, payment_failed, receive_webhook
+from definitions.checkout.webhooks import WebhookReceipt, declined_by_customer, receive_webhook
 from statesaga import EntityBusy, Run, Status
 from statesaga.engine import Engine
 from statesaga.settings import Settings
@@ -96,14 +96,6 @@ class CheckoutResult:
     provider_ref: str | None = None
     already_completed: bool = False
     run: Run | None = None
-
-
-# the error a run recorded (its type's qualified name) -> what the shop raises
-_RAISES: dict[str, type[CheckoutError]] = {
-    f"{kind.__module__}.{kind.__qualname__}": kind
-    for kind in (CartNotFound, InvalidCart, InsufficientStock, PaymentDeclined)
-}
-_TIMED_OUT = {"DeadlinePassed", "WaitTimedOut", "StepTimeout"}  # StepTimeout: the provider
 
 
 class Shop:
@@ -349,41 +341,25 @@ class Shop:
                 cart_id=cart_id,
                 run=run,
             )
-        if error is not None and error.type.endswith(".CartAlreadyCompleted"):
+        raised = step_error(error)
+        if isinstance(raised, CartAlreadyCompleted):
             return attrs.evolve(self._existing_order(self.cart(cart_id)), run=run)
-        if (
-            error is not None
-            and error.type == "Cancelled"
-            and error.message == payment_failed(run.data.provider_ref)
-        ):  # the customer failed 3-D Secure: a declined payment, not a failed checkout
+        if declined_by_customer(error):
+            # the customer failed 3-D Secure: a declined payment, not a failed checkout
             raise PaymentDeclined(message, cart_id=cart_id, run=run)
-        if error is not None and error.type in _TIMED_OUT:
+        if error is not None and error.kind.is_timeout:  # the deadline, the wait or the provider
             raise CheckoutTimedOut(
                 f"checkout {run.id} of cart {cart_id!r} did not finish in time ({message}); "
                 "everything it did was undone: the customer may try again",
                 cart_id=cart_id,
                 run=run,
             )
-        kind = _RAISES.get(error.type if error is not None else "", CheckoutFailed)
-        if kind is InsufficientStock:
-            raise self._shortage(run, message)
-        raise kind(message, cart_id=cart_id, run=run)
-
-    def _shortage(self, run: Run, message: str) -> InsufficientStock:
-        """The stock error a run ended with, with the SKU that fell short (as stock is now)."""
-        cart_id = run.input.cart_id
-        for line in sorted(run.data.lines, key=lambda line: line.sku):
-            level = self.stock(line.sku)
-            if level.available < line.quantity:
-                return InsufficientStock(
-                    message,
-                    sku=line.sku,
-                    requested=line.quantity,
-                    available=level.available,
-                    cart_id=cart_id,
-                    run=run,
-                )
-        return InsufficientStock(message, cart_id=cart_id, run=run)
+        if raised is None:
+            raise CheckoutFailed(message, cart_id=cart_id, run=run)
+        # the step's own error, with the values it saw (the stock when it fell short),
+        # about this checkout (a provider's decline does not know the cart)
+        raised.cart_id, raised.run = cart_id, run
+        raise raised
 
     def _existing_order(self, cart: Cart) -> CheckoutResult:
         order = next(o for o in self.orders(cart.id) if o.canceled_at is None)

@@ -14,10 +14,13 @@ import attrs
 from definitions.checkout.errors import PaymentNotSettled
 from definitions.checkout.provider import PaymentProvider, WebhookEvent
 from definitions.checkout.saga import CompleteCart, PaymentConfirmed
-from statesaga import Run
+from statesaga import ErrorInfo, ErrorKind, Run
 from statesaga.engine import Engine
 
-__all__ = ["WebhookReceipt", "payment_failed", "receive_webhook"]
+__all__ = ["WebhookReceipt", "declined_by_customer", "payment_failed", "receive_webhook"]
+
+#: the ``cause`` in the details of a checkout cancelled by a failed-payment webhook
+PAYMENT_FAILED = "payment_failed"
 
 
 @attrs.frozen
@@ -44,6 +47,15 @@ def payment_failed(provider_ref: str | None) -> str:
     return f"payment {provider_ref} failed: the customer did not confirm it"
 
 
+def declined_by_customer(error: ErrorInfo | None) -> bool:
+    """The run was cancelled because its payment's webhook reported a failure (3-D Secure)."""
+    return (
+        error is not None
+        and error.kind is ErrorKind.CANCELLED
+        and error.details.get("cause") == PAYMENT_FAILED
+    )
+
+
 def receive_webhook(engine: Engine, event: WebhookEvent, *, key: str) -> WebhookReceipt:
     """Check ``event`` with the provider, then deliver it to the checkout of entity ``key``.
 
@@ -63,7 +75,10 @@ def receive_webhook(engine: Engine, event: WebhookEvent, *, key: str) -> Webhook
         )
     else:
         delivery = engine.cancel(
-            run.id, reason=payment_failed(event.provider_ref), event_id=event.id
+            run.id,
+            reason=payment_failed(event.provider_ref),
+            details={"cause": PAYMENT_FAILED, "provider_ref": event.provider_ref},
+            event_id=event.id,
         )
     return WebhookReceipt(
         event.id, delivery.status.value, delivery.reason, delivery.duplicate, delivery.run

@@ -26,6 +26,7 @@ from statesaga.cli._common import (
     when,
 )
 from statesaga.cli.runs import saga_name
+from statesaga.core import Status
 from statesaga.errors import StateSagaError
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["cleanup", "config", "db_upgrade", "recover", "stats", "worker"]
 
-_STATUSES = ("running", "waiting", "compensating", "completed", "compensated", "failed")
+_STATUSES = tuple(status.value for status in Status)
 
 
 def _due(engine: Engine) -> int:
@@ -91,7 +92,7 @@ def recover(
         counts[run.status.value] += 1
     summary = ", ".join(f"{count} {status}" for status, count in counts.items() if count)
     consoles.out.print(f"recovered {len(runs)} run(s){': ' + summary if summary else ''}")
-    failed = [run for run in runs if run.status.value == "failed"]
+    failed = [run for run in runs if run.status is Status.FAILED]
     if failed:
         table = Table(title=f"{len(failed)} failed run(s): see `statesaga show ID`")
         table.add_column("id", no_wrap=True)

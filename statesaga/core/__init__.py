@@ -33,11 +33,11 @@ RunStep(transition='finish', attempt=1, idempotency_key='i-1:0:finish', timeout=
 from statesaga.core._interpreter import Interpreter
 from statesaga.core._operator import RESOLVE_OUTCOMES, resolve_request
 from statesaga.core._types import ACCEPT as ACCEPT  # the verdicts of EventFit
-from statesaga.core._types import EARLY as EARLY
-from statesaga.core._types import LATE as LATE
 from statesaga.core._types import (
+    CLOSED_STATUSES,
     OPEN_STATUSES,
     TERMINAL_STATUSES,
+    UNDO_SUFFIX,
     BranchChosen,
     CancelRequested,
     ChooseBranch,
@@ -46,6 +46,7 @@ from statesaga.core._types import (
     Decision,
     Done,
     ErrorInfo,
+    ErrorKind,
     EventArrived,
     EventFit,
     Finish,
@@ -63,7 +64,11 @@ from statesaga.core._types import (
     StepFailed,
     StepSucceeded,
     Wait,
+    idempotency_key,
+    undo_name,
 )
+from statesaga.core._types import EARLY as EARLY
+from statesaga.core._types import LATE as LATE
 
 __all__ = [
     "BranchChosen",
@@ -74,6 +79,7 @@ __all__ = [
     "Decision",
     "Done",
     "ErrorInfo",
+    "ErrorKind",
     "EventArrived",
     "EventFit",
     "Finish",
@@ -92,8 +98,12 @@ __all__ = [
     "StepFailed",
     "StepSucceeded",
     "Wait",
+    "CLOSED_STATUSES",
     "OPEN_STATUSES",
     "RESOLVE_OUTCOMES",
     "TERMINAL_STATUSES",
     "resolve_request",
+    "UNDO_SUFFIX",
+    "idempotency_key",
+    "undo_name",
 ]

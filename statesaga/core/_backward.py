@@ -7,6 +7,7 @@ place that decides between compensating and, past the pivot, ``failed``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -14,12 +15,14 @@ import attrs
 from statesaga.core._forward import Forward
 from statesaga.core._types import (
     ErrorInfo,
+    ErrorKind,
     Finish,
     HistoryKind,
     Next,
     Record,
     Snapshot,
     Status,
+    undo_name,
 )
 from statesaga.definition import TransitionDef
 from statesaga.errors import CancelNotAllowed, InvalidOperation, RetryNotAllowed
@@ -53,7 +56,9 @@ class Backward:
         stopped = self.rules.stop(snapshot, error, None, records)
         return self.forward.settle(stopped, now, records)
 
-    def cancel(self, snapshot: Snapshot, reason: str, now: float) -> Next:
+    def cancel(
+        self, snapshot: Snapshot, reason: str, details: Mapping[str, Any], now: float
+    ) -> Next:
         """Someone asked to cancel: compensate, unless the cancel no longer fits."""
         fit = self.rules.cancel_fit(snapshot)
         if not fit.accepted:
@@ -63,7 +68,9 @@ class Backward:
                 instance_id=snapshot.instance_id,
                 state=snapshot.state,
             )
-        error = ErrorInfo("Cancelled", reason, retryable=False)
+        error = ErrorInfo(
+            "Cancelled", reason, retryable=False, kind=ErrorKind.CANCELLED, details=details
+        )
         records: list[Record] = []
         compensating = self.rules.stop(snapshot, error, HistoryKind.CANCEL, records)
         return self.forward.settle(compensating, now, records)
@@ -96,7 +103,7 @@ class Backward:
         t = self._top(snapshot)
         assert t.step is not None
         policy = t.step.compensation_retry
-        error = attrs.evolve(error, step=f"{t.name}.undo")
+        error = attrs.evolve(error, step=undo_name(t.name))
         record_kind = HistoryKind.COMPENSATION_RETRY
         if error.retryable and not policy.exhausted(snapshot.attempt):
             delay = policy.delay(snapshot.attempt, self.rules.rand())

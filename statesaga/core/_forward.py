@@ -12,12 +12,13 @@ from typing import Any
 
 import attrs
 
-from statesaga.core._rules import Rules, earliest
+from statesaga.core._rules import Rules
 from statesaga.core._types import (
     ChooseBranch,
     Decision,
     Done,
     ErrorInfo,
+    ErrorKind,
     Finish,
     HistoryKind,
     Next,
@@ -28,6 +29,7 @@ from statesaga.core._types import (
     Snapshot,
     Status,
     Wait,
+    idempotency_key,
 )
 from statesaga.definition import TransitionDef
 from statesaga.errors import EventNotAllowed, InvalidOperation
@@ -170,7 +172,9 @@ class Forward:
                 and snapshot.deadline is not None
                 and deadline_passed(snapshot, now)
             ):
-                error = ErrorInfo("DeadlinePassed", "the run deadline passed", False)
+                error = ErrorInfo(
+                    "DeadlinePassed", "the run deadline passed", False, kind=ErrorKind.DEADLINE
+                )
                 snapshot = self.rules.stop(snapshot, error, HistoryKind.DEADLINE, records)
                 continue
             if status is Status.WAITING:
@@ -179,7 +183,7 @@ class Forward:
                     continue
                 return Next(
                     snapshot,
-                    Wait(self.definition.events_in(snapshot.state), earliest(snapshot)),
+                    Wait(self.definition.events_in(snapshot.state), self.rules.earliest(snapshot)),
                     tuple(records),
                 )
             if status is Status.RUNNING:
@@ -195,7 +199,7 @@ class Forward:
                     )
                     records.append(record)
                     continue
-                key = f"{snapshot.instance_id}:{snapshot.seq}:{t.name}"
+                key = idempotency_key(snapshot.instance_id, snapshot.seq, t.name)
                 decision: Decision = RunStep(t.name, snapshot.attempt, key, t.step.timeout)
                 return Next(snapshot, decision, tuple(records))
             if status is Status.COMPENSATING:
@@ -207,7 +211,7 @@ class Forward:
                 done = snapshot.stack[-1]
                 t = self._transitions[done.transition]
                 assert t.step is not None
-                key = f"{snapshot.instance_id}:{done.seq}:{t.name}:undo"
+                key = idempotency_key(snapshot.instance_id, done.seq, t.name, "undo")
                 return Next(
                     snapshot,
                     RunCompensation(t.name, snapshot.attempt, key, t.step.timeout),
@@ -248,6 +252,7 @@ class Forward:
             "NoTransitionAllowed",
             f"no guard out of state {snapshot.state!r} passed and it waits for no event",
             retryable=False,
+            kind=ErrorKind.NO_TRANSITION,
         )
         records: list[Record] = []
         return self.settle(
@@ -270,6 +275,7 @@ class Forward:
             raise EventNotAllowed(
                 f"instance {snapshot.instance_id} in state {snapshot.state!r} cannot take event "
                 f"{event!r}: {hint}",
+                event=event,
                 saga=self.definition.name,
                 instance_id=snapshot.instance_id,
                 state=snapshot.state,
@@ -293,7 +299,10 @@ class Forward:
         t = self.definition.timeout_from.get(snapshot.state)
         if t is None:
             error = ErrorInfo(
-                "WaitTimedOut", f"no event arrived in state {snapshot.state!r} in time", False
+                "WaitTimedOut",
+                f"no event arrived in state {snapshot.state!r} in time",
+                False,
+                kind=ErrorKind.WAIT_TIMEOUT,
             )
             return self.rules.stop(snapshot, error, HistoryKind.TIMEOUT, records)
         if t.step is None:

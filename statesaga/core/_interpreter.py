@@ -22,6 +22,7 @@ from statesaga.core._types import (
     CancelRequested,
     CompensationFailed,
     CompensationSucceeded,
+    ErrorInfo,
     EventArrived,
     EventFit,
     HistoryKind,
@@ -145,6 +146,19 @@ class Interpreter:
         """The steps a fork of ``original`` could name: those it took or tried, in order."""
         return self._operator.fork_steps(original, history)
 
+    def guard_passes(self, transition: str, answer: object) -> bool:
+        """What a guard's answer means: ``.when(g)`` passes on a true answer, ``.unless(g)``
+        on a false one."""
+        return bool(answer) != self.definition.transitions[transition].guard_negated
+
+    def guard_raised(
+        self, snapshot: Snapshot, transition: str, error: ErrorInfo, now: float
+    ) -> Next:
+        """The guard of ``transition`` raised while choosing a branch: the forward path ends
+        as if that transition's step had failed, without retries."""
+        pending = attrs.evolve(snapshot, pending=transition, attempt=1)
+        return self._backward.step_failed(pending, attrs.evolve(error, retryable=False), now)
+
     def next(self, snapshot: Snapshot, outcome: Outcome, now: float) -> Next:
         """Apply ``outcome`` to ``snapshot`` at time ``now`` and decide what follows.
 
@@ -165,8 +179,8 @@ class Interpreter:
                 return self._forward.branch_chosen(snapshot, name, now)
             case EventArrived(event, payload, received_at):
                 return self._forward.event(snapshot, event, payload, now, received_at)
-            case CancelRequested(reason):
-                return self._backward.cancel(snapshot, reason, now)
+            case CancelRequested(reason, details):
+                return self._backward.cancel(snapshot, reason, details, now)
             case CompensationSucceeded(data):
                 return self._backward.compensated(snapshot, data, now)
             case CompensationFailed(error):

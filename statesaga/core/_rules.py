@@ -87,7 +87,10 @@ class Rules:
         return self.pivot_pending(snapshot) and (snapshot.attempt > 1 or snapshot.pivot_unknown)
 
     def deadline_passed(self, snapshot: Snapshot, at: float) -> bool:
-        """The run's deadline had passed at ``at`` and still applies (the run is not bound)."""
+        """The run's deadline had passed at ``at`` and still applies (the run is not bound).
+
+        The one deadline rule: :meth:`earliest` wakes a waiting run for it on the same terms.
+        """
         deadline = snapshot.deadline
         return deadline is not None and at >= deadline and not self.bound(snapshot)
 
@@ -193,19 +196,15 @@ class Rules:
         if status.is_terminal:
             return None
         if status is Status.WAITING:
-            return earliest(snapshot)
+            return self.earliest(snapshot)
         wake_at = snapshot.wake_at
         return wake_at if wake_at is not None and wake_at > now else now
 
-
-def earliest(snapshot: Snapshot) -> float | None:
-    """When a waiting run next needs waking: its wait's timeout or its deadline."""
-    times = [
-        t
-        for t in (snapshot.wake_at, snapshot.deadline if not snapshot.pivoted else None)
-        if t is not None
-    ]
-    return min(times) if times else None
+    def earliest(self, snapshot: Snapshot) -> float | None:
+        """When a waiting run is next due: its wait's timeout, or a deadline that applies."""
+        deadline = None if self.bound(snapshot) else snapshot.deadline
+        times = [t for t in (snapshot.wake_at, deadline) if t is not None]
+        return min(times) if times else None
 
 
 def _events_reachable(definition: Definition) -> dict[str, frozenset[str]]:

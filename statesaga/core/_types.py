@@ -14,12 +14,14 @@ status sets every other room uses instead of its own copy.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import attrs
 
 __all__ = [
     "ACCEPT",
+    "CLOSED_STATUSES",
     "EARLY",
     "LATE",
     "OPEN_STATUSES",
@@ -32,6 +34,7 @@ __all__ = [
     "Decision",
     "Done",
     "ErrorInfo",
+    "ErrorKind",
     "EventArrived",
     "EventFit",
     "Finish",
@@ -48,7 +51,10 @@ __all__ = [
     "Status",
     "StepFailed",
     "StepSucceeded",
+    "UNDO_SUFFIX",
     "Wait",
+    "idempotency_key",
+    "undo_name",
 ]
 
 
@@ -86,6 +92,8 @@ _CLOSED = frozenset({Status.COMPLETED, Status.COMPENSATED})
 OPEN_STATUSES: tuple[str, ...] = tuple(s.value for s in Status if s not in _CLOSED)
 #: statuses in which nothing runs until someone acts
 TERMINAL_STATUSES: tuple[str, ...] = tuple(s.value for s in Status if s in _TERMINAL)
+#: statuses of a run that is over for good and holds nothing (completed, compensated)
+CLOSED_STATUSES: tuple[str, ...] = tuple(s.value for s in Status if s in _CLOSED)
 
 
 class HistoryKind(enum.StrEnum):
@@ -121,14 +129,94 @@ class HistoryKind(enum.StrEnum):
 _OPERATOR_KINDS = frozenset({HistoryKind.RESOLVED, HistoryKind.FORKED_FROM, HistoryKind.FORKED_TO})
 
 
+class ErrorKind(enum.StrEnum):
+    """What stopped a step or a run: the one vocabulary code compares, never type names.
+
+    ``STEP_ERROR`` and ``STEP_TIMEOUT`` come from running application code (a
+    step, a compensation, a guard, the saga's output); the others are decided
+    by the interpreter itself.
+    """
+
+    STEP_ERROR = "step_error"
+    """A step, compensation, guard or output function raised."""
+    STEP_TIMEOUT = "step_timeout"
+    """A step or compensation ran longer than its timeout."""
+    DEADLINE = "deadline"
+    """The run's deadline passed."""
+    WAIT_TIMEOUT = "wait_timeout"
+    """No event arrived in a waiting state before its timeout."""
+    CANCELLED = "cancelled"
+    """Someone cancelled the run."""
+    NO_TRANSITION = "no_transition"
+    """No guard out of a state passed, and the state waits for no event."""
+    REJECTED = "rejected"
+    """An event or a cancel from the inbox that the run could not take."""
+
+    @property
+    def is_timeout(self) -> bool:
+        """A step timeout, the run's deadline or a wait's timeout: time ran out."""
+        return self in _TIMEOUTS
+
+
+_TIMEOUTS = frozenset({ErrorKind.STEP_TIMEOUT, ErrorKind.DEADLINE, ErrorKind.WAIT_TIMEOUT})
+
+#: the suffix of a compensation's step name: ``"reserve.undo"`` undoes ``"reserve"``
+UNDO_SUFFIX = ".undo"
+
+
+def undo_name(transition: str) -> str:
+    """The step name of ``transition``'s compensation (in contexts, errors and logs)."""
+    return transition + UNDO_SUFFIX
+
+
+def idempotency_key(
+    instance_id: str, seq: int, transition: str, role: Literal["step", "undo", "guard"] = "step"
+) -> str:
+    """The idempotency key a step (its compensation, its guard) gets: the same on every try.
+
+    ``seq`` is the run's transition count when the step was decided (for a
+    compensation: when its step ran), so a step that runs twice in one run
+    (a loop) gets two keys.
+
+    >>> idempotency_key("i-1", 2, "charge"), idempotency_key("i-1", 2, "charge", "undo")
+    ('i-1:2:charge', 'i-1:2:charge:undo')
+    """
+    key = f"{instance_id}:{seq}:{transition}"
+    return key if role == "step" else f"{key}:{role}"
+
+
 @attrs.frozen
 class ErrorInfo:
-    """A failure as recorded: the exception's type and message, and whether it may be retried."""
+    """A failure as recorded: what kind it is, the exception's type, message and details.
+
+    Attributes:
+        type: the exception's qualified type name (``"shop.errors.OutOfStock"``;
+            builtins and ``StepTimeout`` unqualified), or the interpreter's own name
+            for what it decided (``"DeadlinePassed"``, ``"Cancelled"``...): for people.
+        message: what went wrong, for people.
+        retryable: whether the step may be tried again.
+        step: the step that failed (``"<transition>.undo"`` for a compensation).
+        kind: what stopped the step or the run (see :class:`ErrorKind`): for code.
+        details: JSON values the exception carried (see :mod:`statesaga.failures`),
+            or the details a cancel was given.
+
+    >>> info = ErrorInfo("shop.OutOfStock", "only 1 left", False, kind=ErrorKind.STEP_ERROR,
+    ...                  details={"sku": "mug", "available": 1})
+    >>> info.details["available"], info.kind.is_timeout, info.undo
+    (1, False, False)
+    """
 
     type: str
     message: str
     retryable: bool = True
     step: str | None = None
+    kind: ErrorKind = ErrorKind.STEP_ERROR
+    details: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+
+    @property
+    def undo(self) -> bool:
+        """The failure is a compensation's."""
+        return self.step is not None and self.step.endswith(UNDO_SUFFIX)
 
 
 @attrs.frozen
@@ -191,7 +279,7 @@ class StepSucceeded:
 
 @attrs.frozen
 class StepFailed:
-    """The pending step raised or timed out (``error.type == "StepTimeout"``)."""
+    """The pending step raised or timed out (``error.kind is ErrorKind.STEP_TIMEOUT``)."""
 
     error: ErrorInfo
 
@@ -219,9 +307,10 @@ class EventArrived:
 
 @attrs.frozen
 class CancelRequested:
-    """Someone asked to cancel the run."""
+    """Someone asked to cancel the run; ``details`` go to the recorded error's details."""
 
     reason: str = "cancelled"
+    details: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
 
 
 @attrs.frozen
@@ -341,6 +430,14 @@ class Record:
     """An operator's record: who acted, when known."""
     link: str | None = None
     """A fork's records: the id of the other run (the original, or the fork)."""
+
+    @property
+    def undo(self) -> bool:
+        """The record is about a compensation (it ran, is retried, or failed for good)."""
+        return self.kind in _UNDO_KINDS or (self.error is not None and self.error.undo)
+
+
+_UNDO_KINDS = frozenset({HistoryKind.COMPENSATE, HistoryKind.COMPENSATION_RETRY})
 
 
 @attrs.frozen

@@ -39,6 +39,7 @@ from collections.abc import Iterable
 
 import attrs
 
+from statesaga.core import undo_name
 from statesaga.definition import Definition, TransitionDef
 from statesaga.diagram.errors import DiagramError
 
@@ -368,10 +369,10 @@ def _compensations(definition: Definition, transitions: list[TransitionDef]) -> 
         key = (t.target, lands, t.step.compensation_name)
         found = edges.get(key)
         if found is not None:
-            edges[key] = attrs.evolve(found, merged=(*found.merged, f"{t.name}.undo"))
+            edges[key] = attrs.evolve(found, merged=(*found.merged, undo_name(t.name)))
             continue
         edges[key] = Edge(
-            id=f"{t.name}.undo",
+            id=undo_name(t.name),
             kind=EdgeKind.COMPENSATION,
             source=t.target,
             target=lands,

@@ -28,7 +28,7 @@ from typing import TypeVar
 
 import attrs
 
-from statesaga.core import ErrorInfo, HistoryKind, Status
+from statesaga.core import UNDO_SUFFIX, ErrorInfo, HistoryKind, Status, undo_name
 from statesaga.diagram.errors import DiagramError
 from statesaga.diagram.labels import short_type
 from statesaga.diagram.model import (
@@ -83,14 +83,14 @@ def overlay(diagram: Diagram, run: Run) -> Diagram:
             elif f"{entry.from_state}.timeout" in edges:
                 edge_marks[f"{entry.from_state}.timeout"] = Trace.TAKEN
         elif entry.kind is HistoryKind.COMPENSATE and name in _undone(named):
-            edge_marks[named[f"{name}.undo"]] = Trace.TAKEN
+            edge_marks[named[undo_name(name)]] = Trace.TAKEN
         elif entry.kind is HistoryKind.RETRY and name is not None:
             retries[name] += 1
         elif entry.kind is HistoryKind.COMPENSATION_RETRY and name in _undone(named):
-            retries[named[f"{name}.undo"]] += 1
+            retries[named[undo_name(name)]] += 1
         elif entry.kind is HistoryKind.FAILURE and entry.error is not None:
-            undo = (entry.error.step or "").endswith(".undo")
-            failed = None if name is None else named.get(f"{name}.undo" if undo else name)
+            undo = entry.error.undo
+            failed = None if name is None else named.get(undo_name(name) if undo else name)
             if failed is not None:
                 edge_marks[failed] = Trace.FAILED
                 edge_notes.setdefault(failed, []).extend(_failure(entry.error, entry.attempt))
@@ -140,7 +140,7 @@ def overlay(diagram: Diagram, run: Run) -> Diagram:
 
 
 def _undone(named: dict[str, str]) -> set[str]:
-    return {name.removesuffix(".undo") for name in named if name.endswith(".undo")}
+    return {name.removesuffix(UNDO_SUFFIX) for name in named if name.endswith(UNDO_SUFFIX)}
 
 
 def _current(run: Run) -> str:
@@ -167,7 +167,7 @@ def _check_fits(diagram: Diagram, run: Run, nodes: dict[str, Node], named: dict[
     states = {run.state} | {s for e in run.history for s in (e.from_state, e.to_state)}
     transitions = {e.transition for e in run.history if e.transition is not None}
     missing = sorted(states - nodes.keys()) + sorted(
-        t for t in transitions if t not in named and f"{t}.undo" not in named
+        t for t in transitions if t not in named and undo_name(t) not in named
     )
     if missing:
         raise DiagramError(

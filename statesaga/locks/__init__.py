@@ -5,20 +5,22 @@
 - :class:`RedisLocks` / :class:`AsyncRedisLocks`: Redis (the ``statesaga[redis]`` extra).
 - :class:`AdvisoryLocks`: PostgreSQL session advisory locks.
 
-The Redis ones load ``redis`` on first use, so importing this package does not.
+The protocol and the in-process locks import nothing heavy: the SQL and
+advisory locks (SQLAlchemy) and the Redis ones (``redis``) are loaded on
+first use, so importing this package loads neither.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from statesaga.locks.advisory import AdvisoryLocks
 from statesaga.locks.base import Lease, Locks
 from statesaga.locks.memory import InProcessLocks
-from statesaga.locks.sql import SqlLocks
 
 if TYPE_CHECKING:
+    from statesaga.locks.advisory import AdvisoryLocks
     from statesaga.locks.redis import AsyncRedisLocks, RedisLocks
+    from statesaga.locks.sql import SqlLocks
 
 __all__ = [
     "AdvisoryLocks",
@@ -30,14 +32,21 @@ __all__ = [
     "SqlLocks",
 ]
 
-_LAZY = {"RedisLocks", "AsyncRedisLocks"}
+# the module each lazily loaded name lives in
+_LAZY = {
+    "AdvisoryLocks": "statesaga.locks.advisory",
+    "SqlLocks": "statesaga.locks.sql",
+    "RedisLocks": "statesaga.locks.redis",
+    "AsyncRedisLocks": "statesaga.locks.redis",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
+    module = _LAZY.get(name)
+    if module is None:
         raise AttributeError(f"module 'statesaga.locks' has no attribute {name!r}")
-    from statesaga.locks import redis
+    import importlib
 
-    value = getattr(redis, name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -123,6 +123,7 @@ class Claims:
             raise DuplicateStart(
                 f"idempotency key {row.idempotency_key!r} was used by instance {row.id} with a "
                 "different input; use a new idempotency key for a new run",
+                idempotency_key=row.idempotency_key,
                 saga=row.saga,
                 instance_id=row.id,
             )

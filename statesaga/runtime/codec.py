@@ -13,14 +13,12 @@ builds to the store, and the reads hand the rows they got back here.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import attrs
 
 from statesaga.core import (
     Done,
-    ErrorInfo,
     Finish,
     HistoryKind,
     Interpreter,
@@ -33,17 +31,17 @@ from statesaga.core import (
 )
 from statesaga.definition import Definition
 from statesaga.delivery import DeliveryStatus, InboxEntry
-from statesaga.errors import StepTimeout
+from statesaga.failures import decode as decode_error
+from statesaga.failures import encode as encode_error
 from statesaga.run import HistoryEntry, Run
 from statesaga.runtime.held import HeldRun
-from statesaga.serde import converter
+from statesaga.serde import converter, dumps
 from statesaga.store.base import HistoryRow, InboxRow, InstanceRow, Write
 
 __all__ = [
     "Leasing",
     "encode",
     "entry_of",
-    "error_info",
     "held_of",
     "history_rows",
     "inbox_entry_of",
@@ -58,7 +56,7 @@ __all__ = [
     "write_of",
 ]
 
-encode = json.JSONEncoder(separators=(",", ":")).encode
+encode = dumps
 
 
 @attrs.frozen
@@ -122,7 +120,7 @@ def snapshot_of(row: InstanceRow, definition: Definition) -> Snapshot:
         stack=tuple(Done(t, seq) for t, seq in machine.get("stack", ())),
         pivoted=bool(machine.get("pivoted")),
         seq=int(machine.get("seq", 0)),
-        error=None if row.error is None else converter.structure(row.error, ErrorInfo),
+        error=None if row.error is None else decode_error(row.error),
         event=event,
         pivot_unknown=bool(machine.get("unknown")),
     )
@@ -176,7 +174,7 @@ def write_of(
         status=snapshot.status.value,
         context=run.encoded_context,
         machine=encode(machine_of(snapshot, definition)),
-        error=None if snapshot.error is None else encode(converter.unstructure(snapshot.error)),
+        error=None if snapshot.error is None else encode(encode_error(snapshot.error)),
         output=output,
         attempt=snapshot.attempt,
         due_at=due,
@@ -212,7 +210,7 @@ def new_row(
         context=converter.unstructure(snapshot.data, definition.context_type),
         output=None,
         machine=machine_of(snapshot, definition),
-        error=None if snapshot.error is None else converter.unstructure(snapshot.error),
+        error=None if snapshot.error is None else encode_error(snapshot.error),
         attempt=snapshot.attempt,
         version=1,
         epoch=1,
@@ -236,10 +234,7 @@ def history_rows(
         step_name = None
         t = transitions.get(record.transition) if record.transition else None
         if t is not None and t.step is not None and not record.kind.by_operator:
-            undo = record.kind in (HistoryKind.COMPENSATE, HistoryKind.COMPENSATION_RETRY) or (
-                record.error is not None and (record.error.step or "").endswith(".undo")
-            )
-            step_name = t.step.compensation_name if undo else t.step.function_name
+            step_name = t.step.compensation_name if record.undo else t.step.function_name
         rows.append(
             HistoryRow(
                 instance_id=run.id,
@@ -280,7 +275,7 @@ def run_of(row: InstanceRow, definition: Definition | None, history: list[Histor
         input=saga_input,
         data=data,
         output=output,
-        error=None if row.error is None else converter.structure(row.error, ErrorInfo),
+        error=None if row.error is None else decode_error(row.error),
         created_at=row.created_at,
         updated_at=row.updated_at,
         history=tuple(entry_of(h) for h in history),
@@ -315,7 +310,7 @@ def _error_column(record: Record) -> dict[str, Any] | None:
     """
     if record.kind.by_operator:
         return {"note": record.note, "by": record.by, "link": record.link}
-    return None if record.error is None else converter.unstructure(record.error)
+    return None if record.error is None else encode_error(record.error)
 
 
 def entry_of(row: HistoryRow) -> HistoryEntry:
@@ -330,9 +325,7 @@ def entry_of(row: HistoryRow) -> HistoryEntry:
         step=row.step,
         attempt=row.attempt,
         event=row.event,
-        error=None
-        if row.error is None or kind.by_operator
-        else converter.structure(row.error, ErrorInfo),
+        error=None if row.error is None or kind.by_operator else decode_error(row.error),
         version=row.version,
         epoch=row.epoch,
         started_at=row.started_at,
@@ -401,16 +394,3 @@ def payload_of(definition: Definition, snapshot: Snapshot, entry: InboxRow) -> A
     if t is None or t.payload_type is None or entry.payload is None:
         return entry.payload
     return converter.structure(entry.payload, t.payload_type)
-
-
-def error_info(error: BaseException, retryable: bool) -> ErrorInfo:
-    """A step's exception as the error info stored with its transition."""
-    kind = type(error)
-    name = (
-        kind.__qualname__
-        if kind.__module__ == "builtins"
-        else f"{kind.__module__}.{kind.__qualname__}"
-    )
-    if isinstance(error, StepTimeout):
-        name = "StepTimeout"
-    return ErrorInfo(name, str(error) or kind.__name__, retryable)

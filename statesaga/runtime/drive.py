@@ -29,11 +29,14 @@ from statesaga.core import (
     Sleep,
     StepFailed,
     StepSucceeded,
+    idempotency_key,
+    undo_name,
 )
 from statesaga.definition import TransitionDef
 from statesaga.errors import ConnectionLost
+from statesaga.failures import capture
 from statesaga.run import Run
-from statesaga.runtime.codec import error_info, result_of
+from statesaga.runtime.codec import result_of
 from statesaga.runtime.held import HeldRun, Kept
 from statesaga.runtime.leases import LeaseKeeper
 from statesaga.runtime.limits import PayloadLimit
@@ -167,7 +170,7 @@ class Drive:
             nxt, error = yield from attempt
         except BaseException as raised:
             if traced is not None:
-                notify(traced.end, error=error_info(raised, retryable=False))
+                notify(traced.end, error=capture(raised, retryable=False))
             raise
         if traced is not None:
             notify(traced.end, error=error)
@@ -253,7 +256,9 @@ class Drive:
     def _step_outcome(self, run: HeldRun, t: TransitionDef, response: Response) -> Outcome:
         assert t.step is not None
         if response.error is not None:
-            return StepFailed(error_info(response.error, t.step.retry.is_retryable(response.error)))
+            return StepFailed(
+                capture(response.error, retryable=t.step.retry.is_retryable(response.error))
+            )
         data = response.value
         definition = run.definition
         if data is None:
@@ -287,7 +292,7 @@ class Drive:
                     instance_id=run.id,
                 )
         except Exception as error:
-            return StepFailed(error_info(error, retryable=False))
+            return StepFailed(capture(error, retryable=False))
         return StepSucceeded(data)
 
     def _run_compensation(
@@ -296,7 +301,7 @@ class Drive:
         t = run.definition.transitions[decision.transition]
         assert t.step is not None
         assert t.step.compensation is not None
-        ctx = self._context(run, f"{t.name}.undo", decision.attempt, decision.idempotency_key)
+        ctx = self._context(run, undo_name(t.name), decision.attempt, decision.idempotency_key)
         call = Call(t.step.compensation, ctx, t.step.timeout)
         if run.trace is None:
             nxt, _ = yield from self._compensate(run, t, call)
@@ -341,7 +346,7 @@ class Drive:
             return CompensationSucceeded(returned)
         retryable = t.step.compensation_retry.is_retryable(response.error)
         self.reporter.compensation_failed(run, ctx.step, ctx.attempt, response.error)
-        return CompensationFailed(error_info(response.error, retryable))
+        return CompensationFailed(capture(response.error, retryable=retryable))
 
     def _choose(self, run: HeldRun, decision: ChooseBranch) -> Generator[Request, Any, Next]:
         started = self.clock()
@@ -351,16 +356,14 @@ class Drive:
             if t.guard is None:
                 chosen = name
                 break
-            ctx = self._context(run, name, 1, f"{run.id}:{run.snapshot.seq}:{name}:guard")
+            key = idempotency_key(run.id, run.snapshot.seq, name, "guard")
+            ctx = self._context(run, name, 1, key)
             response = yield Call(t.guard, ctx, None)
             if response.error is not None:
-                outcome: Outcome = StepFailed(error_info(response.error, retryable=False))
-                # a guard that raises ends the forward path like a failing step
-                nxt = run.core.next(
-                    attrs.evolve(run.snapshot, pending=name, attempt=1), outcome, self.clock()
-                )
+                error = capture(response.error, retryable=False)
+                nxt = run.core.guard_raised(run.snapshot, name, error, self.clock())
                 return self.transitions.persist(run, nxt, started)
-            if bool(response.value) != t.guard_negated:
+            if run.core.guard_passes(name, response.value):
                 chosen = name
                 break
         nxt = run.core.next(run.snapshot, BranchChosen(chosen), self.clock())

@@ -10,12 +10,13 @@ a worker, never lost, and a race is never an error to the sender.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 from statesaga.definition import Definition
 from statesaga.delivery import Delivery, DeliveryStatus
 from statesaga.errors import EntityBusy, EventNotAllowed, FencedOut
+from statesaga.failures import json_details
 from statesaga.run import Run
 from statesaga.runtime.claims import Claims
 from statesaga.runtime.drive import Drive
@@ -96,6 +97,20 @@ class Inbox:
             run=run,
         )
 
+    def cancel(
+        self,
+        instance_id: str,
+        reason: str,
+        details: Mapping[str, Any] | None,
+        event_id: str | None,
+        wait: float,
+    ) -> Driver:
+        """Record a cancel (its reason and details) in the run's inbox, then consume it."""
+        payload: dict[str, Any] = {"reason": reason}
+        if details:
+            payload["details"] = json_details(details)
+        return (yield from self.send(instance_id, "cancel", None, payload, event_id, wait))
+
     @staticmethod
     def _payload_json(definition: Definition, row: InstanceRow, event: str, payload: Any) -> Any:
         """The event's payload, checked against its declared type and made JSON."""
@@ -105,6 +120,7 @@ class Inbox:
             raise EventNotAllowed(
                 f"saga {definition.name!r} has no event {event!r} (it takes: "
                 f"{', '.join(known) or 'no events'}); check the event's name",
+                event=event,
                 saga=definition.name,
                 instance_id=row.id,
                 state=row.state,

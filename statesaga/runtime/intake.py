@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from statesaga.core import (
     CancelRequested,
     ErrorInfo,
+    ErrorKind,
     EventArrived,
     EventFit,
     HistoryKind,
@@ -55,9 +56,13 @@ def apply_inbox(
         fit: EventFit
         if entry.kind == "cancel":
             fit = core.cancel_fit(snapshot, resumed=resumed)
-            reason = (entry.payload or {}).get("reason", "cancelled")
-            outcome: Outcome = CancelRequested(reason)
-            rejected = ErrorInfo("CancelRejected", fit.reason or "", retryable=False)
+            asked = entry.payload or {}
+            outcome: Outcome = CancelRequested(
+                asked.get("reason", "cancelled"), asked.get("details") or {}
+            )
+            rejected = ErrorInfo(
+                "CancelRejected", fit.reason or "", retryable=False, kind=ErrorKind.REJECTED
+            )
         else:
             assert entry.event is not None
             fit = core.event_fit(snapshot, entry.event, entry.received_at)
@@ -65,7 +70,9 @@ def apply_inbox(
                 continue  # kept until a state takes it
             payload = payload_of(run.definition, snapshot, entry)
             outcome = EventArrived(entry.event, payload, entry.received_at)
-            rejected = ErrorInfo("EventRejected", fit.reason or "", retryable=False)
+            rejected = ErrorInfo(
+                "EventRejected", fit.reason or "", retryable=False, kind=ErrorKind.REJECTED
+            )
         if fit.accepted:
             applied = core.next(snapshot, outcome, now)
             snapshot, decision = applied.snapshot, applied.decision

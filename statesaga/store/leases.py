@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
+from statesaga.core import Status
 from statesaga.errors import EntityBusy
 from statesaga.store import claims as _claims
 from statesaga.store.base import InstanceRow
@@ -90,7 +91,8 @@ def release_lease(engine: sa.Engine, instance_id: str, epoch: int) -> bool:
     none (it was being driven) is due at once, for another engine to take.
     """
     c = instances.c
-    open_run = c.status.in_(("running", "waiting", "compensating"))
+    # (a wait without a due time waits for an event: the inbox finds it, not a due time)
+    driven = c.status.in_((Status.RUNNING.value, Status.COMPENSATING.value))
     statement = (
         sa.update(instances)
         .where(c.id == instance_id, c.epoch == epoch)
@@ -98,7 +100,7 @@ def release_lease(engine: sa.Engine, instance_id: str, epoch: int) -> bool:
             lease_owner=None,
             lease_expires_at=None,
             due_at=sa.case(
-                (sa.and_(open_run, c.due_at.is_(None), c.status != "waiting"), c.updated_at),
+                (sa.and_(driven, c.due_at.is_(None)), c.updated_at),
                 else_=c.due_at,
             ),
         )

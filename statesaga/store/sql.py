@@ -27,6 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from statesaga.errors import StoreError
+from statesaga.serde import dumps, loads
 from statesaga.store import inbox as _inbox
 from statesaga.store import leases as _leases
 from statesaga.store import reads as _reads
@@ -332,19 +333,21 @@ class SqlStore:
 
 
 def _create_engine(url: str, pool_size: int, max_overflow: int) -> sa.Engine:
+    # JSON columns written through SQLAlchemy are encoded as the hot path encodes them
+    codec = {"json_serializer": dumps, "json_deserializer": loads}
     try:
         parsed = sa.make_url(url)
         if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
             # one shared in-memory database for every thread, not one per thread
             return sa.create_engine(
-                url, poolclass=sa.StaticPool, connect_args={"check_same_thread": False}
+                url, poolclass=sa.StaticPool, connect_args={"check_same_thread": False}, **codec
             )
         if parsed.get_backend_name() == "postgresql":
             # a sensible pool for many threads; dead connections are replaced, not reused
             return sa.create_engine(
-                url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
+                url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True, **codec
             )
-        return sa.create_engine(url)
+        return sa.create_engine(url, **codec)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as error:
         raise StoreError(
             f"cannot open a store at {url!r}: {error}; use a SQLAlchemy URL such as "

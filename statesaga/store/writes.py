@@ -21,7 +21,6 @@ on a store to kill a connection at the exact moment of its commit.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -29,6 +28,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 from statesaga.errors import ConnectionLost, DuplicateStart, EntityBusy, FencedOut, StoreError
+from statesaga.serde import dumps
 from statesaga.store import inbox as _inbox
 from statesaga.store.base import HistoryRow, InstanceRow, Settle, Write
 from statesaga.store.dialects import Dialect
@@ -330,7 +330,7 @@ class HotWrites:
 
 def dump_json(value: Any) -> str | None:
     """``value`` as compact JSON text (``None`` stays SQL NULL)."""
-    return None if value is None else json.dumps(value, separators=(",", ":"))
+    return None if value is None else dumps(value)
 
 
 def connection_lost(error: BaseException | None) -> ConnectionLost:

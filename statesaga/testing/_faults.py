@@ -35,7 +35,7 @@ def wrap(h: _Harness, name: str, function: Callable[..., Any]) -> Callable[..., 
             if fault.kind == "crash_before":
                 raise Crash(f"crash before {name}")
             if fault.kind == "timeout":
-                raise StepTimeout(f"{name} timed out (injected)")
+                raise StepTimeout(f"{name} timed out (injected)", step=name)
             if fault.kind == "fatal":
                 raise InjectedFatalFailure(f"{name} failed for good (injected)")
             raise InjectedFailure(f"{name} failed (injected)")

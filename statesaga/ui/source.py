@@ -23,6 +23,7 @@ from statesaga.core import ErrorInfo, Status
 from statesaga.definition import Definition
 from statesaga.engine import Engine
 from statesaga.errors import CancelNotAllowed, StateSagaError
+from statesaga.failures import decode
 from statesaga.run import DeliveryStatus, HistoryEntry, InboxEntry, Run
 from statesaga.runtime.codec import inbox_entry_of
 from statesaga.store.base import InstanceRow
@@ -64,12 +65,7 @@ class RunView:
         raw = self.row.error
         if not isinstance(raw, dict) or "type" not in raw:
             return None
-        return ErrorInfo(
-            str(raw["type"]),
-            str(raw.get("message", "")),
-            bool(raw.get("retryable", True)),
-            raw.get("step"),
-        )
+        return decode(raw)
 
     @property
     def is_open(self) -> bool:

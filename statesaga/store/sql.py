@@ -135,7 +135,7 @@ class SqlStore:
 
     # seams: every hot-path commit goes through these two methods, so that a test can
     # replace them on a store to kill the connection at the exact moment of a commit
-    # (tests/crash_child.py, tests/test_faults_postgres.py)
+    # (tests/runtime/crash_child.py, tests/store/test_faults_postgres.py)
 
     def _commit(self, raw: Any, cursor: Any) -> None:
         """Commit a hot-path transaction (the dialect's way). A seam: see above."""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from checkout_api import BACKENDS, Api, Clock, Provider, api, backend, ok, problem, serve
 
 from definitions.checkout import Shop, WebhookEvent
 from definitions.checkout.http import create_app
@@ -24,7 +25,6 @@ from definitions.checkout.signing import SIGNATURE_HEADER, sign
 from statesaga import Engine
 from statesaga.locks import RedisLocks
 from statesaga.store import SqlStore
-from tests.checkout_api import BACKENDS, Api, Clock, Provider, api, backend, ok, problem, serve
 
 __all__ = ["api", "backend"]  # the fixtures, imported for pytest
 

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from checkout_api import Api, Clock, Provider, backend, ok, serve
 
 from definitions.checkout import Shop, cart_key
 from definitions.checkout.http import create_app
@@ -25,7 +26,6 @@ from statesaga.locks import RedisLocks, SqlLocks
 from statesaga.locks.base import Locks
 from statesaga.store import SqlStore
 from statesaga.worker import Worker
-from tests.checkout_api import Api, Clock, Provider, backend, ok, serve
 
 __all__ = ["backend"]  # the fixture, imported for pytest
 

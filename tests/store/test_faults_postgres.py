@@ -61,7 +61,7 @@ from statesaga import Engine, FencedOut, Status
 from statesaga.run import Run
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+ROOT = HERE.parents[1]
 TABLES = "statesaga_history, statesaga_locks, statesaga_instances, fault_effects"
 
 
@@ -93,7 +93,7 @@ def admin(pg: str) -> Iterator[sa.Engine]:
 
 
 def child_env() -> dict[str, str]:
-    """The environment of a child process: it imports this checkout and ``tests/``."""
+    """The environment of a child process: it imports this checkout and ``tests/store/``."""
     env = dict(os.environ)
     paths = [str(HERE), str(ROOT), env.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)

@@ -33,6 +33,7 @@ from statesaga.store import leases as _leases
 from statesaga.store import reads as _reads
 from statesaga.store.base import HistoryRow, InboxRow, InstanceRow, Settle, Write
 from statesaga.store.dialects import APP_SCHEMAS, dialect_for, use_schema
+from statesaga.store.hooks import StoreWrite, WriteHook
 from statesaga.store.hot import HotConnections
 from statesaga.store.migrate import ensure_schema
 from statesaga.store.writes import HotWrites, connection_lost
@@ -65,6 +66,9 @@ class SqlStore:
         hot_connections: the transition hot path's own connections, at most this
             many. A process holds at most ``pool_size + max_overflow +
             hot_connections`` connections to the database.
+        hook: called before each start or transition is written, before it
+            commits and once it committed: the seam crash and fault tests act
+            through (:mod:`statesaga.store.hooks`). Also settable as ``store.hook``.
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class SqlStore:
         pool_size: int = 10,
         max_overflow: int = 10,
         hot_connections: int = 10,
+        hook: WriteHook | None = None,
     ) -> None:
         self.engine = (
             url if isinstance(url, sa.Engine) else _create_engine(url, pool_size, max_overflow)
@@ -94,10 +99,20 @@ class SqlStore:
         self._hot = HotConnections(
             self.engine, size=hot_connections, prepare=self.dialect.prepare_hot
         )
-        self._writes = HotWrites(self.engine, self.dialect, self._hot, seams=self)
+        self._writes = HotWrites(self.engine, self.dialect, self._hot)
+        self.hook = hook
         if auto_migrate is None:
             auto_migrate = self.is_sqlite
         ensure_schema(self.engine, upgrade=auto_migrate)
+
+    @property
+    def hook(self) -> WriteHook | None:
+        """The :data:`~statesaga.store.hooks.WriteHook` every write calls, or ``None``."""
+        return self._writes.hook
+
+    @hook.setter
+    def hook(self, hook: WriteHook | None) -> None:
+        self._writes.hook = hook
 
     @property
     def is_sqlite(self) -> bool:
@@ -142,35 +157,25 @@ class SqlStore:
         """
         return self._writes.execute(sql, params)
 
-    # seams: every hot-path commit goes through these two methods, so that a test can
-    # replace them on a store to kill the connection at the exact moment of a commit
-    # (tests/crash_child.py, tests/test_faults_postgres.py)
-
-    def _commit(self, raw: Any, cursor: Any) -> None:
-        """Commit a hot-path transaction (the dialect's way). A seam: see above."""
-        self.dialect.commit(raw, cursor)
-
-    def _execute_committed(self, raw: Any, cursor: Any, sql: str, params: Sequence[Any]) -> int:
-        """Run ``sql`` as a transaction of its own on the autocommitting ``raw``; its row count.
-
-        It is committed when this returns. If the connection is lost on the way, it
-        committed entirely or not at all: nothing is ever half-written. A seam: see above.
-        """
-        cursor.execute(sql, params)
-        return int(cursor.rowcount)
-
     # -- transactions for transactional steps --------------------------------------------
 
     @contextmanager
     def transaction(self) -> Iterator[sa.Connection]:
         """A SQLAlchemy connection inside a transaction (``BEGIN IMMEDIATE`` on SQLite)."""
+        joined: builtins.list[StoreWrite] = []  # what a hook saw join it
         try:
-            with self.engine.connect() as connection, connection.begin():
+            with (
+                self.engine.connect() as connection,
+                connection.begin(),
+                self._writes.joining(connection, joined),
+            ):
                 yield connection
         except sa.exc.DBAPIError as error:  # its COMMIT failed
             if not error.connection_invalidated:
                 raise
             raise connection_lost(error.orig) from error
+        if joined:
+            self._writes.committed(joined)
 
     # -- claims and leases (see store.leases) ---------------------------------------------
 

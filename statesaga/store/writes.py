@@ -14,17 +14,19 @@ row commit together or not at all, and a fenced-out holder's statement
 inserts nothing (row count 0). Elsewhere a write is ``begin`` (the
 dialect's), the statements, and a commit.
 
-Every commit goes through the :class:`Seams` given, the store's
-``_commit`` and ``_execute_committed``: crash-injection tests replace those
-on a store to kill a connection at the exact moment of its commit.
+A :data:`~statesaga.store.hooks.WriteHook`, when one is set, is called
+before each write, just before its commit and once it committed: the seam
+crash and fault tests act through (see :mod:`statesaga.store.hooks`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
+import attrs
 import sqlalchemy as sa
 
 from statesaga.errors import ConnectionLost, DuplicateStart, EntityBusy, FencedOut, StoreError
@@ -32,10 +34,11 @@ from statesaga.serde import dumps
 from statesaga.store import inbox as _inbox
 from statesaga.store.base import HistoryRow, InstanceRow, Settle, Write
 from statesaga.store.dialects import Dialect
+from statesaga.store.hooks import StoreWrite, WriteHook, WriteMoment
 from statesaga.store.hot import HotConnection, HotConnections
 from statesaga.store.schema import history, instances
 
-__all__ = ["HotWrites", "Seams", "connection_lost", "dump_json", "fenced"]
+__all__ = ["HotWrites", "connection_lost", "dump_json", "fenced"]
 
 log = logging.getLogger("statesaga.store")
 
@@ -55,14 +58,6 @@ _WRITE_COLUMNS = (
 _INSTANCE_COLUMNS = tuple(c.name for c in instances.columns)
 _HISTORY_COLUMNS = tuple(c.name for c in history.columns if c.name != "id")
 _JSON_INSTANCE = frozenset({"input", "context", "output", "machine", "error"})
-
-
-class Seams(Protocol):
-    """Where a hot write commits: the store's methods, replaceable by crash-injection tests."""
-
-    def _commit(self, raw: Any, cursor: Any) -> None: ...
-
-    def _execute_committed(self, raw: Any, cursor: Any, sql: str, params: Sequence[Any]) -> int: ...
 
 
 class _Statements:
@@ -101,16 +96,15 @@ class HotWrites:
         engine: the store's engine (for the reads that tell whether a lost write landed).
         dialect: how this database begins, commits and reports violations.
         hot: the hot path's connections.
-        seams: the store, whose ``_commit``/``_execute_committed`` every commit goes through.
     """
 
-    def __init__(
-        self, engine: sa.Engine, dialect: Dialect, hot: HotConnections, seams: Seams
-    ) -> None:
+    def __init__(self, engine: sa.Engine, dialect: Dialect, hot: HotConnections) -> None:
         self.engine = engine
         self.dialect = dialect
         self.hot = hot
-        self.seams = seams
+        self.hook: WriteHook | None = None
+        # a hook's joined writes by their transaction's connection, till it commits
+        self.joined: dict[int, list[StoreWrite]] = {}
         self.sql = _Statements(dialect.mark)
         # one statement is one transaction only where the connection autocommits
         self._one_statement = dialect.one_statement
@@ -123,16 +117,22 @@ class HotWrites:
             for c in _INSTANCE_COLUMNS
         ]
         rows = [_history_values(h) for h in history_rows]
+        hook = self.hook
+        seen = None if hook is None else _announce(hook, row.id, history_rows, start=True)
 
         def work(hot: HotConnection) -> None:
             raw, cursor = hot.raw, hot.cursor
             if self._one_statement and len(rows) == 1:
-                self.seams._execute_committed(raw, cursor, self.sql.start, (*values, *rows[0]))
+                if seen is not None:
+                    seen.before_commit(raw)
+                cursor.execute(self.sql.start, (*values, *rows[0]))
                 return
             self._begin(cursor)
             cursor.execute(self.sql.insert_instance, values)
             self._write_history(cursor, rows)
-            self.seams._commit(raw, cursor)
+            if seen is not None:
+                seen.before_commit(raw)
+            self.dialect.commit(raw, cursor)
 
         try:
             self._twice(work, lambda: self._version_epoch(row.id) is not None)
@@ -140,6 +140,8 @@ class HotWrites:
             raise
         except Exception as error:
             raise self._translate_insert(error, row) from error
+        if seen is not None:
+            seen.committed()
 
     def transition(
         self,
@@ -169,9 +171,13 @@ class HotWrites:
             epoch,
         )
         rows = [_history_values(h) for h in history_rows]
+        hook = self.hook
         if connection is not None:
+            if hook is not None:
+                self._announce_joined(hook, connection, instance_id, history_rows)
             self._join(connection, instance_id, version, epoch, params, rows, settle)
             return
+        seen = None if hook is None else _announce(hook, instance_id, history_rows)
 
         def work(hot: HotConnection) -> None:
             raw, cursor = hot.raw, hot.cursor
@@ -182,7 +188,10 @@ class HotWrites:
                     sql, values = self.sql.transition, (*params, *rows[0])
                 else:
                     sql, values = self.sql.update, params
-                if self.seams._execute_committed(raw, cursor, sql, values) != 1:
+                if seen is not None:
+                    seen.before_commit(raw)
+                cursor.execute(sql, values)
+                if cursor.rowcount != 1:
                     raise fenced(instance_id, version, epoch)
                 return
             self._begin(cursor)
@@ -191,7 +200,9 @@ class HotWrites:
                 raise fenced(instance_id, version, epoch)
             self._write_history(cursor, rows)
             _inbox.settle(cursor.execute, self.dialect.mark, settle)
-            self.seams._commit(raw, cursor)
+            if seen is not None:
+                seen.before_commit(raw)
+            self.dialect.commit(raw, cursor)
 
         def committed() -> bool:
             # only this holder writes under its epoch: one version on means its write landed
@@ -203,6 +214,8 @@ class HotWrites:
             raise fenced(instance_id, version, epoch)
 
         self._twice(work, committed)
+        if seen is not None:
+            seen.committed()
 
     def execute(self, sql: str, params: tuple[Any, ...]) -> int:
         """Run one write statement in its own transaction; the number of rows it touched."""
@@ -210,16 +223,56 @@ class HotWrites:
             raw, cursor = hot.raw, hot.cursor
             try:
                 if self._one_statement:
-                    return self.seams._execute_committed(raw, cursor, sql, params)
+                    cursor.execute(sql, params)
+                    return int(cursor.rowcount)
                 self._begin(cursor)
                 cursor.execute(sql, params)
                 count = int(cursor.rowcount)
-                self.seams._commit(raw, cursor)
+                self.dialect.commit(raw, cursor)
             except BaseException as error:
                 if self._lost(hot, error):
                     raise connection_lost(error) from error
                 raise
         return count
+
+    # -- the hook's joined writes -----------------------------------------------------------
+
+    @contextmanager
+    def joining(self, connection: Any, joined: list[StoreWrite]) -> Iterator[None]:
+        """Around a step's transaction on ``connection``: collect the writes that join it.
+
+        With a hook set, the transitions written in it are added to ``joined`` and
+        the hook sees their ``BEFORE_COMMIT`` as the block ends without an error;
+        :meth:`committed` gives their ``COMMITTED`` once the transaction committed.
+        """
+        hook = self.hook
+        if hook is None:
+            yield
+            return
+        self.joined[id(connection)] = joined
+        try:
+            yield
+            for write in joined:
+                hook(WriteMoment.BEFORE_COMMIT, write)
+        finally:
+            del self.joined[id(connection)]
+
+    def committed(self, joined: list[StoreWrite]) -> None:
+        """The hook's ``COMMITTED`` for the writes a step's transaction just committed."""
+        hook = self.hook
+        if hook is not None:
+            for write in joined:
+                hook(WriteMoment.COMMITTED, attrs.evolve(write, connection=None))
+
+    def _announce_joined(
+        self, hook: WriteHook, connection: Any, instance_id: str, history_rows: Sequence[HistoryRow]
+    ) -> None:
+        raw = connection.connection.dbapi_connection
+        write = StoreWrite(instance_id, tuple(history_rows), joined=True, connection=raw)
+        hook(WriteMoment.BEFORE_WRITE, write)
+        bucket = self.joined.get(id(connection))
+        if bucket is not None:
+            bucket.append(write)
 
     # -- the parts --------------------------------------------------------------------------
 
@@ -326,6 +379,28 @@ class HotWrites:
                 key=row.entity_key,
             )
         return StoreError(f"could not insert instance {row.id}: {error}", saga=row.saga)
+
+
+@attrs.frozen
+class _Seen:
+    """A write of the store's own that a hook saw begin: its commit's two moments."""
+
+    hook: WriteHook
+    write: StoreWrite
+
+    def before_commit(self, raw: Any) -> None:
+        self.hook(WriteMoment.BEFORE_COMMIT, attrs.evolve(self.write, connection=raw))
+
+    def committed(self) -> None:
+        self.hook(WriteMoment.COMMITTED, self.write)
+
+
+def _announce(
+    hook: WriteHook, instance_id: str, history_rows: Sequence[HistoryRow], *, start: bool = False
+) -> _Seen:
+    write = StoreWrite(instance_id, tuple(history_rows), joined=False, start=start)
+    hook(WriteMoment.BEFORE_WRITE, write)
+    return _Seen(hook, write)
 
 
 def dump_json(value: Any) -> str | None:

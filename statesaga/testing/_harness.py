@@ -9,8 +9,7 @@ holder's lease lapse while another engine recovers.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import attrs
@@ -21,6 +20,8 @@ from statesaga.engine import Engine
 from statesaga.errors import ConcurrencyError, ConnectionLost
 from statesaga.locks.memory import InProcessLocks
 from statesaga.run import Run
+from statesaga.store.base import HistoryRow
+from statesaga.store.hooks import StoreWrite, WriteMoment
 from statesaga.store.sql import SqlStore
 from statesaga.testing._outcome import LEASE_TTL, Crash, FakeClock, JournalEntry
 from statesaga.testing.plans import Fault, FaultPlan
@@ -57,7 +58,7 @@ class _Harness:
         assert self.driven is not None
         # a holder paused inside a step's transaction keeps SQLite's write lock: the
         # engines that race it give up quickly (and retry) rather than wait 10 s each
-        store = SqlStore(self.url, busy_timeout=0.2)
+        store = SqlStore(self.url, busy_timeout=0.2, hook=self._on_write)
         engine = Engine(
             store,
             sagas=[self.driven],
@@ -67,7 +68,6 @@ class _Harness:
             max_inline_sleep=0.0,
             resources=self.resources,
         )
-        self._arm_commit_crashes(engine)
         self.engines.append(engine)
         return engine
 
@@ -172,60 +172,33 @@ class _Harness:
         if len(open_runs) > 1:
             self.notes.append(f"{len(open_runs)} open runs on key {self.key!r}")
 
-    def _arm_commit_crashes(self, engine: Engine) -> None:
-        """Make ``engine`` die right after committing a transition the plan names."""
-        store: Any = engine.store
-        transition, transaction = store.transition, store.transaction
-        pending: list[str] = []
+    def _on_write(self, moment: WriteMoment, write: StoreWrite) -> None:
+        """Every engine's store hook: the plan's lost connections and commit crashes.
 
-        def hit(instance_id: str, rows: Any) -> str | None:
-            for row in rows:
-                name = row.transition
-                if row.kind == HistoryKind.COMPENSATE.value:
-                    name = f"{name}.undo"
-                elif row.kind not in ("forward", "event", "timeout"):
-                    continue
-                marker = f"{instance_id}:{name}"
+        A transition the plan names loses its connection as it is written (nothing
+        of it commits), or its engine dies right after it committed.
+        """
+        if write.start:
+            return
+        if moment is WriteMoment.BEFORE_WRITE:
+            for name in _record_names(write.history):
+                if self.take(name, ("connection_lost",)) is not None:
+                    self.journal.append(
+                        JournalEntry(write.instance_id, name, "", 0, "connection_lost", False)
+                    )
+                    raise ConnectionLost(f"the database connection died writing {name} (injected)")
+        elif moment is WriteMoment.COMMITTED:
+            for name in _record_names(write.history):
+                marker = f"{write.instance_id}:{name}"
                 if marker in self.commit_crash:
                     self.commit_crash.discard(marker)
-                    return marker
-            return None
-
-        def lost(rows: Any) -> str | None:
-            for row in rows:
-                name = row.transition
-                if row.kind == HistoryKind.COMPENSATE.value:
-                    name = f"{name}.undo"
-                elif row.kind not in ("forward", "event", "timeout"):
-                    continue
-                if self.take(name, ("connection_lost",)) is not None:
-                    return str(name)
-            return None
-
-        def transition_then_crash(*args: Any, **kwargs: Any) -> Any:
-            instance_id, rows = args[0], args[4]
-            connection = args[5] if len(args) > 5 else None
-            dropped = lost(rows)
-            if dropped is not None:
-                self.journal.append(
-                    JournalEntry(instance_id, dropped, "", 0, "connection_lost", False)
-                )
-                raise ConnectionLost(f"the database connection died writing {dropped} (injected)")
-            result = transition(*args, **kwargs)
-            marker = hit(instance_id, rows)
-            if marker is not None:
-                if connection is not None:  # a transactional step's: commits as its block exits
-                    pending.append(marker)
-                else:
                     raise Crash(f"crash after committing {marker}")
-            return result
 
-        @contextlib.contextmanager
-        def transaction_then_crash() -> Iterator[Any]:
-            with transaction() as connection:
-                yield connection
-            if pending:
-                raise Crash(f"crash after committing {pending.pop()}")
 
-        store.transition = transition_then_crash
-        store.transaction = transaction_then_crash
+def _record_names(rows: Iterable[HistoryRow]) -> Iterator[str]:
+    """The names a plan gives the records of a write: ``t`` for a transition, ``t.undo``."""
+    for row in rows:
+        if row.kind == HistoryKind.COMPENSATE.value:
+            yield f"{row.transition}.undo"
+        elif row.kind in ("forward", "event", "timeout"):
+            yield str(row.transition)

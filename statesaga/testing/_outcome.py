@@ -8,6 +8,8 @@ the injected failures and crash, the journal of calls.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -56,21 +58,61 @@ class FakeClock:
     >>> clock.advance(5)
     >>> clock()
     105.0
+
+    :meth:`running` makes one that also runs with a real clock (``time.time``
+    by default), for tests where other threads or processes must see time pass
+    (a lease lapsing, a lock waited for) while the test still jumps it forward:
+
+    >>> wall = FakeClock(500.0)  # stands in for time.time in this example
+    >>> clock = FakeClock.running(wall)
+    >>> clock.advance(60)
+    >>> wall.advance(1)
+    >>> clock()
+    561.0
     """
 
     def __init__(self, start: float = 1_000_000.0) -> None:
-        self.now = start
+        self._source: Callable[[], float] | None = None
+        self._offset = start
+
+    @classmethod
+    def running(cls, source: Callable[[], float] = time.time) -> FakeClock:
+        """A clock that shows ``source()`` plus every ``advance`` so far.
+
+        Args:
+            source: the real clock it runs with, in epoch seconds.
+
+        Returns:
+            A clock at ``source()`` now, that ``advance`` and ``move_to`` move ahead of it.
+        """
+        clock = cls(0.0)
+        clock._source = source
+        return clock
 
     def __call__(self) -> float:
-        return self.now
+        if self._source is None:
+            return self._offset
+        return self._source() + self._offset
+
+    @property
+    def now(self) -> float:
+        """The time the clock shows (the same as ``clock()``)."""
+        return self()
+
+    @now.setter
+    def now(self, when: float) -> None:
+        self._offset = when if self._source is None else self._offset + when - self()
 
     def advance(self, seconds: float) -> None:
         """Move the clock ``seconds`` forward."""
-        self.now += seconds
+        self._offset += seconds
 
     def move_to(self, when: float) -> None:
         """Move the clock to ``when`` (never backwards)."""
-        self.now = max(self.now, when)
+        if self._source is None:
+            self._offset = max(self._offset, when)  # exactly ``when``: due times compare equal
+        else:
+            self._offset += max(0.0, when - self())
 
 
 @attrs.frozen

@@ -28,6 +28,7 @@ from sagas import Linear, Order, Receipt, journal
 from statesaga import Engine, EntityBusy, LocksUnavailable, StateSagaError, Status
 from statesaga.locks import AdvisoryLocks, InProcessLocks, Lease, Locks, SqlLocks
 from statesaga.store import SqlStore
+from statesaga.testing import FakeClock
 
 UNREACHABLE = "redis://127.0.0.1:1"
 
@@ -56,24 +57,13 @@ class Backend:
     lapse: Callable[[Lease], None]  # end a held lease as a crashed holder's would end
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.time = 1_000.0
-
-    def now(self) -> float:
-        return self.time
-
-    def wait(self, seconds: float) -> None:
-        self.time += seconds
-
-
 def _fake_time(
     one: Locks, two: Locks, lapse: Callable[[Lease], None] | None = None, ttl: float = 10.0
 ) -> Backend:
     """Time that moves when a test says so; by default a lease lapses when its ttl passes."""
-    clock = FakeClock()
-    lapse = lapse or (lambda _lease: clock.wait(ttl + 1))
-    return Backend(one, two, ttl, clock.now, clock.wait, lapse)
+    clock = FakeClock(1_000.0)
+    lapse = lapse or (lambda _lease: clock.advance(ttl + 1))
+    return Backend(one, two, ttl, clock, clock.advance, lapse)
 
 
 @pytest.fixture(params=["in-process", "sql", "redis", "advisory"])

@@ -27,20 +27,11 @@ from definitions.checkout import PaymentRequest, Shop, SimulatedProvider, Webhoo
 from definitions.checkout.http import create_app
 from definitions.checkout.provider import Authorization
 from definitions.checkout.signing import SIGNATURE_HEADER, sign
+from statesaga.testing import FakeClock
 
 PROBLEM = "application/problem+json"
 JSON = "application/json"
 BACKENDS = pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
-
-
-class Clock:
-    """Wall-clock time plus an offset the test (or the provider) moves forward."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
 
 
 class Provider(SimulatedProvider):
@@ -50,13 +41,13 @@ class Provider(SimulatedProvider):
     ``card_broken``: the provider's client raises an error no one planned for.
     """
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: FakeClock) -> None:
         super().__init__()
         self.clock = clock
 
     def authorize(self, request: PaymentRequest) -> Authorization:
         if request.payment_method == "card_stall":
-            self.clock.offset += 61  # past the checkout's 60-second deadline
+            self.clock.advance(61)  # past the checkout's 60-second deadline
         if request.payment_method == "card_broken":
             raise RuntimeError("provider client bug: secret-internal-detail")
         return super().authorize(request)
@@ -87,7 +78,7 @@ class Api:
     client: httpx.Client
     shop: Shop
     provider: Provider
-    clock: Clock
+    clock: FakeClock
     url: str
 
     def product(self, stock: int = 10, unit_price: int = 1250) -> str:
@@ -134,7 +125,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> str:
 
 @pytest.fixture
 def api(backend: str) -> Iterator[Api]:
-    clock = Clock()
+    clock = FakeClock.running()
     provider = Provider(clock)
     with Shop.open(backend, provider=provider, clock=clock) as shop:
         app = create_app(shop, webhook_secret=provider.webhook_secret)

@@ -36,7 +36,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from crash_saga import ABANDON_AT, CrashCheckout, Order, ensure_effects_table
 import statesaga.engine
 from statesaga import Engine
 from statesaga.store.base import HistoryRow
+from statesaga.store.hooks import StoreWrite, WriteMoment
 
 
 def die() -> None:
@@ -89,46 +90,15 @@ def arm(engine: Engine, boundary: str) -> None:
         return
     if when not in ("uncommitted", "committed"):
         raise SystemExit(f"unknown boundary {boundary!r}")
+    # the store's hook: die just before the named write commits, or right after it did
+    moment = WriteMoment.BEFORE_COMMIT if when == "uncommitted" else WriteMoment.COMMITTED
+
+    def die_at(at: WriteMoment, write: StoreWrite) -> None:
+        if at is moment and any(record_name(row) == what for row in write.history):
+            die()
+
     store: Any = engine.store
-    insert, transition, transaction = store.insert, store.transition, store.transaction
-    kill_on_commit = False
-
-    def hit(rows: Sequence[HistoryRow]) -> bool:
-        return any(record_name(row) == what for row in rows)
-
-    def insert_then_die(row: Any, rows: Sequence[HistoryRow]) -> None:
-        if hit(rows) and when == "uncommitted":
-            store._commit = lambda raw, cursor: die()
-        insert(row, rows)
-        if hit(rows):
-            die()
-
-    def transition_then_die(*args: Any, **kwargs: Any) -> None:
-        nonlocal kill_on_commit
-        rows, connection = args[4], args[5] if len(args) > 5 else None
-        if not hit(rows):
-            transition(*args, **kwargs)
-        elif connection is not None:  # a transactional step's: commits as its block exits
-            transition(*args, **kwargs)
-            if when == "uncommitted":
-                die()
-            kill_on_commit = True
-        else:
-            if when == "uncommitted":
-                store._commit = lambda raw, cursor: die()
-            transition(*args, **kwargs)
-            die()
-
-    @contextlib.contextmanager
-    def transaction_then_die() -> Iterator[Any]:
-        with transaction() as connection:
-            yield connection
-        if kill_on_commit:
-            die()
-
-    store.insert = insert_then_die
-    store.transition = transition_then_die
-    store.transaction = transaction_then_die
+    store.hook = die_at
 
 
 class Abandon(BaseException):

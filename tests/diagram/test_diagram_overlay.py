@@ -12,17 +12,10 @@ from checkout_runs import open_shop
 from definitions.checkout.saga import CompleteCart
 from statesaga import Engine, NonRetryableError, Retry, Saga, State, StepContext
 from statesaga.diagram import DiagramError, Edge, Mode, Node, Trace, from_definition, overlay
+from statesaga.testing import FakeClock
 
 CHECKOUT = from_definition(CompleteCart)
 DECLINED = "the card was declined for 25.00 EUR: ask the customer for another payment method"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def traced(items: Iterable[Node | Edge]) -> dict[str, Trace]:
@@ -85,10 +78,10 @@ def test_a_waiting_run_is_current_in_its_waiting_state_then_moves_on_its_event()
 
 
 def test_a_wait_that_times_out_shows_the_timeout_path() -> None:
-    clock = Clock()
+    clock = FakeClock()
     with open_shop(clock=clock) as checkouts:
         started = checkouts.complete("card_3ds")
-        clock.now += 50  # past the 45 s wait for the webhook, within the 60 s deadline
+        clock.advance(50)  # past the 45 s wait for the webhook, within the 60 s deadline
         checkouts.shop.engine.recover()
         drawn = overlay(CHECKOUT, checkouts.get(started.id))
     assert drawn.edge("awaiting_payment.timeout").trace is Trace.TAKEN

@@ -145,7 +145,7 @@ CASES = [
 def child(*args: str) -> subprocess.Popen[str]:
     """Start ``crash_child.py`` with this interpreter, able to import this checkout."""
     env = dict(os.environ)
-    root = str(HERE.parent)
+    root = str(HERE.parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return subprocess.Popen(
         [sys.executable, str(CHILD), *args],

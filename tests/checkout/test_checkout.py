@@ -1045,7 +1045,7 @@ def test_concurrent_completes_of_one_cart_make_one_order(
 
 def _worker(url: str, carts: list[str]) -> subprocess.Popen[str]:
     env = dict(os.environ)
-    root = str(HERE.parent)
+    root = str(HERE.parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return subprocess.Popen(
         [sys.executable, str(WORKER), url, *carts],

@@ -29,19 +29,7 @@ from statesaga import (
     StepContext,
 )
 from statesaga.delivery import DeliveryStatus
-
-
-class FakeClock:
-    """Time that moves only when a test says so (the engine's sleeps still really sleep)."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from statesaga.testing import FakeClock  # the engine's sleeps still really sleep
 
 
 @pytest.fixture(autouse=True)

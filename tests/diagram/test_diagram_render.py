@@ -36,7 +36,7 @@ from statesaga.diagram import (
 from statesaga.diagram.mermaid import mermaid_edges
 from statesaga.diagram.model import drawn_nodes
 
-DOCS = Path(__file__).parent.parent / "docs"
+DOCS = Path(__file__).parents[2] / "docs"
 SVG = "{http://www.w3.org/2000/svg}"
 
 

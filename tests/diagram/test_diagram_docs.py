@@ -4,7 +4,7 @@ Redraw them after changing a saga or the renderers with::
 
     statesaga diagram definitions.checkout:CompleteCart -o docs/checkout.svg
     statesaga diagram definitions.checkout:CompleteCart -o docs/checkout.mmd
-    STATESAGA_REDRAW_DIAGRAMS=1 python -m pytest tests/test_diagram_docs.py
+    STATESAGA_REDRAW_DIAGRAMS=1 python -m pytest tests/diagram/test_diagram_docs.py
 
 (the last one redraws the change example of ``docs/reviewing.md`` from its own code).
 """
@@ -25,7 +25,7 @@ from definitions.checkout.saga import CompleteCart
 from statesaga.cli import app
 from statesaga.diagram import check_file, diff, draw, from_definition, to_mermaid
 
-DOCS = Path(__file__).parent.parent / "docs"
+DOCS = Path(__file__).parents[2] / "docs"
 CHECKOUT = "definitions.checkout:CompleteCart"
 REDRAW = os.environ.get("STATESAGA_REDRAW_DIAGRAMS") == "1"
 REQUIRE_SERVICES = os.environ.get("STATESAGA_REQUIRE_SERVICES") == "1"

@@ -59,9 +59,10 @@ from fault_sagas import (
 
 from statesaga import Engine, FencedOut, Status
 from statesaga.run import Run
+from statesaga.store.hooks import StoreWrite, WriteMoment
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+ROOT = HERE.parents[1]
 TABLES = "statesaga_history, statesaga_locks, statesaga_instances, fault_effects"
 
 
@@ -93,7 +94,7 @@ def admin(pg: str) -> Iterator[sa.Engine]:
 
 
 def child_env() -> dict[str, str]:
-    """The environment of a child process: it imports this checkout and ``tests/``."""
+    """The environment of a child process: it imports this checkout and ``tests/store/``."""
     env = dict(os.environ)
     paths = [str(HERE), str(ROOT), env.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
@@ -337,71 +338,29 @@ def _terminate(admin: sa.Engine, pid: int) -> None:
 def _kill_at(engine: Engine, admin: sa.Engine, record: str, before: str) -> list[int]:
     """Arm ``engine``'s store: terminate the backend ``before`` ``record``'s "commit" or "update".
 
-    ``record`` names a history row: ``start`` or a transition. On the engine's
-    own connection, "commit" is its ``COMMIT``, or the one statement that is
-    the whole transaction (``_execute_committed``, autocommitted). With "update",
-    the backend of a transactional step's transaction dies after the step's
-    own write and before the transition's UPDATE. Returns the list the
+    ``record`` names a history row: ``start`` or a transition. Through the
+    store's hook: with "commit", the backend of the connection the write commits
+    on (the engine's own, or a transactional step's) dies just before its
+    ``COMMIT``, or before the one statement that is the whole transaction. With
+    "update", the backend of a transactional step's transaction dies after the
+    step's own write and before the transition's UPDATE. Returns the list the
     terminated backend's pid is appended to.
     """
-    store: Any = engine.store
-    insert, transition, transaction, commit, execute_committed = (
-        store.insert,
-        store.transition,
-        store.transaction,
-        store._commit,
-        store._execute_committed,
-    )
     killed: list[int] = []
-    armed: list[str] = []
+    moment = WriteMoment.BEFORE_WRITE if before == "update" else WriteMoment.BEFORE_COMMIT
 
-    def hit(rows: Any) -> bool:
-        return not killed and any((row.transition or row.kind) == record for row in rows)
+    def kill(at: WriteMoment, write: StoreWrite) -> None:
+        if at is not moment or killed:
+            return
+        if not any((row.transition or row.kind) == record for row in write.history):
+            return
+        if before == "update":
+            assert write.joined, "only a step's transaction is killed before UPDATE"
+        killed.append(write.connection.info.backend_pid)
+        _terminate(admin, killed[-1])
 
-    def insert_armed(row: Any, rows: Any) -> None:
-        if hit(rows):
-            armed.append("hot")
-        insert(row, rows)
-
-    def transition_armed(*args: Any, **kwargs: Any) -> None:
-        connection = args[5] if len(args) > 5 else None
-        if hit(args[4]):
-            if before == "update":
-                assert connection is not None, "only a step's transaction is killed before UPDATE"
-                killed.append(connection.exec_driver_sql("SELECT pg_backend_pid()").scalar())
-                _terminate(admin, killed[-1])
-            else:
-                armed.append("hot" if connection is None else "step")
-        transition(*args, **kwargs)
-
-    def commit_armed(raw: Any, cursor: Any) -> None:
-        if armed == ["hot"]:
-            armed.clear()
-            killed.append(raw.info.backend_pid)
-            _terminate(admin, killed[-1])
-        commit(raw, cursor)
-
-    def execute_committed_armed(raw: Any, cursor: Any, sql: str, params: Any) -> int:
-        if armed == ["hot"]:
-            armed.clear()
-            killed.append(raw.info.backend_pid)
-            _terminate(admin, killed[-1])
-        return int(execute_committed(raw, cursor, sql, params))
-
-    @contextlib.contextmanager
-    def transaction_armed() -> Iterator[Any]:
-        with transaction() as connection:
-            yield connection
-            if armed == ["step"]:
-                armed.clear()
-                killed.append(connection.exec_driver_sql("SELECT pg_backend_pid()").scalar())
-                _terminate(admin, killed[-1])
-
-    store.insert = insert_armed
-    store.transition = transition_armed
-    store._commit = commit_armed
-    store._execute_committed = execute_committed_armed
-    store.transaction = transaction_armed
+    store: Any = engine.store
+    store.hook = kill
     return killed
 
 

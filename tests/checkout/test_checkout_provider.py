@@ -17,15 +17,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from checkout_api import serve
 
 from definitions.checkout import PaymentDeclined, PaymentRequest, SimulatedProvider
 from definitions.checkout.provider import ProviderUnavailable
 from definitions.checkout.provider_client import HttpProvider
 from definitions.checkout.provider_service import create_provider_app
 from definitions.checkout.signing import SIGNATURE_HEADER, SignatureError, sign, verify
-from tests.checkout_api import serve
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def request(method: str, key: str = "k-1") -> PaymentRequest:

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from checkout_api import Api, Provider, backend, ok, serve
 
 from definitions.checkout import Shop, cart_key
 from definitions.checkout.http import create_app
@@ -24,8 +25,8 @@ from statesaga import Engine, Run, Status
 from statesaga.locks import RedisLocks, SqlLocks
 from statesaga.locks.base import Locks
 from statesaga.store import SqlStore
+from statesaga.testing import FakeClock
 from statesaga.worker import Worker
-from tests.checkout_api import Api, Clock, Provider, backend, ok, serve
 
 __all__ = ["backend"]  # the fixture, imported for pytest
 
@@ -46,7 +47,7 @@ def shop_api(backend: str, locks: str, request: pytest.FixtureRequest) -> Iterat
     elif locks == "redis":
         url = request.getfixturevalue("redis_url")
         entity_locks = RedisLocks(url, namespace=f"test:{uuid.uuid4().hex}:")
-    clock = Clock()
+    clock = FakeClock.running()
     provider = Provider(clock)
     engine = Engine(store, locks=entity_locks, resources=[provider], clock=clock)
     create_tables(store.engine)

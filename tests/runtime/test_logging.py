@@ -129,7 +129,7 @@ def test_the_worker_command_logs_json_lines_and_cleans_up(tmp_path: Path) -> Non
     url = f"sqlite:///{tmp_path / 'worker.db'}"
     with Engine(url, clock=lambda: time.time() - 40 * 86400) as engine:
         old = engine.start(sagas.Linear, Order("old"))  # finished 40 days ago
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), *sys.path])}
     command = [sys.executable, "-m", "statesaga.cli", "worker", "--saga", "sagas:Linear"]
     command += ["--db", url, "--poll", "0.05", "--log-json", "--retention-days", "30"]
     process = subprocess.Popen(

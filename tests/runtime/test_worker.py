@@ -72,7 +72,7 @@ def test_the_worker_command_stops_on_sigterm_and_says_what_it_did(tmp_path: Path
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     with Engine(url) as engine:
         run = engine.start(sagas.Waiting, Order("c-1"), deadline=0.2)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), *sys.path])}
     process = subprocess.Popen(
         [
             sys.executable,

@@ -29,7 +29,7 @@ from statesaga.testing import (
     run_plan,
 )
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 
 
 def test_the_kit_exports_exactly_these_names() -> None:

@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from checkout_api import BACKENDS, Api, api, backend, ok, problem
 
 from definitions.checkout.problems import PROBLEM_TYPES
-from tests.checkout_api import BACKENDS, Api, api, backend, ok, problem
 
 __all__ = ["api", "backend"]  # the fixtures, imported for pytest
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from checkout_api import BACKENDS, Api, Provider, api, backend, ok, problem, serve
 
 from definitions.checkout import Shop, WebhookEvent
 from definitions.checkout.http import create_app
@@ -24,7 +25,7 @@ from definitions.checkout.signing import SIGNATURE_HEADER, sign
 from statesaga import Engine
 from statesaga.locks import RedisLocks
 from statesaga.store import SqlStore
-from tests.checkout_api import BACKENDS, Api, Clock, Provider, api, backend, ok, problem, serve
+from statesaga.testing import FakeClock
 
 __all__ = ["api", "backend"]  # the fixtures, imported for pytest
 
@@ -244,7 +245,7 @@ def test_concurrent_clients_sending_bad_input_never_get_a_500(api: Api) -> None:
 
 def test_a_locked_database_is_503_with_retry_after(tmp_path: Path) -> None:
     path = tmp_path / "shop.db"
-    provider = Provider(Clock())
+    provider = Provider(FakeClock.running())
     engine = Engine(SqlStore(f"sqlite:///{path}", busy_timeout=0.2), resources=[provider])
     create_tables(engine.store.engine)  # type: ignore[attr-defined]
     with Shop(engine) as shop:
@@ -269,7 +270,7 @@ def test_a_locked_database_is_503_with_retry_after(tmp_path: Path) -> None:
 
 
 def test_unreachable_entity_locks_are_503_with_retry_after(tmp_path: Path) -> None:
-    provider = Provider(Clock())
+    provider = Provider(FakeClock.running())
     locks = RedisLocks("redis://127.0.0.1:1/0", namespace=f"test:{uuid.uuid4().hex}:")
     with Shop.open(f"sqlite:///{tmp_path / 'shop.db'}", provider=provider, locks=locks) as shop:
         shop.add_product("mug", "Enamel mug", unit_price=1250, stock=5)

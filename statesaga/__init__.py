@@ -45,6 +45,7 @@ from statesaga.errors import (
     StepTimeout,
     StoreError,
 )
+from statesaga.migration import Migration, MigrationEntry, MigrationReport
 from statesaga.retry import Retry
 from statesaga.run import DeliveryStatus, HistoryEntry, InboxEntry, Run
 
@@ -78,6 +79,10 @@ __all__ = [
     "StepContext",
     "Resources",
     "Definition",
+    "Migration",
+    # migrating runs
+    "MigrationReport",
+    "MigrationEntry",
     # state of a run
     "Status",
     "HistoryKind",

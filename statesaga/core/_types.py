@@ -104,6 +104,8 @@ class HistoryKind(enum.StrEnum):
     RESUME = "resume"
     REJECTED = "rejected"
     """An event or cancel from the inbox that the run could not take (the reason is its error)."""
+    MIGRATED = "migrated"
+    """The run moved onto a newer version of its saga (a declared migration)."""
 
 
 @attrs.frozen

@@ -8,7 +8,8 @@ for a usage error), never a traceback.
 
 The commands live in small modules that register on one Typer app:
 ``check``, ``runs`` (start, send, show, list, cancel, retry), ``operations``
-(recover, worker, config, cleanup, stats, db upgrade), ``diagrams`` and ``web``
+(recover, worker, config, cleanup, stats, db upgrade), ``migrations`` (migrate),
+``diagrams`` and ``web``
 (the ``ui`` command).
 """
 
@@ -16,12 +17,19 @@ from __future__ import annotations
 
 import os
 
-from statesaga.cli import check, diagrams, operations, runs, web
+from statesaga.cli import check, diagrams, migrations, operations, runs, web
 from statesaga.cli._app import app
 
 __all__ = ["app", "main"]
 
-_COMMANDS = (check, runs, operations, diagrams, web)  # imported for the commands they register
+_COMMANDS = (
+    check,
+    runs,
+    operations,
+    migrations,
+    diagrams,
+    web,
+)  # imported for the commands they register
 
 
 def main() -> None:

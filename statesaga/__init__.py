@@ -47,6 +47,7 @@ from statesaga.errors import (
     StepTimeout,
     StoreError,
 )
+from statesaga.migration import Migration, MigrationEntry, MigrationReport
 from statesaga.retry import Retry
 from statesaga.run import DeliveryStatus, HistoryEntry, InboxEntry, Run
 
@@ -80,6 +81,10 @@ __all__ = [
     "StepContext",
     "Resources",
     "Definition",
+    "Migration",
+    # migrating runs
+    "MigrationReport",
+    "MigrationEntry",
     # state of a run
     "Status",
     "HistoryKind",

@@ -21,7 +21,7 @@ from typing import Any
 
 from statesaga.context import StepContext
 
-__all__ = ["annotation_problem", "output_problem", "type_text"]
+__all__ = ["annotation_problem", "migration_context_problem", "output_problem", "type_text"]
 
 _AWAITABLES = (collections.abc.Awaitable, collections.abc.Coroutine)
 _ANYTHING = (Any, object, typing.NoReturn, getattr(typing, "Never", typing.NoReturn))
@@ -76,6 +76,31 @@ def output_problem(function: Callable[..., Any], output_type: Any) -> str | None
     return (
         f"output() returns {type_text(hints['return'])}, but the saga declares its output "
         f"type as {type_text(output_type)}; make them agree"
+    )
+
+
+def migration_context_problem(
+    function: Callable[..., Any], old_type: Any, new_type: Any
+) -> str | None:
+    """What contradicts a migration's ``context(old) -> new`` annotations, or ``None``."""
+    hints, first = _hints(function)
+    if hints is None:
+        return None
+    declared = hints.get(first) if first is not None else None
+    if declared is not None and not _fits(old_type, declared):
+        return (
+            f"takes {first}: {type_text(declared)}, but it is called with the old context, a "
+            f"{type_text(old_type)}; annotate it {first}: {type_text(old_type)}"
+        )
+    result = hints.get("return")
+    mapping = collections.abc.Mapping
+    if result is None or result in _ANYTHING or _fits(result, new_type):
+        return None
+    if typing.get_origin(result) in (dict, mapping) or result in (dict, mapping):
+        return None  # a mapping of the new type's fields, structured strictly
+    return (
+        f"returns {type_text(result)}, but the new context type is {type_text(new_type)}; "
+        f"annotate it -> {type_text(new_type)} and return one"
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from statesaga._compile_graph import GraphChecks
+from statesaga._compile_migrations import MigrationChecks
 from statesaga._compile_types import TypeChecks
 from statesaga._fsm import Graph
 from statesaga.definition import Definition, StateDef, StepDef, TransitionDef
@@ -86,6 +87,9 @@ class _Compiler:
         initial_context = _static(namespace.get("initial_context"))
         self.type_checks.check_callables(transitions, output, initial_context)
         output_type = self.type_checks.output_type(output)
+        migrations = MigrationChecks(
+            self.fail, self.saga, version, self.input_type, self.context_type
+        ).collect(namespace.get("migrates_from"), states, transitions, graph, initial)
         definition = Definition(
             name=self.saga,
             version=version,
@@ -103,6 +107,7 @@ class _Compiler:
             automatic_from=_automatic_table(states, transitions),
             events_from=_event_table(states, transitions),
             timeout_from={t.source: t for t in transitions.values() if t.on_timeout},
+            migrations=migrations,
         )
         return attrs.evolve(definition, graph_hash=definition.shape_hash())
 

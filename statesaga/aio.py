@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
     from statesaga.definition import Definition
     from statesaga.dsl import Saga
+    from statesaga.migration import MigrationReport
 
     I = TypeVar("I")  # noqa: E741 - the saga's input type, as in Saga[I, D, O]
     D = TypeVar("D")
@@ -353,6 +354,21 @@ class AsyncEngine(EngineBase):
     async def resume(self, instance_id: str, *, wait: float = 0.0) -> Run:
         """Claim a run and drive it from its last persisted transition."""
         return await self._pump(self.runtime.operate(instance_id, None, wait))  # type: ignore[no-any-return]
+
+    async def migrate(
+        self,
+        saga: SagaRef,
+        *,
+        from_version: int,
+        to_version: int | None = None,
+        dry_run: bool = False,
+        limit: int | None = None,
+    ) -> MigrationReport:
+        """Move the waiting and due runs of an older version onto a newer one
+        (see ``Engine.migrate``)."""
+        return self.runtime.migrations.migrate(
+            saga, from_version=from_version, to_version=to_version, dry_run=dry_run, limit=limit
+        )
 
     async def recover(self, *, limit: int = 1000) -> builtins.list[Run]:
         """Resume every run that needs it (see ``Engine.recover``)."""

@@ -16,7 +16,7 @@ import attrs
 
 from statesaga.retry import DEFAULT_COMPENSATION_RETRY, DEFAULT_STEP_RETRY, Retry
 
-__all__ = ["Definition", "StateDef", "StepDef", "TransitionDef"]
+__all__ = ["Definition", "MigrationDef", "StateDef", "StepDef", "TransitionDef"]
 
 StepFunction = Callable[..., Any]
 
@@ -122,6 +122,9 @@ class Definition:
     #: an event sent before the run waits for it is refused (recorded as not
     #: accepted) instead of kept in the inbox until a state takes it
     refuse_early_events: bool = False
+    #: the declared migrations of runs of older versions onto this one, by their version
+    #: (``migrates_from``); not part of the graph's hash
+    migrations: Mapping[int, MigrationDef] = attrs.field(factory=dict)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -169,6 +172,32 @@ class Definition:
         if self.initial_context is not None:
             return self.initial_context(saga_input)
         return self.context_type()
+
+
+@attrs.frozen(eq=False)
+class MigrationDef:
+    """A checked ``Migration``: where runs of an older version land on this one.
+
+    ``states`` maps every open state of the older graph to a state of this one;
+    ``transitions`` maps the older graph's transitions to the names they have here
+    (those this version still has); ``context`` turns the old context into the
+    new one (``None``: the stored context is structured into the new type as is).
+    """
+
+    source: Definition
+    states: Mapping[str, str]
+    transitions: Mapping[str, str]
+    context: Callable[[Any], Any] | None = None
+
+    @property
+    def from_version(self) -> int:
+        """The older version whose runs this migration moves."""
+        return self.source.version
+
+    @property
+    def context_name(self) -> str | None:
+        """The context function's name, as the ``migrated`` history record shows it."""
+        return None if self.context is None else _qualname(self.context)
 
 
 def _qualname(function: Callable[..., Any]) -> str:

@@ -39,6 +39,7 @@ from typing_extensions import TypeVar
 from statesaga.context import StepContext
 from statesaga.definition import Definition
 from statesaga.errors import DefinitionError
+from statesaga.migration import Migration
 from statesaga.retry import Retry, seconds
 
 __all__ = ["Event", "Guard", "Saga", "State", "Step", "Transition", "Undo", "event_name"]
@@ -335,6 +336,8 @@ class Saga(Generic[InputT, DataT, OutputT]):
         refuse_early_events: ``True`` to record an event sent before the run
             waits for it as not accepted; by default it is kept in the run's
             inbox until a state takes it.
+        migrates_from: a :class:`~statesaga.Migration` (or a tuple of them): how
+            runs of an older version move onto this one (``engine.migrate``).
         definition: the compiled, validated :class:`~statesaga.Definition`
             (set when the class is created).
 
@@ -348,6 +351,7 @@ class Saga(Generic[InputT, DataT, OutputT]):
     version: ClassVar[int] = 1
     deadline: ClassVar[float | timedelta | None] = None
     refuse_early_events: ClassVar[bool] = False
+    migrates_from: ClassVar[Migration[Any, Any] | tuple[Migration[Any, Any], ...] | None] = None
     definition: ClassVar[Definition]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
     from statesaga.definition import Definition
     from statesaga.dsl import Saga
+    from statesaga.migration import MigrationReport
 
     I = TypeVar("I")  # noqa: E741 - the saga's input type, as in Saga[I, D, O]
     D = TypeVar("D")
@@ -392,6 +393,40 @@ class Engine(EngineBase):
     def resume(self, instance_id: str, *, wait: float = 0.0) -> Run:
         """Claim a run and drive it from its last persisted transition."""
         return self._pump(self.runtime.operate(instance_id, None, wait))  # type: ignore[no-any-return]
+
+    def migrate(
+        self,
+        saga: SagaRef,
+        *,
+        from_version: int,
+        to_version: int | None = None,
+        dry_run: bool = False,
+        limit: int | None = None,
+    ) -> MigrationReport:
+        """Move the waiting and due runs of an older version onto a newer one.
+
+        The newer version declares how (``migrates_from = Migration(...)``) and
+        must be registered; the older one need not be. Each run moves in its own
+        transaction (claimed, its epoch bumped) with a ``migrated`` history
+        record; a run held by a live lease is skipped, one whose context the
+        migration refuses is left as it was, and both are in the report.
+
+        Args:
+            saga: the newer version's class, or the saga's name.
+            from_version: the version whose runs move.
+            to_version: with a name, the version they move to (default: the newest
+                registered).
+            dry_run: report what would move, writing nothing (the context
+                function still runs, to find the runs it refuses).
+            limit: move at most this many runs (oldest first).
+
+        Raises:
+            SagaNotRegistered: the newer version is not registered.
+            InvalidOperation: it declares no migration from ``from_version``.
+        """
+        return self.runtime.migrations.migrate(
+            saga, from_version=from_version, to_version=to_version, dry_run=dry_run, limit=limit
+        )
 
     def recover(self, *, limit: int = 1000) -> builtins.list[Run]:
         """Resume every run that needs it: crashed holders, due retries, timeouts, deadlines.

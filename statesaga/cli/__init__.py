@@ -8,7 +8,8 @@ for a usage error), never a traceback.
 
 The commands live in small modules that register on one Typer app:
 ``check``, ``runs`` (start, send, show, list, cancel, retry), ``operations``
-(recover, worker, config, cleanup, stats, db upgrade), ``diagrams`` and ``web``
+(recover, worker, config, cleanup, stats, db upgrade), ``migrations`` (migrate),
+``diagrams`` and ``web``
 (the ``ui`` command).
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from statesaga.cli import check, diagrams, operations, repair, runs, web
+from statesaga.cli import check, diagrams, migrations, operations, repair, runs, web
 from statesaga.cli._app import app
 
 __all__ = ["app", "main"]
@@ -26,6 +27,7 @@ _COMMANDS = (
     runs,
     repair,
     operations,
+    migrations,
     diagrams,
     web,
 )  # imported for the commands they register

@@ -21,8 +21,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from statesaga.cli._app import app
-from statesaga.cli._common import JsonOption, consoles, load_sagas, print_json
+from statesaga.cli._common import JsonOption, consoles, load_sagas, opened, print_json
+from statesaga.cli.migrations import print_unregistered, unregistered_runs
 from statesaga.definition import Definition, StepDef
+from statesaga.errors import StateSagaError
 from statesaga.inspection import retry_text, seconds_text, transition_rows, trigger_text
 from statesaga.retry import Retry
 
@@ -77,6 +79,10 @@ def describe(definition: Definition) -> dict[str, Any]:
             }
             for t in definition.transitions.values()
         ],
+        "migrations": {
+            str(version): {"states": dict(plan.states), "context": plan.context_name}
+            for version, plan in sorted(definition.migrations.items())
+        },
     }
 
 
@@ -114,13 +120,38 @@ def _table(definition: Definition) -> Table:
 @app.command()
 def check(
     reference: Annotated[str, typer.Argument(help="MODULE:ATTR of a saga, or MODULE.")],
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help="Also look in this store for open runs of a version these sagas do not "
+            "register (and fail if there are some).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Import and validate saga definitions; print their transitions, retries and timeouts."""
     definitions = load_sagas(reference)
+    stranded: list[tuple[str, int, int]] = []
+    if db is not None:
+        with opened(db, read_only=True) as engine:
+            stranded = unregistered_runs(engine.store, definitions)
     if as_json:
         print_json([describe(d) for d in definitions])
-        return
+    else:
+        _print_checked(definitions)
+    if stranded:
+        if not as_json:
+            print_unregistered(stranded)
+        versions = ", ".join(f"{saga} v{version}" for saga, version, _ in stranded)
+        raise StateSagaError(
+            f"open runs of {versions} would have no registered version; migrate them or "
+            "keep those versions registered"
+        )
+
+
+def _print_checked(definitions: list[Definition]) -> None:
     for d in definitions:
         consoles.out.print(_table(d))
         waits = [
@@ -133,4 +164,10 @@ def check(
             notes.append("waiting states time out: " + ", ".join(waits))
         if d.deadline is not None:
             notes.append(f"run deadline {seconds_text(d.deadline)}")
+        for version, plan in sorted(d.migrations.items()):
+            moved = [f"{old} \u2192 {new}" for old, new in plan.states.items() if old != new]
+            notes.append(
+                f"migrates runs of v{version}"
+                + (f" ({', '.join(moved)})" if moved else " (states of the same names)")
+            )
         consoles.out.print(f"[green]ok[/]: {escape('; '.join(notes))}", highlight=False)

@@ -230,10 +230,23 @@ def stats(
         str | None,
         typer.Option("--saga", "-s", help="Only this saga: its name, or MODULE:ATTR."),
     ] = None,
+    registered: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--registered",
+            envvar="STATESAGA_SAGAS",
+            help="MODULE:ATTR (or MODULE) of the sagas your engines register (repeatable; "
+            "default: the STATESAGA_SAGAS the worker uses): open runs of other versions of "
+            "them are listed.",
+            show_default=False,
+        ),
+    ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Counts per status and the alert rates: failure rate, timeout rate, failed compensations."""
+    from statesaga.cli._common import load_sagas
+    from statesaga.cli.migrations import print_unregistered, unregistered_runs
     from statesaga.inspection import stats as compute_stats
     from statesaga.settings import parse_duration
 
@@ -245,8 +258,18 @@ def stats(
     with opened(db, read_only=True) as engine:
         now = time.time()
         report = compute_stats(engine.store, since=now - seconds, until=now, saga=name)
+        definitions = [
+            d
+            for reference in registered or ()
+            for item in reference.split(",")
+            if item.strip()
+            for d in load_sagas(item.strip())
+        ]
+        names = {d.name for d in definitions} if name is None else {name}
+        stranded = unregistered_runs(engine.store, definitions, names=names) if definitions else []
     if as_json:
-        print_json(report.as_dict())
+        unregistered = [{"saga": s, "version": v, "open_runs": n} for s, v, n in stranded]
+        print_json(report.as_dict() | {"unregistered": unregistered})
         return
     table = Table(title=f"runs in the last {window} (since {when(report.since)} UTC)")
     table.add_column("status")
@@ -261,6 +284,8 @@ def stats(
     alerts.add_row("timeout rate", f"{report.timeout_rate:.1%}", "> 2%")
     alerts.add_row("failed compensations", str(report.failed_compensations), "> 0")
     consoles.out.print(alerts)
+    if stranded:
+        print_unregistered(stranded)
 
 
 @db_app.command("upgrade")

@@ -31,6 +31,7 @@ RunStep(transition='finish', attempt=1, idempotency_key='i-1:0:finish', timeout=
 """
 
 from statesaga.core._interpreter import Interpreter
+from statesaga.core._migrate import Migrated, MigrationFit, Migrator
 from statesaga.core._operator import RESOLVE_OUTCOMES, resolve_request
 from statesaga.core._types import ACCEPT as ACCEPT  # the verdicts of EventFit
 from statesaga.core._types import (
@@ -85,6 +86,9 @@ __all__ = [
     "Finish",
     "HistoryKind",
     "Interpreter",
+    "Migrated",
+    "MigrationFit",
+    "Migrator",
     "Next",
     "Outcome",
     "Record",

@@ -119,6 +119,8 @@ class HistoryKind(enum.StrEnum):
     """The first record of a fork: the run it was forked from (``link``) and the step."""
     FORKED_TO = "forked_to"
     """A fork was made of this run: the new run (``link``) and the step it starts from."""
+    MIGRATED = "migrated"
+    """The run moved onto a newer version of its saga (a declared migration)."""
 
     @property
     def by_operator(self) -> bool:

@@ -4,7 +4,9 @@ States and edges are matched by name (a compensation by its step's
 transition). What only the new version has is *added*, what only the old one
 has is *removed* (and still drawn, so a reviewer sees what went), and what
 both have but differently is *changed*, with a note saying what changed.
-Everything else is drawn muted.
+Everything else is drawn muted. When the new version declares a migration
+from the old one, its moves are drawn too: a dashed edge from each old state
+to the state of another name its runs land in, and a note listing them.
 
 >>> import attrs
 >>> from statesaga import Saga, State
@@ -44,9 +46,18 @@ from typing import Any, TypeVar
 
 import attrs
 
-from statesaga.definition import Definition
+from statesaga.definition import Definition, MigrationDef
 from statesaga.diagram.labels import duration
-from statesaga.diagram.model import Change, Diagram, Edge, Mode, Node, from_definition
+from statesaga.diagram.model import (
+    Change,
+    Diagram,
+    Edge,
+    EdgeKind,
+    Mode,
+    Node,
+    definition_of,
+    from_definition,
+)
 
 __all__ = ["diff"]
 
@@ -108,6 +119,11 @@ def diff(
     after = new if isinstance(new, Diagram) else from_definition(new)
     nodes = _merge(before.nodes, after.nodes, _node_changes)
     edges = _merge(before.edges, after.edges, _edge_changes)
+    plan = None
+    if not isinstance(new, Diagram) and before.saga == after.saga:
+        plan = definition_of(new).migrations.get(before.version)
+    if plan is not None:
+        edges += _migration_edges(plan)
     if before.saga != after.saga:
         title = f"{before.saga} v{before.version} {_ARROW} {after.saga} v{after.version}"
     elif before.version != after.version:
@@ -120,9 +136,35 @@ def diff(
     notes.append(_summary(nodes, edges))
     if before.deadline != after.deadline:
         notes.append(f"deadline {_seconds(before.deadline)} {_ARROW} {_seconds(after.deadline)}")
+    if plan is not None:
+        notes.append(_migration_note(plan))
     return attrs.evolve(
         after, nodes=nodes, edges=edges, mode=Mode.DIFF, title=title, notes=tuple(notes)
     )
+
+
+def _migration_edges(plan: MigrationDef) -> tuple[Edge, ...]:
+    """One edge per old state whose runs land in a state of another name."""
+    return tuple(
+        Edge(
+            f"{old}.migrates",
+            EdgeKind.MIGRATION,
+            old,
+            new,
+            notes=(f"v{plan.from_version} runs move here",),
+        )
+        for old, new in plan.states.items()
+        if old != new
+    )
+
+
+def _migration_note(plan: MigrationDef) -> str:
+    moved = [f"{old} {_ARROW} {new}" for old, new in plan.states.items() if old != new]
+    where = ", ".join(moved) if moved else "to the states of the same names"
+    note = f"v{plan.from_version} runs migrate {where}"
+    if plan.context_name is not None:
+        note += f" (context: {plan.context_name})"
+    return note
 
 
 def _merge(

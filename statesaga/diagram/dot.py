@@ -299,6 +299,8 @@ def _base_edge_paint(edge: Edge) -> theme.Paint:
 
 
 def _edge_ink(diagram: Diagram, edge: Edge) -> theme.Paint:
+    if edge.kind is EdgeKind.MIGRATION:
+        return theme.MIGRATION
     if diagram.mode is Mode.INSTANCE:
         if edge.trace is None:
             return theme.MUTED
@@ -326,6 +328,9 @@ def _edge_style(diagram: Diagram, edge: Edge, ink: theme.Paint) -> dict[str, str
         case EdgeKind.OUTCOME:
             # a double line, like the outcome's double border: where a run ends
             style["color"] = f"{ink.stroke}:invis:{ink.stroke}"
+        case EdgeKind.MIGRATION:
+            # drawn over the graph, not part of it: it must not move the states around
+            style.update(style="dashed", penwidth="2", arrowhead="vee", constraint="false")
     if edge.pivot:
         style["penwidth"] = "3"
     highlighted = (diagram.mode is Mode.INSTANCE and edge.trace is not None) or (
@@ -379,7 +384,7 @@ def _legend_entries(diagram: Diagram) -> list[LegendEntry]:
             ("not reached", _line(theme.MUTED)),
         ]
     if diagram.mode is Mode.DIFF:
-        return [
+        entries = [
             ("added", _box(theme.CHANGE[Change.ADDED], width=2)),
             ("changed", _box(theme.CHANGE[Change.CHANGED], width=2)),
             ("removed", _box(theme.CHANGE[Change.REMOVED], width=2)),
@@ -389,6 +394,9 @@ def _legend_entries(diagram: Diagram) -> list[LegendEntry]:
             ("on a timeout", _line(theme.MUTED, "dotted")),
             ("ends: compensated or failed", _double(theme.MUTED)),
         ]
+        if any(edge.kind is EdgeKind.MIGRATION for edge in diagram.edges):
+            entries.append(("migration: where old runs move", _line(theme.MIGRATION, "dashed")))
+        return entries
     kinds = {edge.kind for edge in diagram.edges}
     entries = [("step (forward)", _line(theme.INK))]
     if EdgeKind.COMPENSATION in kinds:

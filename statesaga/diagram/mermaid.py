@@ -9,7 +9,8 @@ Mermaid's layout runs top to bottom from the start marker. The edges are
 styled by kind through the chart's ``themeCSS`` (state diagrams have no
 ``linkStyle``): compensations dashed orange, timeouts dotted, the pivot thick;
 an overlay draws the run's path thick and blue, a diff its changes green,
-orange and red, and what is not highlighted grey. The words carry the same
+orange and red (and a declared migration's moves dashed teal), and what is
+not highlighted grey. The words carry the same
 marks (``✓``, ``✗``, ``+``, ``~``, ``\u2212``) where a renderer drops the styles.
 
 >>> from statesaga._examples import Fulfil
@@ -230,6 +231,8 @@ def _edge_look(diagram: Diagram, edge: Edge) -> tuple[theme.Paint, float, str | 
     dash = _DASHES.get(edge.kind)
     if edge.source == "[*]" or edge.target == "[*]":
         return None if diagram.mode is Mode.DEFINITION else (theme.MUTED, 1, None)
+    if edge.kind is EdgeKind.MIGRATION:
+        return theme.MIGRATION, 3.5, "4 3"
     if diagram.mode is Mode.INSTANCE:
         if edge.trace is Trace.FAILED:
             return theme.TRACE_FAILED, 3.5, dash

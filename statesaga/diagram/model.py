@@ -94,6 +94,9 @@ class EdgeKind(enum.StrEnum):
     """A step's compensation, from the step's target back to its source."""
     OUTCOME = "outcome"
     """Where a run ends compensated (nothing left to undo) or failed (past the pivot)."""
+    MIGRATION = "migration"
+    """A diff's declared migration: runs of the older version in the source state move to
+    the target state of the newer one."""
 
 
 class Trace(enum.StrEnum):

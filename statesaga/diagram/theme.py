@@ -16,6 +16,7 @@ __all__ = [
     "EVENT",
     "FORWARD_ONLY",
     "INK",
+    "MIGRATION",
     "MUTED",
     "OUTCOME",
     "PIVOT",
@@ -70,3 +71,5 @@ CHANGE = {
     Change.CHANGED: Paint("#ef6c00", "#fff3e0"),
 }
 """The diff's marks."""
+MIGRATION = Paint("#00838f", "#e0f7fa")
+"""A diff's migration edges: where runs of the older version move."""

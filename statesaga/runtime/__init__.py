@@ -12,6 +12,7 @@
 - ``leases`` and ``locking``: the lease keeper and the sync/async lock ports;
 - ``reporting``: log lines and observer calls;
 - ``recovery``: the public recovery API ``Worker`` uses;
+- ``migration``: moving runs of an older version onto a newer one (``Engine.migrate``);
 - ``runtime``: the ``Runtime`` an engine holds, and its operations;
 - ``engine_base``: what both engines expose of the runtime they hold.
 """

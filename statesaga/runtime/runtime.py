@@ -31,6 +31,7 @@ from statesaga.runtime.inbox import Inbox
 from statesaga.runtime.leases import LeaseKeeper
 from statesaga.runtime.limits import DEFAULT_MAX_PAYLOAD_BYTES, PayloadLimit
 from statesaga.runtime.locking import AsyncLockPort, LockPort, SyncLockPort
+from statesaga.runtime.migration import Migrations
 from statesaga.runtime.reads import Reads, get_row
 from statesaga.runtime.recovery import Recovery
 from statesaga.runtime.registry import Registry
@@ -138,6 +139,7 @@ class Runtime:
         self.inbox = Inbox(self.claims, self.drive, clock, self.limit)
         self.recovery = Recovery(self.claims, self.drive, self.inbox, clock)
         self.forks = Forks(self.claims, self.drive, self.inbox, clock, default_deadline)
+        self.migrations = Migrations(self.store, self.registry, leasing, clock)
         self.registry.register(*sagas)
 
     @property

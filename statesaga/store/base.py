@@ -158,6 +158,22 @@ class Store(Protocol):
         Raises ``FencedOut`` when the row's version or epoch moved on.
         """
 
+    def migrate(
+        self,
+        instance_id: str,
+        version: int,
+        epoch: int,
+        saga: tuple[int, str],
+        write: Write,
+        history: Sequence[HistoryRow],
+    ) -> None:
+        """Move a claimed instance onto (saga version, graph hash) ``saga`` with ``write``.
+
+        One transaction: a compare-and-set on (version, epoch), like ``transition``,
+        that also rewrites the saga version and graph hash, and its history rows.
+        Raises ``FencedOut`` when the row's version or epoch moved on.
+        """
+
     def claim(
         self, instance_id: str, version: int, owner: str, expires_at: float, now: float
     ) -> InstanceRow:

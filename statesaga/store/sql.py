@@ -150,6 +150,22 @@ class SqlStore:
             instance_id, version, epoch, write, history_rows, connection, settle
         )
 
+    def migrate(
+        self,
+        instance_id: str,
+        version: int,
+        epoch: int,
+        saga: tuple[int, str],
+        write: Write,
+        history_rows: Sequence[HistoryRow],
+    ) -> None:
+        """Move a claimed instance onto another version of its saga, in one transaction.
+
+        ``saga`` is the (saga version, graph hash) it moves to; the rest is a
+        transition's compare-and-set on (version, epoch) and its history rows.
+        """
+        self._writes.migrate(instance_id, version, epoch, saga, write, history_rows)
+
     def execute_raw(self, sql: str, params: tuple[Any, ...]) -> int:
         """Run one write statement in its own transaction on a hot-path connection.
 

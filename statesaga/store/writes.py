@@ -84,6 +84,12 @@ class _Statements:
             f"SELECT {', '.join(f'{mark}::{_pg_type(c)}' for c in _HISTORY_COLUMNS)}"
         )
         self.transition = f"WITH moved AS ({self.update} RETURNING id) {history_select} FROM moved"
+        # a migration moves the run onto another version of its saga, in the same compare-and-set
+        self.migrate = (
+            f"UPDATE statesaga_instances SET saga_version = {mark}, graph_hash = {mark}, "
+            f"{assigns}, version = version + 1 "
+            f"WHERE id = {mark} AND version = {mark} AND epoch = {mark}"
+        )
         self.start = (
             f"WITH started AS ({self.insert_instance} RETURNING id) {history_select} FROM started"
         )
@@ -154,22 +160,7 @@ class HotWrites:
         settle: Sequence[Settle],
     ) -> None:
         """Compare-and-set on (version, epoch), append history, settle inbox entries."""
-        params = (
-            write.state,
-            write.status,
-            write.context,
-            write.machine,
-            write.error,
-            write.output,
-            write.attempt,
-            write.due_at,
-            write.lease_owner,
-            write.lease_expires_at,
-            write.updated_at,
-            instance_id,
-            version,
-            epoch,
-        )
+        params = (*_write_values(write), instance_id, version, epoch)
         rows = [_history_values(h) for h in history_rows]
         hook = self.hook
         if connection is not None:
@@ -204,6 +195,35 @@ class HotWrites:
                 seen.before_commit(raw)
             self.dialect.commit(raw, cursor)
 
+        self._twice(work, self._landed(instance_id, version, epoch))
+        if seen is not None:
+            seen.committed()
+
+    def migrate(
+        self,
+        instance_id: str,
+        version: int,
+        epoch: int,
+        saga: tuple[int, str],
+        write: Write,
+        history_rows: Sequence[HistoryRow],
+    ) -> None:
+        """Move a claimed run onto saga version and graph hash ``saga``: one compare-and-set."""
+        params = (*saga, *_write_values(write), instance_id, version, epoch)
+        rows = [_history_values(h) for h in history_rows]
+
+        def work(hot: HotConnection) -> None:
+            raw, cursor = hot.raw, hot.cursor
+            self._begin(cursor)
+            cursor.execute(self.sql.migrate, params)
+            if cursor.rowcount != 1:
+                raise fenced(instance_id, version, epoch)
+            self._write_history(cursor, rows)
+            self.dialect.commit(raw, cursor)
+
+        self._twice(work, self._landed(instance_id, version, epoch))
+
+    def _landed(self, instance_id: str, version: int, epoch: int) -> Callable[[], bool]:
         def committed() -> bool:
             # only this holder writes under its epoch: one version on means its write landed
             current = self._version_epoch(instance_id)
@@ -213,9 +233,7 @@ class HotWrites:
                 return False
             raise fenced(instance_id, version, epoch)
 
-        self._twice(work, committed)
-        if seen is not None:
-            seen.committed()
+        return committed
 
     def execute(self, sql: str, params: tuple[Any, ...]) -> int:
         """Run one write statement in its own transaction; the number of rows it touched."""
@@ -439,6 +457,22 @@ def _pg_type(column: str) -> str:
     if isinstance(kind, sa.JSON):
         return "jsonb"
     raise AssertionError(f"no PostgreSQL cast for history column {column}")  # pragma: no cover
+
+
+def _write_values(write: Write) -> tuple[Any, ...]:
+    return (
+        write.state,
+        write.status,
+        write.context,
+        write.machine,
+        write.error,
+        write.output,
+        write.attempt,
+        write.due_at,
+        write.lease_owner,
+        write.lease_expires_at,
+        write.updated_at,
+    )
 
 
 def _history_values(row: HistoryRow) -> tuple[Any, ...]:

@@ -23,8 +23,8 @@ randomness come in as arguments.
 ...     finish = new.to(done).run(lambda ctx: Data(done=True), read_only=True)
 >>> core = Interpreter(Demo.definition)
 >>> first = core.start("i-1", In(), Data(), now=0.0)
->>> first.decision
-RunStep(transition='finish', attempt=1, idempotency_key='i-1:0:finish', timeout=None)
+>>> first.decision.transition, first.decision.idempotency_key, first.decision.completes
+('finish', 'i-1:0:finish', True)
 >>> last = core.next(first.snapshot, StepSucceeded(Data(done=True)), now=1.0)
 >>> last.snapshot.status, last.snapshot.state, [r.kind for r in last.records]
 (<Status.COMPLETED: 'completed'>, 'done', [<HistoryKind.FORWARD: 'forward'>])

@@ -200,7 +200,13 @@ class Forward:
                     records.append(record)
                     continue
                 key = idempotency_key(snapshot.instance_id, snapshot.seq, t.name)
-                decision: Decision = RunStep(t.name, snapshot.attempt, key, t.step.timeout)
+                decision: Decision = RunStep(
+                    t.name,
+                    snapshot.attempt,
+                    key,
+                    t.step.timeout,
+                    completes=self.definition.states[t.target].final,
+                )
                 return Next(snapshot, decision, tuple(records))
             if status is Status.COMPENSATING:
                 if not snapshot.stack:

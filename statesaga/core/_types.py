@@ -365,12 +365,17 @@ Outcome = (
 
 @attrs.frozen
 class RunStep:
-    """Run the step of ``transition`` (try ``attempt``), then report the outcome."""
+    """Run the step of ``transition`` (try ``attempt``), then report the outcome.
+
+    ``completes``: the transition ends the run (its target is final), so the
+    driver makes the saga's output from the step's result.
+    """
 
     transition: str
     attempt: int
     idempotency_key: str
     timeout: float | None
+    completes: bool = False
 
 
 @attrs.frozen

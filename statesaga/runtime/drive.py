@@ -159,10 +159,11 @@ class Drive:
         ctx = self._context(run, t.name, decision.attempt, decision.idempotency_key)
         call = Call(step.function, ctx, step.timeout)
         if run.trace is None:
-            nxt, _ = yield from self._step(run, t, call)
+            nxt, _ = yield from self._step(run, t, call, decision.completes)
             return nxt
         traced = self.reporter.step_trace(run, t.name, decision.attempt, undo=False)
-        return (yield from self._under(traced, self._step(run, t, _scoped(call, traced))))
+        attempt = self._step(run, t, _scoped(call, traced), decision.completes)
+        return (yield from self._under(traced, attempt))
 
     def _under(self, traced: StepTrace | None, attempt: Attempt) -> Generator[Request, Any, Next]:
         """Drive a step's ``attempt``, then end its trace with the attempt's outcome."""
@@ -176,7 +177,7 @@ class Drive:
             notify(traced.end, error=error)
         return nxt
 
-    def _step(self, run: HeldRun, t: TransitionDef, call: Call) -> Attempt:
+    def _step(self, run: HeldRun, t: TransitionDef, call: Call, completes: bool) -> Attempt:
         step = t.step
         assert step is not None
         ctx = call.ctx
@@ -187,7 +188,7 @@ class Drive:
                 done = yield from self._in_transaction(
                     run,
                     call,
-                    lambda response: self._step_outcome(run, t, response),
+                    lambda response: self._step_outcome(run, t, response, completes),
                     started,
                     undo=False,
                 )
@@ -195,7 +196,7 @@ class Drive:
                     return done, None
                 outcome = done
             else:
-                outcome = self._step_outcome(run, t, (yield call))
+                outcome = self._step_outcome(run, t, (yield call), completes)
         finally:
             run.step_deadline = None
         error = outcome.error if isinstance(outcome, StepFailed) else None
@@ -253,7 +254,9 @@ class Drive:
         self.reporter.step_finished(run, ctx.step, ctx.attempt, started, None, undo=undo)
         return nxt
 
-    def _step_outcome(self, run: HeldRun, t: TransitionDef, response: Response) -> Outcome:
+    def _step_outcome(
+        self, run: HeldRun, t: TransitionDef, response: Response, completes: bool
+    ) -> Outcome:
         assert t.step is not None
         if response.error is not None:
             return StepFailed(
@@ -283,7 +286,7 @@ class Drive:
                     state=run.snapshot.state,
                 )
                 run.encoded_context, run.encoded_data = encoded, data
-            if definition.output is not None and definition.states[t.target].final:
+            if completes and definition.output is not None:
                 run.output = definition.output(run.input, data)
                 self.limit.encoded(
                     converter.unstructure(run.output, definition.output_type or type(run.output)),

@@ -461,7 +461,7 @@ def test_retrying_after_the_pivot_runs_the_failed_step_again() -> None:
     resumed = core.next(failed.snapshot, RetryRequested(), 10.0)
 
     assert resumed.records == (Record(HistoryKind.RESUME, "shipped", "shipped", "notify"),)
-    assert resumed.decision == RunStep("notify", 1, f"{ID}:4:notify", None)
+    assert resumed.decision == RunStep("notify", 1, f"{ID}:4:notify", None, completes=True)
     assert succeed(core, resumed).decision == Finish(Status.COMPLETED)
 
 
@@ -478,7 +478,7 @@ def test_the_deadline_no_longer_applies_once_the_pivot_ran() -> None:
     current = succeed(core, current, times=4, now=10.0)
 
     late = core.decide(current.snapshot, 3600.0)
-    assert late.decision == RunStep("notify", 1, f"{ID}:4:notify", None)
+    assert late.decision == RunStep("notify", 1, f"{ID}:4:notify", None, completes=True)
     assert late.records == ()
     assert succeed(core, late, now=3600.0).decision == Finish(Status.COMPLETED)
 
@@ -680,7 +680,7 @@ def test_guards_are_evaluated_by_the_driver_which_reports_the_branch_chosen() ->
 
     current = core.next(current.snapshot, BranchChosen("freight"), 0.0)
 
-    assert current.decision == RunStep("freight", 1, f"{ID}:1:freight", None)
+    assert current.decision == RunStep("freight", 1, f"{ID}:1:freight", None, completes=True)
     assert succeed(core, current).snapshot.state == "by_freight"
 
 
@@ -810,7 +810,7 @@ def test_an_event_with_a_step_runs_it_with_the_payload() -> None:
             event="deposit_received",
         ),
     )
-    assert current.decision == RunStep("confirm", 1, f"{ID}:2:confirm", None)
+    assert current.decision == RunStep("confirm", 1, f"{ID}:2:confirm", None, completes=True)
     assert current.snapshot.event is None
 
 
@@ -823,7 +823,7 @@ def test_an_event_without_a_step_moves_on_at_once() -> None:
     assert current.records == (
         Record(HistoryKind.EVENT, "awaiting_deposit", "paid", "waived", event="deposit_waived"),
     )
-    assert current.decision == RunStep("confirm", 1, f"{ID}:2:confirm", None)
+    assert current.decision == RunStep("confirm", 1, f"{ID}:2:confirm", None, completes=True)
 
 
 def test_an_event_the_state_does_not_accept_is_refused_with_the_ones_it_does() -> None:
@@ -870,7 +870,7 @@ def test_a_wait_that_times_out_takes_the_on_timeout_transition_when_there_is_one
     current = core.decide(current.snapshot, 900.0)
 
     assert current.records == (Record(HistoryKind.TIMEOUT, "awaiting_deposit", "paid", "trust"),)
-    assert current.decision == RunStep("confirm", 1, f"{ID}:2:confirm", None)
+    assert current.decision == RunStep("confirm", 1, f"{ID}:2:confirm", None, completes=True)
 
 
 def test_an_on_timeout_transition_with_a_step_runs_it() -> None:

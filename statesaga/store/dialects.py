@@ -40,10 +40,12 @@ from statesaga.store.schema import instances
 
 __all__ = [
     "APP_SCHEMAS",
+    "READ_ONLY",
     "Dialect",
     "PsycopgDialect",
     "SqliteDialect",
     "dialect_for",
+    "reading",
     "search_path",
     "use_schema",
 ]
@@ -219,6 +221,20 @@ def search_path(schema: str, app_schemas: Sequence[str]) -> str:
     return ", ".join(dict.fromkeys([schema, *app_schemas]))
 
 
+#: the execution option that marks a connection as only reading (``reading``)
+READ_ONLY = "statesaga_read_only"
+
+
+def reading(engine: sa.Engine) -> sa.Connection:
+    """A connection for reads only: on SQLite its transaction takes no write lock.
+
+    Writes go through ``engine.begin()`` (``BEGIN IMMEDIATE`` on SQLite, so two
+    writers never deadlock upgrading a read lock); reads need no such lock, and
+    under WAL a read never waits for a writer.
+    """
+    return engine.connect().execution_options(**{READ_ONLY: True})
+
+
 def _configure_sqlite(engine: sa.Engine, synchronous: str, busy_timeout: float) -> None:
     if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
         raise StoreError(
@@ -241,4 +257,6 @@ def _configure_sqlite(engine: sa.Engine, synchronous: str, busy_timeout: float) 
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # a read (see ``reading``) takes no write lock: in WAL it never waits on a writer
+        read = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")

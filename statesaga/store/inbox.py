@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from statesaga.store.base import InboxRow, Settle
+from statesaga.store.dialects import reading
 from statesaga.store.schema import INBOX_PENDING, inbox
 
 __all__ = ["pending_exists", "read_entry", "read_inbox", "receive", "settle"]
@@ -56,14 +57,14 @@ def read_inbox(
     query = sa.select(inbox).where(inbox.c.instance_id == instance_id)
     if only_pending:
         query = query.where(inbox.c.status == INBOX_PENDING)
-    with engine.connect() as connection:
+    with reading(engine) as connection:
         return [InboxRow(**row._asdict()) for row in connection.execute(query.order_by(inbox.c.id))]
 
 
 def read_entry(engine: sa.Engine, instance_id: str, event_id: str) -> InboxRow | None:
     """The entry with ``event_id`` in the run's inbox."""
     query = sa.select(inbox).where(inbox.c.instance_id == instance_id, inbox.c.event_id == event_id)
-    with engine.connect() as connection:
+    with reading(engine) as connection:
         row = connection.execute(query).one_or_none()
     return None if row is None else InboxRow(**row._asdict())
 

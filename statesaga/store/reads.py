@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from statesaga.core import OPEN_STATUSES
 from statesaga.store import claims as _claims
 from statesaga.store.base import HistoryRow, InstanceRow
+from statesaga.store.dialects import reading
 from statesaga.store.schema import history, instances, metadata
 
 __all__ = [
@@ -37,7 +38,7 @@ __all__ = [
 
 def get(engine: sa.Engine, instance_id: str) -> InstanceRow | None:
     """The instance with that id, or ``None``."""
-    with engine.connect() as connection:
+    with reading(engine) as connection:
         row = connection.execute(
             sa.select(instances).where(instances.c.id == instance_id)
         ).one_or_none()
@@ -61,7 +62,7 @@ def find(
         )
     else:
         return None
-    with engine.connect() as connection:
+    with reading(engine) as connection:
         row = connection.execute(query).first()
     return None if row is None else instance(row)
 
@@ -104,7 +105,7 @@ def list_instances(
     """Instances matching every filter given, newest first (see ``SqlStore.list``)."""
     query = _filtered(saga, status, entity_key, correlation_id, since, until)
     query = query.order_by(instances.c.created_at.desc(), instances.c.id).limit(limit)
-    with engine.connect() as connection:
+    with reading(engine) as connection:
         return [instance(row) for row in connection.execute(query)]
 
 
@@ -131,7 +132,7 @@ def list_page(
             )
         )
     query = query.order_by(instances.c.created_at.desc(), instances.c.id.desc()).limit(limit)
-    with engine.connect() as connection:
+    with reading(engine) as connection:
         return [instance(row) for row in connection.execute(query)]
 
 
@@ -142,7 +143,7 @@ def count_by_status(engine: sa.Engine, saga: str | None = None) -> dict[tuple[st
     ).group_by(instances.c.saga, instances.c.saga_version, instances.c.status)
     if saga is not None:
         query = query.where(instances.c.saga == saga)
-    with engine.connect() as connection:
+    with reading(engine) as connection:
         return {
             (name, int(version), status): int(count)
             for name, version, status, count in connection.execute(query)
@@ -152,7 +153,7 @@ def count_by_status(engine: sa.Engine, saga: str | None = None) -> dict[tuple[st
 def read_history(engine: sa.Engine, instance_id: str) -> builtins.list[HistoryRow]:
     """The instance's history, oldest first."""
     query = sa.select(history).where(history.c.instance_id == instance_id).order_by(history.c.id)
-    with engine.connect() as connection:
+    with reading(engine) as connection:
         return [HistoryRow(**row._asdict()) for row in connection.execute(query)]
 
 
@@ -164,7 +165,7 @@ def ids_starting_with(engine: sa.Engine, prefix: str, limit: int = 10) -> builti
         .order_by(instances.c.id)
         .limit(limit)
     )
-    with engine.connect() as connection:
+    with reading(engine) as connection:
         return [str(value) for value in connection.execute(query).scalars()]
 
 
@@ -184,14 +185,14 @@ def due(engine: sa.Engine, now: float, limit: int) -> builtins.list[InstanceRow]
         .join(picked, picked.c.id == instances.c.id)
         .order_by(picked.c.since, instances.c.id)
     )
-    with engine.connect() as connection:
+    with reading(engine) as connection:
         return [instance(row) for row in connection.execute(query)]
 
 
 def dump(engine: sa.Engine) -> dict[str, builtins.list[tuple[Any, ...]]]:
     """Every row of every table, ordered, for tests that compare before and after."""
     result: dict[str, builtins.list[tuple[Any, ...]]] = {}
-    with engine.connect() as connection:
+    with reading(engine) as connection:
         for table in metadata.sorted_tables:
             order = list(table.primary_key.columns)
             rows = connection.execute(sa.select(table).order_by(*order))

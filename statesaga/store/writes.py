@@ -33,7 +33,7 @@ from statesaga.errors import ConnectionLost, DuplicateStart, EntityBusy, FencedO
 from statesaga.serde import dumps
 from statesaga.store import inbox as _inbox
 from statesaga.store.base import HistoryRow, InstanceRow, Settle, Write
-from statesaga.store.dialects import Dialect
+from statesaga.store.dialects import Dialect, reading
 from statesaga.store.hooks import StoreWrite, WriteHook, WriteMoment
 from statesaga.store.hot import HotConnection, HotConnections
 from statesaga.store.schema import history, instances
@@ -377,7 +377,7 @@ class HotWrites:
         query = sa.select(instances.c.version, instances.c.epoch).where(
             instances.c.id == instance_id
         )
-        with self.engine.connect() as connection:
+        with reading(self.engine) as connection:
             found = connection.execute(query).one_or_none()
         return None if found is None else (found.version, found.epoch)
 

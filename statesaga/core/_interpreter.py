@@ -23,6 +23,7 @@ from statesaga.core._types import (
     CompensationSucceeded,
     EventArrived,
     EventFit,
+    EventJudged,
     HistoryKind,
     Next,
     Outcome,
@@ -32,6 +33,7 @@ from statesaga.core._types import (
     Status,
     StepFailed,
     StepSucceeded,
+    TimeoutMeasured,
 )
 from statesaga.definition import Definition
 from statesaga.errors import InvalidOperation
@@ -95,6 +97,14 @@ class Interpreter:
         """Whether an event received at ``received_at`` applies now, waits, or comes too late."""
         return self._rules.event_fit(snapshot, event, received_at)
 
+    def guard_fit(self, snapshot: Snapshot, judged: EventJudged) -> EventFit:
+        """Whether the guards' verdict on an event takes it (``"accept"``) or refuses it.
+
+        A refused event is recorded as rejected, with the reason; the run keeps
+        waiting, on the timeout it had.
+        """
+        return self._rules.guard_fit(snapshot, judged)
+
     def cancel_fit(self, snapshot: Snapshot, *, resumed: bool = False) -> EventFit:
         """Whether a cancel applies now (``"accept"``) or cannot any more (``"late"``)."""
         return self._rules.cancel_fit(snapshot, resumed=resumed)
@@ -126,6 +136,12 @@ class Interpreter:
                 return self._forward.branch_chosen(snapshot, name, now)
             case EventArrived(event, payload, received_at):
                 return self._forward.event(snapshot, event, payload, now, received_at)
+            case EventJudged(event, payload, received_at):
+                return self._forward.event(
+                    snapshot, event, payload, now, received_at, judged=outcome
+                )
+            case TimeoutMeasured():
+                return self._forward.timeout_measured(snapshot, outcome, now)
             case CancelRequested(reason):
                 return self._backward.cancel(snapshot, reason, now)
             case CompensationSucceeded(data):

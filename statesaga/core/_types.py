@@ -34,8 +34,11 @@ __all__ = [
     "ErrorInfo",
     "EventArrived",
     "EventFit",
+    "EventJudged",
     "Finish",
     "HistoryKind",
+    "JudgeEvent",
+    "MeasureTimeout",
     "Next",
     "Outcome",
     "Record",
@@ -47,6 +50,7 @@ __all__ = [
     "Status",
     "StepFailed",
     "StepSucceeded",
+    "TimeoutMeasured",
     "Wait",
 ]
 
@@ -146,6 +150,9 @@ class Snapshot:
         pivot_unknown: the pending pivot step may have taken effect (it was pending
             when the run was resumed after a crash, or a try's outcome was lost):
             from here the run only goes forward.
+        measure_timeout: ``WAITING`` in a state whose timeout is computed per run,
+            not measured yet: the driver is asked for it (:class:`MeasureTimeout`)
+            before the run waits, and events wait in the inbox until then.
     """
 
     instance_id: str
@@ -162,6 +169,7 @@ class Snapshot:
     error: ErrorInfo | None = None
     event: Any = None
     pivot_unknown: bool = False
+    measure_timeout: bool = False
 
 
 # -- outcomes: what happened since the last decision ------------------------------------
@@ -203,6 +211,30 @@ class EventArrived:
 
 
 @attrs.frozen
+class EventJudged:
+    """The driver evaluated the guards a :class:`JudgeEvent` asked for, in order.
+
+    ``transition``: the first whose guard passed (``None``: none did); ``error``:
+    a guard raised (the event is refused, with the error as the reason).
+    """
+
+    event: str
+    payload: Any = None
+    received_at: float | None = None
+    transition: str | None = None
+    error: ErrorInfo | None = None
+
+
+@attrs.frozen
+class TimeoutMeasured:
+    """The driver called the waiting state's timeout function: what it returned
+    (seconds, a ``timedelta`` or ``None``), or the error it raised."""
+
+    value: Any = None
+    error: ErrorInfo | None = None
+
+
+@attrs.frozen
 class CancelRequested:
     """Someone asked to cancel the run."""
 
@@ -234,6 +266,8 @@ Outcome = (
     | StepFailed
     | BranchChosen
     | EventArrived
+    | EventJudged
+    | TimeoutMeasured
     | CancelRequested
     | CompensationSucceeded
     | CompensationFailed
@@ -258,6 +292,25 @@ class ChooseBranch:
     """Evaluate these transitions' guards in order and report the first that passes."""
 
     transitions: tuple[str, ...]
+
+
+@attrs.frozen
+class JudgeEvent:
+    """Evaluate these event transitions' guards in order, with the event's payload as
+    ``ctx.event``, and report :class:`EventJudged` (the first that passes wins)."""
+
+    event: str
+    transitions: tuple[str, ...]
+    payload: Any = None
+    received_at: float | None = None
+
+
+@attrs.frozen
+class MeasureTimeout:
+    """Call the timeout function of waiting state ``state`` and report
+    :class:`TimeoutMeasured`; the run waits once its answer is persisted."""
+
+    state: str
 
 
 @attrs.frozen
@@ -292,7 +345,9 @@ class Finish:
     status: Status
 
 
-Decision = RunStep | ChooseBranch | Sleep | RunCompensation | Wait | Finish
+Decision = (
+    RunStep | ChooseBranch | JudgeEvent | MeasureTimeout | Sleep | RunCompensation | Wait | Finish
+)
 
 
 @attrs.frozen

@@ -95,6 +95,7 @@ def machine_of(snapshot: Snapshot, definition: Definition) -> dict[str, Any]:
         "seq": snapshot.seq,
         "event": event,
         "unknown": snapshot.pivot_unknown,
+        **({"measure": True} if snapshot.measure_timeout else {}),
     }
 
 
@@ -122,6 +123,7 @@ def snapshot_of(row: InstanceRow, definition: Definition) -> Snapshot:
         error=None if row.error is None else converter.structure(row.error, ErrorInfo),
         event=event,
         pivot_unknown=bool(machine.get("unknown")),
+        measure_timeout=bool(machine.get("measure")),
     )
 
 
@@ -233,7 +235,7 @@ def history_rows(
             undo = record.kind in (HistoryKind.COMPENSATE, HistoryKind.COMPENSATION_RETRY) or (
                 record.error is not None and (record.error.step or "").endswith(".undo")
             )
-            step_name = t.step.compensation_name if undo else t.step.function_name
+            step_name = t.step.rollback_name if undo else t.step.function_name
         rows.append(
             HistoryRow(
                 instance_id=run.id,

@@ -9,6 +9,7 @@ import attrs
 from statesaga.core import Interpreter, Snapshot
 from statesaga.definition import Definition
 from statesaga.locks.base import Lease
+from statesaga.store.base import InboxRow
 
 __all__ = ["HeldRun", "Kept"]
 
@@ -36,6 +37,8 @@ class HeldRun:
     renewed_at: float = 0.0
     step_deadline: float | None = None
     lost: bool = False
+    #: the inbox entry whose event the run's guards are judging (a ``JudgeEvent``)
+    judging: InboxRow | None = None
 
     @property
     def lock_key(self) -> str:

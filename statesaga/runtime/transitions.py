@@ -53,14 +53,16 @@ class Transitions:
         events already in its inbox, in the same write: an event that came while
         a step ran is consumed by the run's holder before it lets go.
         """
-        if isinstance(nxt.decision, Wait) and nxt.records and not settle:
-            pending = self.store.pending(run.id)
+        if isinstance(nxt.decision, Wait) and nxt.records:
+            settled = {entry.id for entry in settle}
+            pending = [e for e in self.store.pending(run.id) if e.id not in settled]
             if pending:
                 applied = apply_inbox(
                     run, nxt, pending, self.clock(), resumed=False, reporter=self.reporter
                 )
                 if applied is not None:
-                    nxt, settle = applied
+                    nxt, more = applied
+                    settle = [*settle, *more]
         if not nxt.records and not settle:
             run.snapshot = nxt.snapshot
             return nxt

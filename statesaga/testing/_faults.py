@@ -91,15 +91,4 @@ def instrument(h: _Harness) -> Definition:
             )
             t = attrs.evolve(t, step=step)
         transitions[name] = t
-    d = h.definition
-    return attrs.evolve(
-        d,
-        transitions=transitions,
-        automatic_from={
-            s: tuple(transitions[t.name] for t in ts) for s, ts in d.automatic_from.items()
-        },
-        events_from={
-            s: {e: transitions[t.name] for e, t in ts.items()} for s, ts in d.events_from.items()
-        },
-        timeout_from={s: transitions[t.name] for s, t in d.timeout_from.items()},
-    )
+    return h.definition.with_transitions(transitions)

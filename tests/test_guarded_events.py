@@ -97,7 +97,7 @@ def test_after_a_refusal_the_original_timeout_still_ends_the_wait(
     assert run.status is Status.COMPENSATED
     assert run.error is not None
     assert run.error.type == "WaitTimedOut"
-    assert travel.hotels == set()
+    assert set(travel.hotels) == set()
 
 
 @attrs.frozen

@@ -95,7 +95,7 @@ def test_a_charge_whose_answer_is_lost_on_every_try_is_voided_then_the_hotel_can
 
     assert run.status is Status.COMPENSATED
     assert travel.charged() == 0, travel.charges  # every charge it may have taken is voided
-    assert travel.hotels == set()
+    assert set(travel.hotels) == set()
     assert travel.calls[-2:] == ["void_charge", "cancel_hotel"]  # the void first, then the rest
     undone = [(t, step) for kind, t, step in kinds(run) if kind == HistoryKind.COMPENSATE.value]
     assert undone == [("charge", "void_charge"), ("book", "cancel_hotel")]
@@ -155,14 +155,14 @@ def test_a_void_that_keeps_failing_leaves_the_run_failed_and_a_retry_finishes_it
     assert run.status is Status.FAILED
     assert run.error is not None
     assert run.error.step == "charge.undo"
-    assert travel.hotels == {"t-1"}  # nothing before the pivot is undone before its void
+    assert set(travel.hotels) == {"t-1"}  # nothing before the pivot is undone before its void
 
     travel.void_failures = 0
     engines.retry(run.id)
     run = drive_to_the_end(engines, clock, run.id)
     assert run.status is Status.COMPENSATED
     assert travel.charged() == 0
-    assert travel.hotels == set()
+    assert set(travel.hotels) == set()
 
 
 def test_the_deadline_does_not_cut_a_pivot_short_but_its_void_still_runs(
@@ -281,5 +281,5 @@ def test_a_step_without_a_void_still_fails_the_run_when_its_outcome_stays_unknow
     run = drive_to_the_end(engines, clock, engines.start(NoVoid, TripRequest("t-3")).id)
 
     assert run.status is Status.FAILED
-    assert travel.hotels == {"t-3"}
+    assert set(travel.hotels) == {"t-3"}
     assert travel.charged() == 1200

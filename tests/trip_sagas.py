@@ -49,9 +49,12 @@ class Travel:
     """The outside world: a hotel, a card processor and a ticket office, with failures."""
 
     def __init__(self) -> None:
-        self.hotels: set[str] = set()
+        self.hotels: dict[str, str] = {}  # trip -> the booking's idempotency key
         self.charges: dict[str, int] = {}  # idempotency key -> amount taken
         self.voided: list[str] = []
+        # like real providers, a key once cancelled or voided is never honoured again: a
+        # paused holder's late call under it is refused, not booked behind the saga's back
+        self.spent_keys: set[str] = set()
         self.calls: list[str] = []
         self.charge_failures: list[BaseException] = []  # raised by the next charges
         self.charge_takes_effect = True  # a failing charge took the money first
@@ -72,14 +75,18 @@ Ctx = StepContext[TripRequest, TripData]
 def book_hotel(ctx: Ctx) -> TripData:
     travel = ctx.resource(Travel)
     travel.calls.append("book_hotel")
-    travel.hotels.add(ctx.input.trip_id)
+    if ctx.idempotency_key not in travel.spent_keys:
+        travel.hotels[ctx.input.trip_id] = ctx.idempotency_key
     return attrs.evolve(ctx.data, hotel_ref=f"h-{ctx.input.trip_id}")
 
 
 def cancel_hotel(ctx: Ctx) -> None:
     travel = ctx.resource(Travel)
     travel.calls.append("cancel_hotel")
-    travel.hotels.discard(ctx.input.trip_id)
+    key = ctx.idempotency_key.removesuffix(":undo")
+    travel.spent_keys.add(key)
+    if travel.hotels.get(ctx.input.trip_id) == key:
+        del travel.hotels[ctx.input.trip_id]
 
 
 def confirmation_window(ctx: Ctx) -> timedelta | None:
@@ -94,12 +101,14 @@ def for_this_trip(ctx: StepContext[TripRequest, TripData]) -> bool:
 def charge_card(ctx: Ctx) -> TripData:
     travel = ctx.resource(Travel)
     travel.calls.append("charge_card")
+    honoured = ctx.idempotency_key not in travel.spent_keys
     if travel.charge_failures:
         error = travel.charge_failures.pop(0)
-        if travel.charge_takes_effect:
+        if travel.charge_takes_effect and honoured:
             travel.charges[ctx.idempotency_key] = ctx.input.amount
         raise error
-    travel.charges[ctx.idempotency_key] = ctx.input.amount
+    if honoured:
+        travel.charges[ctx.idempotency_key] = ctx.input.amount
     return attrs.evolve(ctx.data, charge_id=ctx.idempotency_key)
 
 
@@ -111,6 +120,7 @@ def void_charge(ctx: Ctx) -> None:
         travel.void_failures -= 1
         raise LostAnswer("the processor did not answer the void")
     key = ctx.idempotency_key.removesuffix(":undo")
+    travel.spent_keys.add(key)
     if travel.charges.pop(key, None) is not None:
         travel.voided.append(key)
 
@@ -135,7 +145,7 @@ class BookTrip(Saga[TripRequest, TripData]):
     charged = State()
     ticketed = State(final=True)
 
-    book = new.to(awaiting_supplier).run(book_hotel, undo=cancel_hotel)
+    book = new.to(awaiting_supplier).run(book_hotel, undo=cancel_hotel, undo_on_failure=True)
     confirm = awaiting_supplier.to(confirmed).on(supplier_confirmed).when(for_this_trip)
     charge = confirmed.to(charged).run(charge_card, pivot=True, void=void_charge)
     tickets = charged.to(ticketed).run(issue_tickets)

@@ -32,7 +32,7 @@ from statesaga.store.base import InboxRow, Settle
 if TYPE_CHECKING:
     from statesaga.runtime.reporting import Reporter
 
-__all__ = ["UNDECIDED", "apply_inbox", "apply_judgment"]
+__all__ = ["UNDECIDED", "any_to_take", "apply_inbox", "apply_judgment"]
 
 #: the decision of a Next whose inbox entries are applied before anything is decided
 UNDECIDED = Sleep(float("-inf"))
@@ -87,6 +87,19 @@ def apply_inbox(
     if not settles:
         return None
     return Next(snapshot, decision, tuple(records)), settles
+
+
+def any_to_take(run: HeldRun, pending: list[InboxRow], now: float) -> bool:
+    """Whether the run can settle one of its pending entries now (take it, or reject it);
+    ``False`` when each is early, kept for a state the run has not reached."""
+    core, current = run.core, run.snapshot
+    for entry in pending:
+        if entry.kind == "cancel":
+            return True
+        assert entry.event is not None
+        if core.event_fit(current, entry.event, entry.received_at).verdict != "early":
+            return True
+    return False
 
 
 def apply_judgment(

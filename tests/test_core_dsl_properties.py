@@ -130,6 +130,18 @@ def build(spec: Spec) -> Definition:
     return definition
 
 
+#: what timeout functions answer: mostly durations, sometimes none, sometimes nonsense
+MEASURED: list[Any] = [
+    30.0,
+    30.0,
+    0,
+    timedelta(seconds=45),
+    timedelta(seconds=45),
+    None,
+    "soon",
+    -1,
+    "raise",
+]
 TRANSIENT = ErrorInfo("ConnectionError", "no answer")
 PERMANENT = ErrorInfo("Declined", "no", retryable=False)
 
@@ -182,12 +194,7 @@ def play(definition: Definition, data: st.DataObject, deadline: float | None) ->
         elif isinstance(decision, Sleep):
             now = max(now, decision.until)
         elif isinstance(decision, MeasureTimeout):
-            value = data.draw(
-                st.sampled_from(
-                    [30.0, 30.0, 0, timedelta(seconds=45), timedelta(seconds=45), None]
-                    + ["soon", -1, "raise"]
-                )
-            )
+            value = data.draw(st.sampled_from(MEASURED))
             outcome = (
                 TimeoutMeasured(error=ErrorInfo("KeyError", "no window"))
                 if value == "raise"

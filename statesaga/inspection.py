@@ -171,7 +171,7 @@ def transition_rows(definition: Definition) -> list[TransitionRow]:
     rows = []
     for t in definition.transitions.values():
         if t.event:
-            trigger = f"event {t.event}"
+            trigger = f"event {t.event}" + (f" when {t.guard_name}" if t.guard else "")
         elif t.on_timeout:
             trigger = "timeout"
         elif t.guard:
@@ -196,7 +196,7 @@ def transition_rows(definition: Definition) -> list[TransitionRow]:
                 target=t.target,
                 trigger=trigger,
                 step=t.step.function_name if t.step else "",
-                compensation=(t.step.compensation_name or "") if t.step else "",
+                compensation=(t.step.rollback_name or "") if t.step else "",
                 marks=marks,
             )
         )

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from statesaga.cli._app import app
 from statesaga.cli._common import JsonOption, consoles, load_sagas, print_json
-from statesaga.definition import Definition, StepDef, TransitionDef
+from statesaga.definition import Definition, StateDef, StepDef, TransitionDef
 from statesaga.retry import Retry
 
 __all__ = ["check", "retry_text", "seconds_text"]
@@ -50,12 +50,26 @@ def retry_text(retry: Retry) -> str:
 
 def _trigger(t: TransitionDef, definition: Definition) -> str:
     if t.event:
-        return f"event {t.event}"
+        return f"event {t.event}" + (f" when {t.guard_name}" if t.guard else "")
     if t.on_timeout:
-        return f"timeout after {seconds_text(definition.states[t.source].timeout)}"
+        return f"timeout after {_wait_text(definition.states[t.source])}"
     if t.guard:
         return f"when {t.guard_name}"
     return "auto"
+
+
+def _wait_text(state: StateDef) -> str:
+    """A state's timeout: fixed, or the function computing each run's."""
+    if state.timeout_of is not None:
+        return f"{state.timeout_name}(ctx)"
+    return seconds_text(state.timeout)
+
+
+def _rollback_text(step: StepDef) -> str:
+    """A step's compensation, or a pivot's void (marked as one)."""
+    if step.void is not None:
+        return f"void {step.void_name}"
+    return step.compensation_name or ""
 
 
 def _marks(step: StepDef) -> list[str]:
@@ -84,6 +98,7 @@ def _step_json(step: StepDef) -> dict[str, Any]:
     return {
         "function": step.function_name,
         "compensation": step.compensation_name,
+        "void": step.void_name,
         "pivot": step.pivot,
         "read_only": step.read_only,
         "transactional": step.transactional,
@@ -91,7 +106,7 @@ def _step_json(step: StepDef) -> dict[str, Any]:
         "timeout": step.timeout,
         "retry": _retry_json(step.retry),
         "compensation_retry": None
-        if step.compensation is None
+        if step.rollback is None
         else _retry_json(step.compensation_retry),
     }
 
@@ -108,6 +123,11 @@ def describe(definition: Definition) -> dict[str, Any]:
             name: state.timeout
             for name, state in definition.states.items()
             if state.timeout is not None
+        },
+        "state_timeout_functions": {
+            name: state.timeout_name
+            for name, state in definition.states.items()
+            if state.timeout_name is not None
         },
         "transitions": [
             {
@@ -147,8 +167,8 @@ def _table(definition: Definition) -> Table:
             step.function_name if step else "",
             retry_text(step.retry) if step else "",
             seconds_text(step.timeout) if step else "",
-            (step.compensation_name or "") if step else "",
-            retry_text(step.compensation_retry) if step and step.compensation else "",
+            _rollback_text(step) if step else "",
+            retry_text(step.compensation_retry) if step and step.rollback else "",
             ", ".join(_marks(step)) if step else "",
         )
     return table
@@ -166,14 +186,12 @@ def check(
         return
     for d in definitions:
         consoles.out.print(_table(d))
-        waits = [
-            f"{name} ({seconds_text(state.timeout)})"
-            for name, state in d.states.items()
-            if state.timeout is not None
-        ]
+        waits = [f"{name} ({_wait_text(state)})" for name, state in d.states.items() if state.timed]
         notes = [f"{len(d.states)} states, {len(d.transitions)} transitions"]
         if waits:
             notes.append("waiting states time out: " + ", ".join(waits))
         if d.deadline is not None:
             notes.append(f"run deadline {seconds_text(d.deadline)}")
+        elif d.deadline_of is not None:
+            notes.append("run deadline deadline(input)")
         consoles.out.print(f"[green]ok[/]: {escape('; '.join(notes))}", highlight=False)

@@ -256,6 +256,8 @@ def _burst(h: _Harness, event: str, payload: Any, instance_id: str) -> None:
         gate.wait()
         try:
             h.send(engines[number], event, payload, instance_id, event_id=f"burst-{number // 2}")
+        except (ConcurrencyError, StoreError):
+            pass  # recorded (or refused before), and the run goes on, as in the main loop
         except Crash:
             crashed.append(engines[number])
 

@@ -36,6 +36,7 @@ from statesaga.errors import (
     ConcurrencyError,
     DuplicateStart,
     EventNotAllowed,
+    StoreError,
 )
 from statesaga.testing._faults import instrument
 from statesaga.testing._harness import _Harness
@@ -129,8 +130,8 @@ class SagaStateMachine(RuleBasedStateMachine):
         try:
             run = self.engine.start(self.definition.name, saga_input, key=self.harness.key)
             self.run_ids.append(run.id)
-        except (ConcurrencyError, DuplicateStart):
-            pass
+        except (ConcurrencyError, DuplicateStart, StoreError):
+            pass  # a busy key, or a connection lost as it wrote: the run goes on
         except Crash:
             self._crashed()
 
@@ -153,7 +154,7 @@ class SagaStateMachine(RuleBasedStateMachine):
         try:
             payload = self.harness.payload(event, self.engine.get(run_id))
             self.engine.send(event, payload, instance_id=run_id)
-        except (EventNotAllowed, ConcurrencyError):
+        except (EventNotAllowed, ConcurrencyError, StoreError):
             pass
         except Crash:
             self._crashed()
@@ -166,7 +167,7 @@ class SagaStateMachine(RuleBasedStateMachine):
         run_id = data.draw(st.sampled_from(self.run_ids), label="run")
         try:
             self.engine.cancel(run_id)
-        except (CancelNotAllowed, ConcurrencyError):
+        except (CancelNotAllowed, ConcurrencyError, StoreError):
             pass
         except Crash:
             self._crashed()
@@ -177,6 +178,8 @@ class SagaStateMachine(RuleBasedStateMachine):
         self.harness.clock.advance(seconds)
         try:
             self.engine.recover()
+        except StoreError:
+            pass  # a connection lost as it wrote: what it claimed is recovered later
         except Crash:
             self._crashed()
 

@@ -13,6 +13,7 @@ annotations (``from __future__ import annotations``) are resolved with
 from __future__ import annotations
 
 import collections.abc
+import datetime
 import inspect
 import types
 import typing
@@ -37,8 +38,8 @@ def annotation_problem(
     """What contradicts the saga's types in ``function(ctx)``'s annotations, or ``None``.
 
     ``returns`` is ``"data"`` for a step (``D | None``), ``"ignored"`` for a
-    compensation (``D | None`` too: anything else is a mistake) or ``"bool"``
-    for a guard.
+    compensation (``D | None`` too: anything else is a mistake), ``"bool"``
+    for a guard or ``"duration"`` for a timeout (seconds, ``timedelta`` or ``None``).
     """
     hints, first = _hints(function)
     if hints is None:
@@ -53,6 +54,13 @@ def annotation_problem(
     if "return" not in hints:
         return None
     result = _awaited(hints["return"])
+    if returns == "duration":
+        if not _returns_duration(result):
+            return (
+                f"returns {type_text(result)}, but a timeout is a duration; return seconds "
+                "(a float), a timedelta, or None for no timeout"
+            )
+        return None
     if returns == "bool":
         if not _fits(result, bool):
             return f"returns {type_text(result)}, but a guard answers bool; return a bool"
@@ -173,6 +181,15 @@ def _returns_data(result: Any, context_type: Any) -> bool:
     if _is_union(result):
         return all(_returns_data(member, context_type) for member in typing.get_args(result))
     return _fits(result, context_type)
+
+
+def _returns_duration(result: Any) -> bool:
+    if _is_union(result):
+        return all(_returns_duration(member) for member in typing.get_args(result))
+    return result in _ANYTHING or result in (None, type(None)) or _subclass(result, _DURATIONS)
+
+
+_DURATIONS = (int, float, datetime.timedelta)
 
 
 def _returns_exactly(result: Any, declared: Any) -> bool:

@@ -16,7 +16,7 @@ from statesaga._compile_graph import GraphChecks
 from statesaga._compile_migrations import MigrationChecks
 from statesaga._compile_types import TypeChecks
 from statesaga._fsm import Graph
-from statesaga.definition import Definition, StateDef, StepDef, TransitionDef
+from statesaga.definition import Definition, StateDef, StepDef, TransitionDef, lookup_tables
 from statesaga.dsl import Event, State, Transition, duration, event_name
 from statesaga.errors import DefinitionError
 from statesaga.retry import DEFAULT_COMPENSATION_RETRY, DEFAULT_STEP_RETRY
@@ -66,10 +66,10 @@ class _Compiler:
         version = getattr(self.cls, "version", 1)
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise self.fail(f"version must be a whole number >= 1, got {version!r}")
-        deadline = self.positive(getattr(self.cls, "deadline", None), "the run deadline")
         namespace: dict[str, Any] = {}
         for klass in reversed(self.cls.__mro__):
             namespace.update(vars(klass))
+        deadline, deadline_of = self.deadline(namespace.get("deadline"))
         states = self.collect_states(namespace)
         transitions = self.collect_transitions(namespace, states)
         initial = self.graph_checks.check_initial(states)
@@ -86,6 +86,7 @@ class _Compiler:
         output = _static(namespace.get("output"))
         initial_context = _static(namespace.get("initial_context"))
         self.type_checks.check_callables(transitions, output, initial_context)
+        self.type_checks.check_state_callables(states, deadline_of)
         output_type = self.type_checks.output_type(output)
         migrations = MigrationChecks(
             self.fail, self.saga, version, self.input_type, self.context_type
@@ -104,12 +105,23 @@ class _Compiler:
             output_type=output_type,
             initial_context=initial_context,
             saga_class=self.cls,
-            automatic_from=_automatic_table(states, transitions),
-            events_from=_event_table(states, transitions),
-            timeout_from={t.source: t for t in transitions.values() if t.on_timeout},
             migrations=migrations,
+            deadline_of=deadline_of,
+            **lookup_tables(states, transitions),
         )
         return attrs.evolve(definition, graph_hash=definition.shape_hash())
+
+    def deadline(self, value: Any) -> tuple[float | None, Callable[..., Any] | None]:
+        """The fixed run deadline, or the static method computing it from the input."""
+        function = _static(value)
+        if function is None:
+            return self.positive(value, "the run deadline"), None
+        if not isinstance(value, staticmethod):
+            raise self.fail(
+                "deadline is computed by a method; make it a @staticmethod "
+                "deadline(input) returning seconds, a timedelta, a datetime or None"
+            )
+        return None, function
 
     def positive(self, value: Any, what: str, **where: str) -> float | None:
         try:
@@ -138,6 +150,9 @@ class _Compiler:
                     f"state {attr!r} is both initial and final; a saga needs at least one step",
                     state=attr,
                 )
+            if callable(value.timeout):
+                states[attr] = StateDef(attr, value.initial, value.final, None, value.timeout)
+                continue
             timeout = self.positive(value.timeout, f"the timeout of state {attr!r}", state=attr)
             states[attr] = StateDef(attr, value.initial, value.final, timeout)
         self.state_names = seen
@@ -148,7 +163,7 @@ class _Compiler:
     ) -> dict[str, TransitionDef]:
         seen: dict[int, str] = {}
         result: dict[str, TransitionDef] = {}
-        events: dict[tuple[str, str], str] = {}
+        events: dict[tuple[str, str], list[tuple[str, bool, Any]]] = {}
         for attr, value in namespace.items():
             if not isinstance(value, Transition):
                 continue
@@ -170,26 +185,23 @@ class _Compiler:
                         "the name of a state or transition; rename the event",
                         transition=attr,
                     )
-                if (source, event) in events:
-                    raise self.fail(
-                        f"duplicate event: state {source!r} accepts {event!r} on both "
-                        f"{events[source, event]!r} and {attr!r}; give them distinct events",
-                        state=source,
-                        transition=attr,
-                    )
-                events[source, event] = attr
+                self.check_event_choice(
+                    events.setdefault((source, event), []),
+                    source,
+                    event,
+                    (attr, value.guard is not None, payload),
+                )
             if event is not None and value.timeout_edge:
                 raise self.fail(
                     f"transition {attr!r} has both .on({event!r}) and .on_timeout(); choose one",
                     transition=attr,
                 )
-            if value.guard is not None and (event is not None or value.timeout_edge):
-                # the interpreter evaluates guards only to choose among automatic transitions
-                trigger = ".on_timeout()" if value.timeout_edge else f".on({event!r})"
+            if value.guard is not None and value.timeout_edge:
                 raise self.fail(
-                    f"transition {attr!r} is taken {trigger} but also has a guard, which would "
-                    "never be evaluated; drop .when()/.unless() and branch with guarded "
-                    "automatic transitions out of its target state instead",
+                    f"transition {attr!r} is taken .on_timeout() but also has a guard, which "
+                    "would never be evaluated (time passing has nothing to judge); drop "
+                    ".when()/.unless() and branch with guarded automatic transitions out of "
+                    "its target state instead",
                     transition=attr,
                 )
             result[attr] = TransitionDef(
@@ -204,6 +216,37 @@ class _Compiler:
                 on_timeout=value.timeout_edge,
             )
         return result
+
+    def check_event_choice(
+        self,
+        takers: list[tuple[str, bool, Any]],
+        source: str,
+        event: str,
+        taker: tuple[str, bool, Any],
+    ) -> None:
+        """Several transitions may take one event from one state if all but one are guarded.
+
+        ``takers`` are the ``(name, guarded, payload type)`` of those seen so far.
+        """
+        attr, guarded, payload = taker
+        for other, other_guarded, other_payload in takers:
+            if not other_guarded and not guarded:
+                raise self.fail(
+                    f"duplicate event: state {source!r} accepts {event!r} on both "
+                    f"{other!r} and {attr!r} without a guard; give them distinct events, "
+                    "or guard all but one with .when(...) (the first that passes is taken)",
+                    state=source,
+                    transition=attr,
+                )
+            if other_payload is not payload:
+                raise self.fail(
+                    f"transitions {other!r} and {attr!r} both take {event!r} from state "
+                    f"{source!r} but declare different payload types; declare one payload type "
+                    "for the event",
+                    state=source,
+                    transition=attr,
+                )
+        takers.append(taker)
 
     def event_of(self, spec: Transition, attr: str) -> tuple[str | None, type | None]:
         """The transition's event name and payload type, from an ``Event`` or a name."""
@@ -234,9 +277,16 @@ class _Compiler:
 
     def step(self, spec: Transition, attr: str) -> StepDef | None:
         if spec.step is None:
-            if spec.undo is not None or spec.pivot:
+            if spec.undo is not None or spec.pivot or spec.void is not None:
                 raise self.fail(f"transition {attr!r} has a compensation but no step")
             return None
+        if spec.void is not None and not spec.pivot:
+            raise self.fail(
+                f"step {attr!r} declares a void but is not a pivot; a void undoes a pivot "
+                "whose outcome is unknown: add pivot=True, or for an ordinary step use "
+                "undo=... with undo_on_failure=True",
+                transition=attr,
+            )
         if spec.read_only and spec.undo is not None:
             raise self.fail(
                 f"step {attr!r} is marked read_only and has a compensation; drop one of them",
@@ -265,32 +315,10 @@ class _Compiler:
             timeout=timeout,
             transactional=spec.transactional,
             compensate_on_failure=spec.undo_on_failure,
+            void=spec.void,
         )
 
     # -- checks ----------------------------------------------------------------
-
-
-def _automatic_table(
-    states: dict[str, StateDef], transitions: dict[str, TransitionDef]
-) -> dict[str, tuple[TransitionDef, ...]]:
-    table: dict[str, tuple[TransitionDef, ...]] = {}
-    for state in states:
-        out = [t for t in transitions.values() if t.source == state and t.automatic]
-        # guarded edges are tried in declaration order; the unguarded one is the fallback
-        table[state] = tuple(
-            [t for t in out if t.guard is not None] + [t for t in out if t.guard is None]
-        )
-    return table
-
-
-def _event_table(
-    states: dict[str, StateDef], transitions: dict[str, TransitionDef]
-) -> dict[str, dict[str, TransitionDef]]:
-    table: dict[str, dict[str, TransitionDef]] = {state: {} for state in states}
-    for t in transitions.values():
-        if t.event is not None:
-            table[t.source][t.event] = t
-    return table
 
 
 def _static(value: Any) -> Callable[..., Any] | None:

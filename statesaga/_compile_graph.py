@@ -65,7 +65,7 @@ class GraphChecks:
                     state=state.name,
                     transition=unguarded[1],
                 )
-            if unguarded and (events or state.timeout is not None):
+            if unguarded and (events or state.timed):
                 raise self.fail(
                     f"state {state.name!r} waits for events or a timeout but also has the "
                     f"unguarded automatic transition {unguarded[0]!r}, which is always taken "
@@ -73,13 +73,13 @@ class GraphChecks:
                     state=state.name,
                     transition=unguarded[0],
                 )
-            if state.timeout is not None and not events:
+            if state.timed and not events:
                 raise self.fail(
                     f"waiting state {state.name!r} has a timeout but no event leaves it; add a "
                     "transition with .on('event') from it, or drop the timeout",
                     state=state.name,
                 )
-            if timeouts and state.timeout is None:
+            if timeouts and not state.timed:
                 raise self.fail(
                     f"transition {timeouts[0]!r} is taken on timeout, but state {state.name!r} "
                     "has no timeout; add State(timeout=...)",
@@ -133,6 +133,13 @@ class GraphChecks:
                 raise self.fail(
                     f"pivot step {t.name!r} has a compensation; a pivot is never compensated, so "
                     "remove undo=... or drop pivot=True",
+                    transition=t.name,
+                )
+            if step.void is not None and t.source in after:
+                raise self.fail(
+                    f"pivot {t.name!r} declares a void but runs after another pivot, where "
+                    "nothing before it can be compensated any more; remove void=... or drop "
+                    "the earlier pivot",
                     transition=t.name,
                 )
             if step.compensation is not None and t.source in after:

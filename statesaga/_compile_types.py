@@ -14,7 +14,7 @@ import attrs
 import cattrs
 
 from statesaga._annotations import annotation_problem, output_problem, type_text
-from statesaga.definition import TransitionDef
+from statesaga.definition import StateDef, TransitionDef
 from statesaga.errors import DefinitionError
 from statesaga.serde import converter
 
@@ -86,6 +86,10 @@ class TypeChecks:
                     what = f"compensation of step {t.name!r}"
                     self.check_signature(t.step.compensation, 1, what, t.name)
                     self.check_annotations(t.step.compensation, what, t.name, "data")
+                if t.step.void is not None:
+                    what = f"void of pivot {t.name!r}"
+                    self.check_signature(t.step.void, 1, what, t.name)
+                    self.check_annotations(t.step.void, what, t.name, "data")
             if t.guard is not None:
                 what = f"guard of transition {t.name!r}"
                 self.check_signature(t.guard, 1, what, t.name)
@@ -117,17 +121,51 @@ class TypeChecks:
                     "initial_context(input) on the saga"
                 ) from None
 
-    def check_annotations(self, function: Any, what: str, transition: str, returns: str) -> None:
+    def check_state_callables(
+        self, states: dict[str, StateDef], deadline_of: Callable[..., Any] | None
+    ) -> None:
+        """The functions that compute a run's own timeouts and deadline fit their calls."""
+        for state in states.values():
+            if state.timeout_of is None:
+                continue
+            what = f"timeout of state {state.name!r}"
+            self.check_signature(state.timeout_of, 1, what, state=state.name)
+            self.check_annotations(state.timeout_of, what, None, "duration", state=state.name)
+        if deadline_of is not None:
+            self.check_signature(deadline_of, 1, "deadline(input)")
+            if inspect.iscoroutinefunction(deadline_of):
+                raise self.fail(
+                    "deadline(input) is async, but it is called as the run starts, before "
+                    "anything is awaited; make it a plain function"
+                )
+
+    def check_annotations(
+        self,
+        function: Any,
+        what: str,
+        transition: str | None,
+        returns: str,
+        *,
+        state: str | None = None,
+    ) -> None:
         problem = annotation_problem(function, self.input_type, self.context_type, returns=returns)
         if problem is not None:
             name = getattr(function, "__qualname__", None) or repr(function)
-            raise self.fail(f"{what} ({name}) {problem}", transition=transition)
+            raise self.fail(f"{what} ({name}) {problem}", transition=transition, state=state)
 
     def check_signature(
-        self, function: Any, arity: int, what: str, transition: str | None = None
+        self,
+        function: Any,
+        arity: int,
+        what: str,
+        transition: str | None = None,
+        *,
+        state: str | None = None,
     ) -> None:
         if not callable(function):
-            raise self.fail(f"{what} is {function!r}, which is not callable", transition=transition)
+            raise self.fail(
+                f"{what} is {function!r}, which is not callable", transition=transition, state=state
+            )
         try:
             signature = inspect.signature(function)
         except (TypeError, ValueError):
@@ -140,6 +178,7 @@ class TypeChecks:
                 f"{what} has the signature {getattr(function, '__name__', function)}{signature}, "
                 f"but is called with ({expected}); make it accept exactly that",
                 transition=transition,
+                state=state,
             ) from None
 
     def output_type(self, output: Callable[..., Any] | None) -> Any:

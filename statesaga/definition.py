@@ -27,13 +27,27 @@ class StateDef:
 
     ``timeout`` (seconds) applies to waiting states: when no event arrives in
     time the state's ``on_timeout`` transition is taken, or, if it has none,
-    the saga compensates.
+    the saga compensates. ``timeout_of`` computes a run's own timeout instead:
+    ``timeout_of(ctx)`` is called when a run enters the state, and what it
+    returns (seconds, a ``timedelta``, or ``None`` for no timeout) is persisted
+    as that wait's timeout.
     """
 
     name: str
     initial: bool = False
     final: bool = False
     timeout: float | None = None
+    timeout_of: StepFunction | None = None
+
+    @property
+    def timed(self) -> bool:
+        """The state's wait has a timeout, fixed or computed per run."""
+        return self.timeout is not None or self.timeout_of is not None
+
+    @property
+    def timeout_name(self) -> str | None:
+        """The name of the function that computes the timeout (``None``: fixed or none)."""
+        return None if self.timeout_of is None else _qualname(self.timeout_of)
 
 
 @attrs.frozen
@@ -49,6 +63,10 @@ class StepDef:
     timeout: float | None = None
     transactional: bool = False
     compensate_on_failure: bool = False
+    #: a pivot's void: run, like a compensation, only when the pivot fails for good
+    #: (its outcome unknown, or it failed after possibly taking effect), never after it
+    #: succeeded
+    void: StepFunction | None = None
     #: whether the saga declared ``retry=``; an engine's ``default_retry`` replaces the
     #: default policy of steps that did not
     retry_declared: bool = False
@@ -60,6 +78,19 @@ class StepDef:
     @property
     def compensation_name(self) -> str | None:
         return None if self.compensation is None else _qualname(self.compensation)
+
+    @property
+    def void_name(self) -> str | None:
+        return None if self.void is None else _qualname(self.void)
+
+    @property
+    def rollback(self) -> StepFunction | None:
+        """What runs when the run compensates this step: its compensation, or a pivot's void."""
+        return self.compensation if self.compensation is not None else self.void
+
+    @property
+    def rollback_name(self) -> str | None:
+        return None if self.rollback is None else _qualname(self.rollback)
 
 
 @attrs.frozen
@@ -110,11 +141,17 @@ class Definition:
     output: Callable[..., Any] | None = None
     output_type: Any = None
     initial_context: Callable[[Any], Any] | None = None
+    #: ``deadline(input)``: the run deadline computed from the input when a run starts
+    #: (``None`` when the saga's deadline is fixed, in ``deadline``, or absent)
+    deadline_of: Callable[[Any], Any] | None = None
     saga_class: type | None = None
     # lookup tables for the interpreter, derived from the graph
     automatic_from: Mapping[str, tuple[TransitionDef, ...]] = attrs.field(factory=dict)
     events_from: Mapping[str, Mapping[str, TransitionDef]] = attrs.field(factory=dict)
     timeout_from: Mapping[str, TransitionDef] = attrs.field(factory=dict)
+    #: state -> event -> the transitions the event may take there, in the order their
+    #: guards are tried (guarded ones in declaration order, then the unguarded fallback)
+    event_choices: Mapping[str, Mapping[str, tuple[TransitionDef, ...]]] = attrs.field(factory=dict)
     #: a short hash of the graph's shape: states, edges, steps, markers. The
     #: runtime records it with each instance and refuses to drive an instance
     #: with a graph whose hash differs.
@@ -136,7 +173,7 @@ class Definition:
         shape = {
             # states in any order are the same graph; transitions keep their order, which
             # decides which guard is tried first
-            "states": sorted(attrs.astuple(s) for s in self.states.values()),
+            "states": sorted(_state_shape(s) for s in self.states.values()),
             "transitions": [
                 [
                     t.name,
@@ -155,6 +192,8 @@ class Definition:
                         t.step.transactional,
                         t.step.compensate_on_failure,
                         t.step.timeout,
+                        # (a field added later joins only when set: older hashes stay)
+                        *([t.step.void_name] if t.step.void is not None else []),
                     ],
                 ]
                 for t in self.transitions.values()
@@ -162,6 +201,16 @@ class Definition:
         }
         digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
         return digest[:16]
+
+    def with_transitions(self, transitions: Mapping[str, TransitionDef]) -> Definition:
+        """This definition with ``transitions`` replaced (same names), its tables rebuilt.
+
+        For wrappers that change how steps run (an engine's default retry policy,
+        the testing kit's faults) but not the graph.
+        """
+        return attrs.evolve(
+            self, transitions=transitions, **lookup_tables(self.states, transitions)
+        )
 
     def events_in(self, state: str) -> tuple[str, ...]:
         """The events the given state accepts."""
@@ -198,6 +247,45 @@ class MigrationDef:
     def context_name(self) -> str | None:
         """The context function's name, as the ``migrated`` history record shows it."""
         return None if self.context is None else _qualname(self.context)
+
+
+def lookup_tables(
+    states: Mapping[str, StateDef], transitions: Mapping[str, TransitionDef]
+) -> dict[str, Any]:
+    """The interpreter's lookup tables of a graph, as ``Definition`` keyword arguments."""
+    automatic: dict[str, tuple[TransitionDef, ...]] = {}
+    events: dict[str, dict[str, TransitionDef]] = {state: {} for state in states}
+    choices: dict[str, dict[str, tuple[TransitionDef, ...]]] = {state: {} for state in states}
+    for state in states:
+        out = [t for t in transitions.values() if t.source == state and t.automatic]
+        # guarded edges are tried in declaration order; the unguarded one is the fallback
+        automatic[state] = _guarded_first(out)
+    for t in transitions.values():
+        if t.event is not None:
+            events[t.source].setdefault(t.event, t)
+            choices[t.source][t.event] = (*choices[t.source].get(t.event, ()), t)
+    for by_event in choices.values():
+        for event, takers in by_event.items():
+            by_event[event] = _guarded_first(list(takers))
+    return {
+        "automatic_from": automatic,
+        "events_from": events,
+        "event_choices": choices,
+        "timeout_from": {t.source: t for t in transitions.values() if t.on_timeout},
+    }
+
+
+def _guarded_first(transitions: list[TransitionDef]) -> tuple[TransitionDef, ...]:
+    return tuple(
+        [t for t in transitions if t.guard is not None]
+        + [t for t in transitions if t.guard is None]
+    )
+
+
+def _state_shape(state: StateDef) -> tuple[Any, ...]:
+    shape: tuple[Any, ...] = (state.name, state.initial, state.final, state.timeout)
+    # (a field added later joins only when set: the hashes of older graphs stay)
+    return shape if state.timeout_of is None else (*shape, state.timeout_name)
 
 
 def _qualname(function: Callable[..., Any]) -> str:

@@ -42,7 +42,17 @@ from statesaga.errors import DefinitionError
 from statesaga.migration import Migration
 from statesaga.retry import Retry, seconds
 
-__all__ = ["Event", "Guard", "Saga", "State", "Step", "Transition", "Undo", "event_name"]
+__all__ = [
+    "Event",
+    "Guard",
+    "Saga",
+    "State",
+    "Step",
+    "TimeoutOf",
+    "Transition",
+    "Undo",
+    "event_name",
+]
 
 InputT = TypeVar("InputT")
 DataT = TypeVar("DataT")
@@ -57,6 +67,11 @@ Step: TypeAlias = Callable[[StepContext[I, D]], D | Awaitable[D | None] | None]
 Undo: TypeAlias = Callable[[StepContext[I, D]], object]
 #: a guard: ``guard(ctx) -> bool``, sync or ``async``
 Guard: TypeAlias = Callable[[StepContext[I, D]], bool | Awaitable[bool]]
+#: a run's own timeout: ``timeout(ctx) -> seconds | timedelta | None``, sync or ``async``
+TimeoutOf: TypeAlias = Callable[
+    [StepContext[Any, Any]],
+    float | timedelta | Awaitable[float | timedelta | None] | None,
+]
 
 
 class Event(Generic[PayloadT]):
@@ -143,7 +158,15 @@ class State:
         timeout: for a waiting state (one left by events), how long to wait,
             as seconds or a ``timedelta``. When it passes, the state's
             ``.on_timeout()`` transition is taken if it has one; otherwise the
-            saga compensates.
+            saga compensates. Or a function of the run, ``timeout(ctx)``,
+            returning seconds, a ``timedelta`` or ``None`` (no timeout): it is
+            called when a run enters the state, and its answer is persisted as
+            that wait's timeout (a supplier's confirmation window that comes
+            with the order).
+
+    >>> from datetime import timedelta
+    >>> fixed = State(timeout=timedelta(hours=2))
+    >>> per_run = State(timeout=lambda ctx: ctx.input.confirm_within)
     """
 
     def __init__(
@@ -151,7 +174,7 @@ class State:
         *,
         initial: bool = False,
         final: bool = False,
-        timeout: float | timedelta | None = None,
+        timeout: float | timedelta | TimeoutOf | None = None,
     ) -> None:
         self.initial = initial
         self.final = final
@@ -201,6 +224,7 @@ class Transition:
         self.timeout: float | timedelta | None = None
         self.transactional = False
         self.undo_on_failure = False
+        self.void: Callable[..., Any] | None = None
         self.guard: Callable[..., Any] | None = None
         self.guard_negated = False
         self.event: str | Event[Any] | None = None
@@ -227,6 +251,7 @@ class Transition:
         timeout: float | timedelta | None = None,
         transactional: bool = False,
         undo_on_failure: bool = False,
+        void: Undo[I, D] | None = None,
     ) -> Self:
         """Run ``step`` when this transition is taken.
 
@@ -247,6 +272,11 @@ class Transition:
             undo_on_failure: the step's effect may be partial or unknown when it
                 fails (a timed-out external call), so its own compensation runs
                 too; that compensation must tolerate an effect that never happened.
+            void: for a pivot, ``void(ctx)``: runs only when the pivot fails for good
+                (retries spent on an unknown outcome, or an error after it may have
+                taken effect), never after it succeeded; then the steps before the
+                pivot are compensated. It must tolerate an effect that never
+                happened (``ctx.idempotency_key`` is the pivot's, plus ``:undo``).
         """
         if self.step is not None:
             raise DefinitionError(
@@ -262,10 +292,19 @@ class Transition:
         self.timeout = timeout
         self.transactional = transactional
         self.undo_on_failure = undo_on_failure
+        self.void = void
         return self
 
     def when(self, guard: Guard[I, D]) -> Self:
-        """Take this transition only if ``guard(ctx)`` is true."""
+        """Take this transition only if ``guard(ctx)`` is true.
+
+        On an event transition (``.on(...)``) the guard judges the event
+        (``ctx.event`` is its payload): an event it refuses is recorded as
+        rejected, with the reason, and the run keeps waiting on its original
+        timeout. Several transitions may take one event from one state when
+        all but one are guarded: their guards are tried in declaration order,
+        the unguarded one (if any) last, and the first that passes is taken.
+        """
         self._set_guard(guard, negated=False)
         return self
 
@@ -332,7 +371,9 @@ class Saga(Generic[InputT, DataT, OutputT]):
         version: an integer, 1 by default; register several to let old
             instances finish on the graph they started on.
         deadline: default run deadline, seconds or a ``timedelta``; when it
-            passes before the pivot, the saga compensates.
+            passes before the pivot, the saga compensates. Or a static method
+            ``deadline(input)`` computing it when a run starts (seconds, a
+            ``timedelta``, a ``datetime``, or ``None`` for the engine's default).
         refuse_early_events: ``True`` to record an event sent before the run
             waits for it as not accepted; by default it is kept in the run's
             inbox until a state takes it.
@@ -349,7 +390,7 @@ class Saga(Generic[InputT, DataT, OutputT]):
 
     name: ClassVar[str]
     version: ClassVar[int] = 1
-    deadline: ClassVar[float | timedelta | None] = None
+    deadline: ClassVar[float | timedelta | Callable[[Any], Any] | None] = None
     refuse_early_events: ClassVar[bool] = False
     migrates_from: ClassVar[Migration[Any, Any] | tuple[Migration[Any, Any], ...] | None] = None
     definition: ClassVar[Definition]

@@ -16,7 +16,7 @@ import attrs
 import sqlalchemy as sa
 
 from statesaga.core import TERMINAL_STATUSES, ErrorInfo, Status
-from statesaga.definition import Definition, StepDef, TransitionDef
+from statesaga.definition import Definition, StateDef, StepDef, TransitionDef
 from statesaga.errors import StateSagaError
 from statesaga.failures import decode
 from statesaga.observability import is_failed_compensation
@@ -32,11 +32,13 @@ __all__ = [
     "TransitionRow",
     "parse_time",
     "retry_text",
+    "rollback_text",
     "seconds_text",
     "stats",
     "step_marks",
     "transition_rows",
     "trigger_text",
+    "wait_text",
 ]
 
 _TERMINAL = TERMINAL_STATUSES
@@ -183,14 +185,28 @@ def retry_text(retry: Retry) -> str:
 
 
 def trigger_text(t: TransitionDef, definition: Definition) -> str:
-    """What sets a transition off: ``auto``, ``event E``, ``timeout after 45s``, ``when G``."""
+    """What sets a transition off: ``auto``, ``event E [when G]``, ``timeout after 45s``..."""
     if t.event:
-        return f"event {t.event}"
+        return f"event {t.event}" + (f" when {t.guard_name}" if t.guard else "")
     if t.on_timeout:
-        return f"timeout after {seconds_text(definition.states[t.source].timeout)}"
+        return f"timeout after {wait_text(definition.states[t.source])}"
     if t.guard:
         return f"when {t.guard_name}"
     return "auto"
+
+
+def wait_text(state: StateDef) -> str:
+    """A waiting state's timeout: fixed (``45s``), or the function computing each run's."""
+    if state.timeout_of is not None:
+        return f"{state.timeout_name}(ctx)"
+    return seconds_text(state.timeout)
+
+
+def rollback_text(step: StepDef) -> str:
+    """A step's compensation, or a pivot's void (marked as one)."""
+    if step.void is not None:
+        return f"void {step.void_name}"
+    return step.compensation_name or ""
 
 
 def step_marks(step: StepDef) -> tuple[str, ...]:
@@ -241,12 +257,12 @@ def transition_rows(definition: Definition) -> list[TransitionRow]:
                 target=t.target,
                 trigger=trigger_text(t, definition),
                 step=step.function_name if step else "",
-                compensation=(step.compensation_name or "") if step else "",
+                compensation=rollback_text(step) if step else "",
                 marks=step_marks(step) if step else (),
                 retry=retry_text(step.retry) if step else "",
                 timeout=seconds_text(step.timeout) if step else "",
                 compensation_retry=retry_text(step.compensation_retry)
-                if step and step.compensation
+                if step and step.rollback
                 else "",
             )
         )

@@ -25,7 +25,13 @@ from statesaga.cli._common import JsonOption, consoles, load_sagas, opened, prin
 from statesaga.cli.migrations import print_unregistered, unregistered_runs
 from statesaga.definition import Definition, StepDef
 from statesaga.errors import StateSagaError
-from statesaga.inspection import retry_text, seconds_text, transition_rows, trigger_text
+from statesaga.inspection import (
+    retry_text,
+    seconds_text,
+    transition_rows,
+    trigger_text,
+    wait_text,
+)
 from statesaga.retry import Retry
 
 __all__ = ["check", "retry_text", "seconds_text"]
@@ -44,6 +50,7 @@ def _step_json(step: StepDef) -> dict[str, Any]:
     return {
         "function": step.function_name,
         "compensation": step.compensation_name,
+        "void": step.void_name,
         "pivot": step.pivot,
         "read_only": step.read_only,
         "transactional": step.transactional,
@@ -51,7 +58,7 @@ def _step_json(step: StepDef) -> dict[str, Any]:
         "timeout": step.timeout,
         "retry": _retry_json(step.retry),
         "compensation_retry": None
-        if step.compensation is None
+        if step.rollback is None
         else _retry_json(step.compensation_retry),
     }
 
@@ -68,6 +75,11 @@ def describe(definition: Definition) -> dict[str, Any]:
             name: state.timeout
             for name, state in definition.states.items()
             if state.timeout is not None
+        },
+        "state_timeout_functions": {
+            name: state.timeout_name
+            for name, state in definition.states.items()
+            if state.timeout_name is not None
         },
         "transitions": [
             {
@@ -154,16 +166,14 @@ def check(
 def _print_checked(definitions: list[Definition]) -> None:
     for d in definitions:
         consoles.out.print(_table(d))
-        waits = [
-            f"{name} ({seconds_text(state.timeout)})"
-            for name, state in d.states.items()
-            if state.timeout is not None
-        ]
+        waits = [f"{name} ({wait_text(state)})" for name, state in d.states.items() if state.timed]
         notes = [f"{len(d.states)} states, {len(d.transitions)} transitions"]
         if waits:
             notes.append("waiting states time out: " + ", ".join(waits))
         if d.deadline is not None:
             notes.append(f"run deadline {seconds_text(d.deadline)}")
+        elif d.deadline_of is not None:
+            notes.append("run deadline deadline(input)")
         for version, plan in sorted(d.migrations.items()):
             moved = [f"{old} \u2192 {new}" for old, new in plan.states.items() if old != new]
             notes.append(

@@ -53,7 +53,7 @@ class Backward:
             record = Record(HistoryKind.RETRY, t.source, t.source, t.name, snapshot.attempt, error)
             return self.forward.settle(retried, now, [record])
         records = [Record(HistoryKind.FAILURE, t.source, t.source, t.name, snapshot.attempt, error)]
-        stopped = self.rules.stop(snapshot, error, None, records)
+        stopped = self.rules.stop(snapshot, error, None, records, step_failed=True)
         return self.forward.settle(stopped, now, records)
 
     def cancel(

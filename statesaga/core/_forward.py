@@ -8,6 +8,8 @@ call, not ``attrs.evolve``.
 
 from __future__ import annotations
 
+import math
+from datetime import timedelta
 from typing import Any
 
 import attrs
@@ -19,8 +21,11 @@ from statesaga.core._types import (
     Done,
     ErrorInfo,
     ErrorKind,
+    EventJudged,
     Finish,
     HistoryKind,
+    JudgeEvent,
+    MeasureTimeout,
     Next,
     Record,
     RunCompensation,
@@ -28,6 +33,7 @@ from statesaga.core._types import (
     Sleep,
     Snapshot,
     Status,
+    TimeoutMeasured,
     Wait,
     idempotency_key,
 )
@@ -48,6 +54,7 @@ class Forward:
         self._transitions = rules.transitions
         self._automatic = rules.automatic
         self._events = rules.events
+        self._choices = rules.choices
         self._states = rules.states
 
     def pending(self, snapshot: Snapshot, status: Status) -> TransitionDef:
@@ -128,6 +135,7 @@ class Forward:
                 seq,
                 error,
                 None,
+                measure_timeout=spec.timeout_of is not None,
             )
         pending = automatic[0].name if len(automatic) == 1 and automatic[0].guard is None else None
         return Snapshot(
@@ -178,6 +186,8 @@ class Forward:
                 snapshot = self.rules.stop(snapshot, error, HistoryKind.DEADLINE, records)
                 continue
             if status is Status.WAITING:
+                if snapshot.measure_timeout:
+                    return Next(snapshot, MeasureTimeout(snapshot.state), tuple(records))
                 if snapshot.wake_at is not None and now >= snapshot.wake_at:
                     snapshot = self.wait_timed_out(snapshot, now, records)
                     continue
@@ -251,7 +261,12 @@ class Forward:
         state = self._states[snapshot.state]
         if self._events[snapshot.state]:
             wake_at = None if state.timeout is None else now + state.timeout
-            waiting = attrs.evolve(snapshot, status=Status.WAITING, wake_at=wake_at)
+            waiting = attrs.evolve(
+                snapshot,
+                status=Status.WAITING,
+                wake_at=wake_at,
+                measure_timeout=state.timeout_of is not None,
+            )
             record = Record(HistoryKind.WAIT, snapshot.state, snapshot.state)
             return self.settle(waiting, now, [record])
         error = ErrorInfo(
@@ -266,14 +281,28 @@ class Forward:
         )
 
     def event(
-        self, snapshot: Snapshot, event: str, payload: Any, now: float, received_at: float | None
+        self,
+        snapshot: Snapshot,
+        event: str,
+        payload: Any,
+        now: float,
+        received_at: float | None,
+        judged: EventJudged | None = None,
     ) -> Next:
-        """An event arrived (received at ``received_at``); it must fit the waiting state."""
-        t = self._events[snapshot.state].get(event) if snapshot.status is Status.WAITING else None
-        if t is None:
+        """An event arrived (received at ``received_at``); it must fit the waiting state.
+
+        An event some guarded transition may take is judged first: the answer is a
+        :class:`JudgeEvent` decision, and the driver reports the guards' verdict as
+        ``judged`` (see :meth:`Rules.guard_fit`).
+        """
+        waiting = snapshot.status is Status.WAITING and not snapshot.measure_timeout
+        choices = self._choices[snapshot.state].get(event) if waiting else None
+        if not choices:
             accepted = self.definition.events_in(snapshot.state)
             if snapshot.status is not Status.WAITING:
                 hint = f"it is {snapshot.status}, not waiting for events"
+            elif snapshot.measure_timeout:
+                hint = "its wait's timeout is still to be measured"
             elif accepted:
                 hint = f"it accepts {', '.join(accepted)}"
             else:
@@ -292,6 +321,21 @@ class Forward:
         if self.rules.overdue(snapshot, at):
             # the deadline or the wait's timeout passed before the event came: time wins
             return self.settle(snapshot, now, [])
+        if judged is None:
+            guarded = tuple(t.name for t in choices if t.guard is not None)
+            if guarded:
+                return Next(snapshot, JudgeEvent(event, guarded, payload, received_at))
+            t = choices[0]
+        else:
+            if not self.rules.guard_fit(snapshot, judged).accepted:
+                raise InvalidOperation(
+                    f"the guards of {event!r} refused it in state {snapshot.state!r}; "
+                    "record it as rejected (Rules.guard_fit) instead of applying it",
+                    instance_id=snapshot.instance_id,
+                    state=snapshot.state,
+                )
+            names = {c.name: c for c in choices}
+            t = names[judged.transition] if judged.transition in names else choices[-1]
         if t.step is None:
             moved, record = self.advance(snapshot, t, snapshot.data, now, HistoryKind.EVENT)
             return self.settle(moved, at, [record])
@@ -299,6 +343,38 @@ class Forward:
             snapshot, status=Status.RUNNING, pending=t.name, attempt=1, wake_at=None, event=payload
         )
         return self.settle(running, at, [])
+
+    def timeout_measured(self, snapshot: Snapshot, measured: TimeoutMeasured, now: float) -> Next:
+        """The waiting state's timeout function answered: wait until then, or stop."""
+        if snapshot.status is not Status.WAITING or not snapshot.measure_timeout:
+            raise InvalidOperation(
+                f"instance {snapshot.instance_id} is not measuring a timeout",
+                instance_id=snapshot.instance_id,
+                state=snapshot.state,
+            )
+        state = snapshot.state
+        error = measured.error
+        seconds: float | None = None
+        if error is None:
+            seconds, problem = _duration(measured.value)
+            if problem is not None:
+                kind, why = problem
+                error = ErrorInfo(
+                    kind,
+                    f"the timeout of state {state!r} {why}; return seconds (>= 0), a "
+                    "timedelta, or None for no timeout",
+                    retryable=False,
+                )
+        records: list[Record] = []
+        if error is not None:
+            error = attrs.evolve(error, retryable=False, step=f"{state}.timeout")
+            records.append(Record(HistoryKind.FAILURE, state, state, None, 0, error))
+            unmeasured = attrs.evolve(snapshot, measure_timeout=False)
+            stopped = self.rules.stop(unmeasured, error, None, records)
+            return self.settle(stopped, now, records)
+        wake_at = None if seconds is None else now + seconds
+        waiting = attrs.evolve(snapshot, measure_timeout=False, wake_at=wake_at)
+        return self.settle(waiting, now, [Record(HistoryKind.WAIT, state, state)])
 
     def wait_timed_out(self, snapshot: Snapshot, now: float, records: list[Record]) -> Snapshot:
         """The wait's timeout passed: take the timeout transition, or stop."""
@@ -318,3 +394,18 @@ class Forward:
         return attrs.evolve(
             snapshot, status=Status.RUNNING, pending=t.name, attempt=1, wake_at=None
         )
+
+
+def _duration(value: Any) -> tuple[float | None, tuple[str, str] | None]:
+    """Seconds from what a timeout function returned, or (error type, why it is not one)."""
+    if value is None:
+        return None, None
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        return None, ("TypeError", f"returned a {type(value).__name__} ({value!r})")
+    if not math.isfinite(seconds) or seconds < 0:
+        return None, ("ValueError", f"returned {value!r}, not a finite duration >= 0")
+    return seconds, None

@@ -25,6 +25,7 @@ from statesaga.core._types import (
     ErrorInfo,
     EventArrived,
     EventFit,
+    EventJudged,
     HistoryKind,
     Next,
     Outcome,
@@ -35,6 +36,7 @@ from statesaga.core._types import (
     Status,
     StepFailed,
     StepSucceeded,
+    TimeoutMeasured,
 )
 from statesaga.definition import Definition
 from statesaga.errors import InvalidOperation
@@ -98,6 +100,14 @@ class Interpreter:
     def event_fit(self, snapshot: Snapshot, event: str, received_at: float) -> EventFit:
         """Whether an event received at ``received_at`` applies now, waits, or comes too late."""
         return self._rules.event_fit(snapshot, event, received_at)
+
+    def guard_fit(self, snapshot: Snapshot, judged: EventJudged) -> EventFit:
+        """Whether the guards' verdict on an event takes it (``"accept"``) or refuses it.
+
+        A refused event is recorded as rejected, with the reason; the run keeps
+        waiting, on the timeout it had.
+        """
+        return self._rules.guard_fit(snapshot, judged)
 
     def cancel_fit(self, snapshot: Snapshot, *, resumed: bool = False) -> EventFit:
         """Whether a cancel applies now (``"accept"``) or cannot any more (``"late"``)."""
@@ -179,6 +189,12 @@ class Interpreter:
                 return self._forward.branch_chosen(snapshot, name, now)
             case EventArrived(event, payload, received_at):
                 return self._forward.event(snapshot, event, payload, now, received_at)
+            case EventJudged(event, payload, received_at):
+                return self._forward.event(
+                    snapshot, event, payload, now, received_at, judged=outcome
+                )
+            case TimeoutMeasured():
+                return self._forward.timeout_measured(snapshot, outcome, now)
             case CancelRequested(reason, details):
                 return self._backward.cancel(snapshot, reason, details, now)
             case CompensationSucceeded(data):

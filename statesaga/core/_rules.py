@@ -36,6 +36,7 @@ from statesaga.core._types import (
     Done,
     ErrorInfo,
     EventFit,
+    EventJudged,
     HistoryKind,
     Record,
     Snapshot,
@@ -62,6 +63,7 @@ class Rules:
         self.transitions = definition.transitions
         self.automatic = definition.automatic_from
         self.events = definition.events_from
+        self.choices = definition.event_choices
         self.states = definition.states
         self.later_events = _events_reachable(definition)
 
@@ -108,15 +110,30 @@ class Rules:
         error: ErrorInfo,
         kind: HistoryKind | None,
         records: list[Record],
+        *,
+        step_failed: bool = False,
     ) -> Snapshot:
         """Start compensating or, bound, fail; recording ``kind`` if given.
 
         Past the pivot (or with a pivot that may have taken effect) nothing is
-        undone: the run stops ``failed``, its step kept pending for a retry.
+        undone: the run stops ``failed``, its step kept pending for a retry. A
+        pivot that declares a void and failed for good (``step_failed``: its
+        retries spent, or an error it may have taken effect before) is voided
+        instead, and then the steps before it are compensated: its void is the
+        first thing undone. A pivot that succeeded is never voided.
         """
         if kind is not None:
             records.append(Record(kind, snapshot.state, snapshot.state, snapshot.pending, 0, error))
-        if self.bound(snapshot):
+        t = self.transitions[snapshot.pending] if snapshot.pending is not None else None
+        voided = (
+            step_failed
+            and not snapshot.pivoted
+            and snapshot.status is Status.RUNNING
+            and t is not None
+            and t.step is not None
+            and t.step.void is not None
+        )
+        if self.bound(snapshot) and not voided:
             return attrs.evolve(
                 snapshot,
                 status=Status.FAILED,
@@ -125,17 +142,17 @@ class Rules:
                 pivot_unknown=not snapshot.pivoted,
             )
         stack = snapshot.stack
-        t = self.transitions[snapshot.pending] if snapshot.pending is not None else None
-        if (
+        if voided or (
             snapshot.status is Status.RUNNING
             and t is not None
             and t.step is not None
             and t.step.compensate_on_failure
         ):
+            assert t is not None
             # the pending step's effect is unknown: a try may have failed part-way, or run
             # before a crash that nothing recorded (an interpreter cannot tell). Its
             # compensation tolerates an effect that never happened, so undo it too,
-            # under its idempotency key
+            # under its idempotency key. A pivot's void is pushed the same way
             stack = (*stack, Done(t.name, snapshot.seq))
         return attrs.evolve(
             snapshot,
@@ -146,6 +163,7 @@ class Rules:
             error=error,
             event=None,
             stack=stack,
+            pivot_unknown=False,
         )
 
     # -- what the drivers ask -------------------------------------------------------------
@@ -158,6 +176,8 @@ class Rules:
             return EventFit(LATE, f"the run had ended ({status}) when {event!r} was consumed")
         if status is Status.COMPENSATING:
             return EventFit(LATE, f"the run is compensating; it takes no more events ({event!r})")
+        if snapshot.measure_timeout and event in self.events[state]:
+            return EventFit(EARLY)  # judged once the wait's own timeout is known
         if status is Status.WAITING and event in self.events[state]:
             if self.deadline_passed(snapshot, received_at):
                 return EventFit(LATE, f"{event!r} arrived after the run's deadline")
@@ -179,6 +199,31 @@ class Rules:
             f"state {state!r} does not take {event!r}, and no state the run can still reach does",
         )
 
+    def guard_fit(self, snapshot: Snapshot, judged: EventJudged) -> EventFit:
+        """Whether the guards' answer takes the event (``"accept"``) or refuses it (``"late"``).
+
+        The first guarded transition whose guard passed is taken; if none did, the
+        state's unguarded transition for the event (if any) is. A guard that raised
+        refuses the event, with its error as the reason.
+        """
+        choices = self.choices[snapshot.state].get(judged.event, ())
+        guarded = [t for t in choices if t.guard is not None]
+        if judged.error is not None:
+            failing = judged.transition or (guarded[0].name if guarded else "?")
+            return EventFit(
+                LATE,
+                f"the guard of transition {failing!r} raised {judged.error.type}: "
+                f"{judged.error.message}",
+            )
+        if judged.transition is not None or (choices and choices[-1].guard is None):
+            return EventFit(ACCEPT)
+        names = ", ".join(f"{t.name!r} [{t.guard_name}]" for t in guarded)
+        return EventFit(
+            LATE,
+            f"{judged.event!r} was refused by the guard of {names} in state {snapshot.state!r}; "
+            "the run keeps waiting",
+        )
+
     def cancel_fit(self, snapshot: Snapshot, *, resumed: bool = False) -> EventFit:
         """Whether a cancel applies now (``"accept"``) or cannot any more (``"late"``)."""
         status = snapshot.status
@@ -196,7 +241,8 @@ class Rules:
         if status.is_terminal:
             return None
         if status is Status.WAITING:
-            return self.earliest(snapshot)
+            # a wait whose own timeout is still to be measured needs an engine at once
+            return now if snapshot.measure_timeout else self.earliest(snapshot)
         wake_at = snapshot.wake_at
         return wake_at if wake_at is not None and wake_at > now else now
 

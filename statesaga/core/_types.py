@@ -37,8 +37,11 @@ __all__ = [
     "ErrorKind",
     "EventArrived",
     "EventFit",
+    "EventJudged",
     "Finish",
     "HistoryKind",
+    "JudgeEvent",
+    "MeasureTimeout",
     "Next",
     "Outcome",
     "Record",
@@ -52,6 +55,7 @@ __all__ = [
     "StepFailed",
     "StepSucceeded",
     "UNDO_SUFFIX",
+    "TimeoutMeasured",
     "Wait",
     "idempotency_key",
     "undo_name",
@@ -251,6 +255,9 @@ class Snapshot:
         pivot_unknown: the pending pivot step may have taken effect (it was pending
             when the run was resumed after a crash, or a try's outcome was lost):
             from here the run only goes forward.
+        measure_timeout: ``WAITING`` in a state whose timeout is computed per run,
+            not measured yet: the driver is asked for it (:class:`MeasureTimeout`)
+            before the run waits, and events wait in the inbox until then.
     """
 
     instance_id: str
@@ -267,6 +274,7 @@ class Snapshot:
     error: ErrorInfo | None = None
     event: Any = None
     pivot_unknown: bool = False
+    measure_timeout: bool = False
 
 
 # -- outcomes: what happened since the last decision ------------------------------------
@@ -305,6 +313,30 @@ class EventArrived:
     event: str
     payload: Any = None
     received_at: float | None = None
+
+
+@attrs.frozen
+class EventJudged:
+    """The driver evaluated the guards a :class:`JudgeEvent` asked for, in order.
+
+    ``transition``: the first whose guard passed (``None``: none did); ``error``:
+    a guard raised (the event is refused, with the error as the reason).
+    """
+
+    event: str
+    payload: Any = None
+    received_at: float | None = None
+    transition: str | None = None
+    error: ErrorInfo | None = None
+
+
+@attrs.frozen
+class TimeoutMeasured:
+    """The driver called the waiting state's timeout function: what it returned
+    (seconds, a ``timedelta`` or ``None``), or the error it raised."""
+
+    value: Any = None
+    error: ErrorInfo | None = None
 
 
 @attrs.frozen
@@ -353,6 +385,8 @@ Outcome = (
     | StepFailed
     | BranchChosen
     | EventArrived
+    | EventJudged
+    | TimeoutMeasured
     | CancelRequested
     | CompensationSucceeded
     | CompensationFailed
@@ -375,7 +409,7 @@ class RunStep:
     attempt: int
     idempotency_key: str
     timeout: float | None
-    completes: bool = False
+    completes: bool = attrs.field(default=False, repr=False)
 
 
 @attrs.frozen
@@ -383,6 +417,25 @@ class ChooseBranch:
     """Evaluate these transitions' guards in order and report the first that passes."""
 
     transitions: tuple[str, ...]
+
+
+@attrs.frozen
+class JudgeEvent:
+    """Evaluate these event transitions' guards in order, with the event's payload as
+    ``ctx.event``, and report :class:`EventJudged` (the first that passes wins)."""
+
+    event: str
+    transitions: tuple[str, ...]
+    payload: Any = None
+    received_at: float | None = None
+
+
+@attrs.frozen
+class MeasureTimeout:
+    """Call the timeout function of waiting state ``state`` and report
+    :class:`TimeoutMeasured`; the run waits once its answer is persisted."""
+
+    state: str
 
 
 @attrs.frozen
@@ -417,7 +470,9 @@ class Finish:
     status: Status
 
 
-Decision = RunStep | ChooseBranch | Sleep | RunCompensation | Wait | Finish
+Decision = (
+    RunStep | ChooseBranch | JudgeEvent | MeasureTimeout | Sleep | RunCompensation | Wait | Finish
+)
 
 
 @attrs.frozen

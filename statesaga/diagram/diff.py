@@ -77,6 +77,7 @@ def _text(value: Any) -> str:
 # (field, how a reviewer calls it, how its value reads); derived fields are left out
 _NODE_VALUES: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("timeout", "timeout", _seconds),
+    ("timeout_of", "timeout computed by", _text),
     ("events", "waits for", lambda events: ", ".join(events) or "nothing"),
 )
 _NODE_FLAGS = (
@@ -91,6 +92,7 @@ _EDGE_VALUES: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("event", "event", _text),
     ("payload", "payload", _text),
     ("timeout", "timeout", _seconds),
+    ("timeout_of", "timeout computed by", _text),
     ("step_timeout", "step timeout", _seconds),
     ("attempts", "attempts", _text),
 )
@@ -99,6 +101,7 @@ _EDGE_FLAGS = (
     ("read_only", "read-only"),
     ("transactional", "transactional"),
     ("undo_on_failure", "undone when it fails"),
+    ("void", "a void"),
 )
 
 

@@ -96,9 +96,19 @@ def fingerprint(diagram: Diagram) -> str:
     >>> fingerprint_of(to_dot(drawing)) == fingerprint(drawing)
     True
     """
-    data = attrs.asdict(diagram, value_serializer=_plain)
+    data = attrs.asdict(diagram, filter=_shown, value_serializer=_plain)
     text = json.dumps([DRAWING_VERSION, data], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+#: fields added to the model later, left out of the fingerprint while unset, so that the
+#: drawings of sagas that use none of them keep their fingerprints
+_LATER_FIELDS = {"timeout_of": None, "void": False}
+
+
+def _shown(attribute: attrs.Attribute[Any], value: Any) -> bool:
+    later = _LATER_FIELDS.get(attribute.name, _shown)
+    return later is _shown or value != later
 
 
 def _plain(_: object, __: object, value: Any) -> Any:

@@ -29,6 +29,7 @@ __all__ = [
     "edge_name",
     "node_lines",
     "short_type",
+    "wait_text",
 ]
 
 
@@ -49,6 +50,18 @@ class Line(NamedTuple):
 
     role: Role
     text: str
+
+
+def wait_text(seconds: float | None, computed_by: str | None) -> str:
+    """A wait's length: a fixed duration, or the function computing it for each run.
+
+    >>> wait_text(7200.0, None), wait_text(None, "confirmation_window"), wait_text(None, "<lambda>")
+    ('2 h', 'confirmation_window(ctx)', 'f(ctx)')
+    """
+    if computed_by is None:
+        return duration(seconds or 0.0)
+    name = computed_by.rsplit(".", 1)[-1]
+    return f"{'f' if name == '<lambda>' else name}(ctx)"
 
 
 def duration(seconds: float) -> str:
@@ -75,8 +88,8 @@ def node_lines(node: Node) -> list[Line]:
         lines.append(Line(Role.MARK, node.summary))
     if node.events:
         lines.append(Line(Role.TRIGGER, "waits for " + ", ".join(node.events)))
-    if node.timeout is not None:
-        lines.append(Line(Role.MARK, f"timeout {duration(node.timeout)}"))
+    if node.timeout is not None or node.timeout_of is not None:
+        lines.append(Line(Role.MARK, f"timeout {wait_text(node.timeout, node.timeout_of)}"))
     lines += [Line(Role.NOTE, note) for note in node.notes]
     return lines
 
@@ -103,11 +116,12 @@ def edge_lines(edge: Edge) -> list[Line]:
         lines.append(Line(Role.GUARD, "[else]"))
     if edge.kind is EdgeKind.EVENT:
         lines.append(Line(Role.TRIGGER, f"on {edge.event}"))
-    elif edge.kind is EdgeKind.TIMEOUT and edge.timeout is not None:
+    elif edge.kind is EdgeKind.TIMEOUT and (edge.timeout, edge.timeout_of) != (None, None):
+        wait = wait_text(edge.timeout, edge.timeout_of)
         if edge.transition is not None:
-            lines.append(Line(Role.TRIGGER, f"after {duration(edge.timeout)}"))
+            lines.append(Line(Role.TRIGGER, f"after {wait}"))
         else:
-            lines.append(Line(Role.TRIGGER, f"no event in {duration(edge.timeout)}"))
+            lines.append(Line(Role.TRIGGER, f"no event in {wait}"))
             ends = "fail" if edge.target == FAILED else "compensate"
             lines.append(Line(Role.MARK, ends))
     elif edge.kind is EdgeKind.OUTCOME and edge.target == FAILED:
@@ -117,7 +131,9 @@ def edge_lines(edge: Edge) -> list[Line]:
     if edge.step is not None:
         lines.append(Line(Role.STEP, edge.step))
     if edge.kind is EdgeKind.COMPENSATION:
-        if edge.undo_on_failure:
+        if edge.void:
+            lines.append(Line(Role.MARK, f"void: only if {edge.undoes} fails"))
+        elif edge.undo_on_failure:
             lines.append(Line(Role.MARK, f"also if {edge.undoes} fails"))
     else:
         marks = [

@@ -133,7 +133,8 @@ class Node:
     """A state, or an implicit outcome (``compensated``, ``failed``).
 
     ``events`` are the events a waiting state accepts and ``timeout`` how long
-    it waits (seconds); ``forward_only`` marks states after a pivot, where
+    it waits (seconds), or ``timeout_of`` the function computing each run's wait;
+    ``forward_only`` marks states after a pivot, where
     nothing is compensated; ``summary`` says what an outcome means for the
     paths that lead to it. ``trace``, ``change`` and ``notes`` are set by the
     overlay and the diff.
@@ -148,6 +149,7 @@ class Node:
     timeout: float | None = None
     events: tuple[str, ...] = ()
     forward_only: bool = False
+    timeout_of: str | None = None
     summary: str | None = None
     trace: Trace | None = None
     change: Change | None = None
@@ -167,7 +169,9 @@ class Edge:
     (as in its errors and metrics), and outcome paths are ``<state>.compensated``,
     ``<state>.timeout`` and ``<state>.failed``. ``step`` is the function the
     edge runs: for a compensation, the compensation itself, with ``undoes``
-    naming the transition it undoes. Compensations that run the same function
+    naming the transition it undoes (a pivot's void is one, with ``void`` set).
+    ``timeout_of`` names the function computing a timeout edge's wait per run.
+    Compensations that run the same function
     from the same state back to the same place are one edge, whose ``merged``
     holds the other compensations' ids (``paid.undo`` beside ``approved.undo``).
     """
@@ -189,6 +193,8 @@ class Edge:
     transactional: bool = False
     undo_on_failure: bool = False
     merged: tuple[str, ...] = ()
+    timeout_of: str | None = None
+    void: bool = False
     step_timeout: float | None = None
     attempts: int | None = None
     trace: Trace | None = None
@@ -257,6 +263,7 @@ def from_definition(saga: Definition | type) -> Diagram:
                 timeout=state.timeout,
                 events=definition.events_in(state.name),
                 forward_only=state.name in after_pivot,
+                timeout_of=state.timeout_name,
             )
         )
 
@@ -266,7 +273,7 @@ def from_definition(saga: Definition | type) -> Diagram:
         if state.final:
             continue
         name = state.name
-        if state.timeout is not None and name not in taken_on_timeout:
+        if state.timed and name not in taken_on_timeout:
             # compensating starts here: drawn to where the first undo leaves from
             if name in after_pivot:
                 lands = FAILED
@@ -275,7 +282,14 @@ def from_definition(saga: Definition | type) -> Diagram:
             else:
                 lands = _landing(name, transitions, definition.initial)
             edges.append(
-                Edge(f"{name}.timeout", EdgeKind.TIMEOUT, name, lands, timeout=state.timeout)
+                Edge(
+                    f"{name}.timeout",
+                    EdgeKind.TIMEOUT,
+                    name,
+                    lands,
+                    timeout=state.timeout,
+                    timeout_of=state.timeout_name,
+                )
             )
         if name in undo_free:
             edges.append(Edge(f"{name}.compensated", EdgeKind.OUTCOME, name, COMPENSATED))
@@ -329,10 +343,11 @@ def definition_of(saga: Definition | type) -> Definition:
 
 def _edge(definition: Definition, t: TransitionDef, transitions: list[TransitionDef]) -> Edge:
     kind = EdgeKind.EVENT if t.event else EdgeKind.TIMEOUT if t.on_timeout else EdgeKind.STEP
-    fallback = (
-        t.automatic
-        and t.guard is None
-        and any(o.automatic and o.guard is not None for o in transitions if o.source == t.source)
+    # the unguarded edge beside guarded ones (automatic, or taking the same event) is the else
+    fallback = t.guard is None and any(
+        o.guard is not None and o.automatic == t.automatic and o.event == t.event
+        for o in transitions
+        if o.source == t.source and not o.on_timeout
     )
     step = t.step
     return Edge(
@@ -347,6 +362,7 @@ def _edge(definition: Definition, t: TransitionDef, transitions: list[Transition
         event=t.event,
         payload=None if t.payload_type is None else t.payload_type.__name__,
         timeout=definition.states[t.source].timeout if t.on_timeout else None,
+        timeout_of=definition.states[t.source].timeout_name if t.on_timeout else None,
         pivot=step is not None and step.pivot,
         read_only=step is not None and step.read_only,
         transactional=step is not None and step.transactional,
@@ -364,6 +380,21 @@ def _compensations(definition: Definition, transitions: list[TransitionDef]) -> 
     """
     edges: dict[tuple[str, str, str | None], Edge] = {}
     for t in transitions:
+        if t.step is not None and t.step.void is not None:
+            # a pivot's void: drawn back along the pivot, run only if the pivot fails
+            edges[(t.target, t.source, f"{t.name}.void")] = Edge(
+                id=f"{t.name}.undo",
+                kind=EdgeKind.COMPENSATION,
+                source=t.target,
+                target=_landing(t.source, transitions, definition.initial),
+                transition=t.name,
+                step=t.step.void_name,
+                undoes=t.name,
+                void=True,
+                step_timeout=t.step.timeout,
+                attempts=t.step.compensation_retry.attempts,
+            )
+            continue
         if not t.compensatable or t.step is None:
             continue
         if definition.states[t.target].final and not t.step.compensate_on_failure:

@@ -96,6 +96,7 @@ def machine_of(snapshot: Snapshot, definition: Definition) -> dict[str, Any]:
         "seq": snapshot.seq,
         "event": event,
         "unknown": snapshot.pivot_unknown,
+        **({"measure": True} if snapshot.measure_timeout else {}),
     }
 
 
@@ -123,6 +124,7 @@ def snapshot_of(row: InstanceRow, definition: Definition) -> Snapshot:
         error=None if row.error is None else decode_error(row.error),
         event=event,
         pivot_unknown=bool(machine.get("unknown")),
+        measure_timeout=bool(machine.get("measure")),
     )
 
 
@@ -234,7 +236,7 @@ def history_rows(
         step_name = None
         t = transitions.get(record.transition) if record.transition else None
         if t is not None and t.step is not None and not record.kind.by_operator:
-            step_name = t.step.compensation_name if record.undo else t.step.function_name
+            step_name = t.step.rollback_name if record.undo else t.step.function_name
         rows.append(
             HistoryRow(
                 instance_id=run.id,

@@ -21,7 +21,10 @@ from statesaga.core import (
     CompensationFailed,
     CompensationSucceeded,
     ErrorInfo,
+    EventJudged,
     Finish,
+    JudgeEvent,
+    MeasureTimeout,
     Next,
     Outcome,
     RunCompensation,
@@ -29,6 +32,7 @@ from statesaga.core import (
     Sleep,
     StepFailed,
     StepSucceeded,
+    TimeoutMeasured,
     idempotency_key,
     undo_name,
 )
@@ -38,6 +42,7 @@ from statesaga.failures import capture
 from statesaga.run import Run
 from statesaga.runtime.codec import result_of
 from statesaga.runtime.held import HeldRun, Kept
+from statesaga.runtime.intake import apply_judgment
 from statesaga.runtime.leases import LeaseKeeper
 from statesaga.runtime.limits import PayloadLimit
 from statesaga.runtime.reporting import Reporter, notify
@@ -120,6 +125,10 @@ class Drive:
                 nxt = yield from self._run_compensation(run, decision)
             elif isinstance(decision, ChooseBranch):
                 nxt = yield from self._choose(run, decision)
+            elif isinstance(decision, JudgeEvent):
+                nxt = yield from self._judge(run, decision)
+            elif isinstance(decision, MeasureTimeout):
+                nxt = yield from self._measure(run, decision)
             elif isinstance(decision, Sleep):
                 delay = decision.until - self.clock()
                 if delay > self.max_inline_sleep:
@@ -138,7 +147,9 @@ class Drive:
             self.transitions.release(run)
         return result_of(run)
 
-    def _context(self, run: HeldRun, name: str, attempt: int, key: str) -> StepContext[Any, Any]:
+    def _context(
+        self, run: HeldRun, name: str, attempt: int, key: str, **event: Any
+    ) -> StepContext[Any, Any]:
         return StepContext(
             input=run.input,
             data=run.snapshot.data,
@@ -148,7 +159,7 @@ class Drive:
             attempt=attempt,
             idempotency_key=key,
             correlation_id=run.correlation_id,
-            event=run.snapshot.event,
+            event=event.get("event", run.snapshot.event),
             resources=self.resources,
         )
 
@@ -303,9 +314,10 @@ class Drive:
     ) -> Generator[Request, Any, Next]:
         t = run.definition.transitions[decision.transition]
         assert t.step is not None
-        assert t.step.compensation is not None
+        compensation = t.step.rollback  # its compensation, or a pivot's void
+        assert compensation is not None
         ctx = self._context(run, undo_name(t.name), decision.attempt, decision.idempotency_key)
-        call = Call(t.step.compensation, ctx, t.step.timeout)
+        call = Call(compensation, ctx, t.step.timeout)
         if run.trace is None:
             nxt, _ = yield from self._compensate(run, t, call)
             return nxt
@@ -370,6 +382,42 @@ class Drive:
                 chosen = name
                 break
         nxt = run.core.next(run.snapshot, BranchChosen(chosen), self.clock())
+        return self.transitions.persist(run, nxt, started)
+
+    def _judge(self, run: HeldRun, decision: JudgeEvent) -> Generator[Request, Any, Next]:
+        """Ask the guards of an event's transitions, in order; the first that passes wins."""
+        started = self.clock()
+        chosen: str | None = None
+        error: ErrorInfo | None = None
+        for name in decision.transitions:
+            t = run.definition.transitions[name]
+            assert t.guard is not None
+            key = idempotency_key(run.id, run.snapshot.seq, name, "guard")
+            ctx = self._context(run, name, 1, key, event=decision.payload)
+            response = yield Call(t.guard, ctx, None)
+            if response.error is not None:
+                chosen, error = name, capture(response.error, retryable=False)
+                break
+            if run.core.guard_passes(name, response.value):
+                chosen = name
+                break
+        judged = EventJudged(decision.event, decision.payload, decision.received_at, chosen, error)
+        nxt, settle = apply_judgment(run, judged, self.clock(), self.reporter)
+        return self.transitions.persist(run, nxt, started, settle=[settle])
+
+    def _measure(self, run: HeldRun, decision: MeasureTimeout) -> Generator[Request, Any, Next]:
+        """Call a waiting state's timeout function; the core turns its answer into the wait."""
+        started = self.clock()
+        timeout_of = run.definition.states[decision.state].timeout_of
+        assert timeout_of is not None
+        name = f"{decision.state}.timeout"
+        ctx = self._context(run, name, 1, idempotency_key(run.id, run.snapshot.seq, name))
+        response = yield Call(timeout_of, ctx, None)
+        if response.error is not None:
+            measured = TimeoutMeasured(error=capture(response.error, retryable=False))
+        else:
+            measured = TimeoutMeasured(response.value)
+        nxt = run.core.next(run.snapshot, measured, self.clock())
         return self.transitions.persist(run, nxt, started)
 
 

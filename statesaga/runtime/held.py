@@ -9,6 +9,7 @@ import attrs
 from statesaga.core import Interpreter, Snapshot
 from statesaga.definition import Definition
 from statesaga.locks.base import Lease
+from statesaga.store.base import InboxRow
 
 if TYPE_CHECKING:
     from statesaga.observability import RunTrace
@@ -45,6 +46,8 @@ class HeldRun:
     trace_context: str | None = None
     #: the trace of this engine call's drive, while the observer traces it
     trace: RunTrace | None = None
+    #: the inbox entry whose event the run's guards are judging (a ``JudgeEvent``)
+    judging: InboxRow | None = None
 
     @property
     def lock_key(self) -> str:

@@ -16,11 +16,14 @@ from statesaga.core import (
     ErrorKind,
     EventArrived,
     EventFit,
+    EventJudged,
     HistoryKind,
+    JudgeEvent,
     Next,
     Outcome,
     Record,
     Sleep,
+    Snapshot,
 )
 from statesaga.delivery import DeliveryStatus
 from statesaga.runtime.codec import payload_of
@@ -30,7 +33,7 @@ from statesaga.store.base import InboxRow, Settle
 if TYPE_CHECKING:
     from statesaga.runtime.reporting import Reporter
 
-__all__ = ["UNDECIDED", "apply_inbox"]
+__all__ = ["UNDECIDED", "any_to_take", "apply_inbox", "apply_judgment"]
 
 #: the decision of a Next whose inbox entries are applied before anything is decided
 UNDECIDED = Sleep(float("-inf"))
@@ -46,7 +49,10 @@ def apply_inbox(
 ) -> tuple[Next, list[Settle]] | None:
     """``nxt`` with the inbox entries applied (and the rejected ones recorded).
 
-    ``None`` when every entry is early (kept until a state takes it).
+    ``None`` when every entry is early (kept until a state takes it). An event
+    that guards must judge first stops the intake there: the answer's decision
+    is the core's ``JudgeEvent``, the entry is kept as ``run.judging`` and it
+    (and every entry after it) stays pending until the guards have answered.
     """
     core = run.core
     snapshot, decision, records = nxt.snapshot, nxt.decision, list(nxt.records)
@@ -75,23 +81,61 @@ def apply_inbox(
             )
         if fit.accepted:
             applied = core.next(snapshot, outcome, now)
+            if isinstance(applied.decision, JudgeEvent):
+                run.judging = entry
+                return Next(snapshot, applied.decision, tuple(records)), settles
             snapshot, decision = applied.snapshot, applied.decision
             records.extend(applied.records)
             settles.append(Settle(entry.id, DeliveryStatus.ACCEPTED.value, None, now))
             continue
         reporter.rejected(run, entry.kind, entry.event, fit.reason)
-        records.append(
-            Record(
-                HistoryKind.REJECTED,
-                snapshot.state,
-                snapshot.state,
-                None,
-                0,
-                rejected,
-                entry.event,
-            )
-        )
+        records.append(_rejection(snapshot, entry, rejected))
         settles.append(Settle(entry.id, DeliveryStatus.REJECTED.value, fit.reason, now))
     if not settles:
         return None
     return Next(snapshot, decision, tuple(records)), settles
+
+
+def any_to_take(run: HeldRun, pending: list[InboxRow], now: float) -> bool:
+    """Whether the run can settle one of its pending entries now (take it, or reject it);
+    ``False`` when each is early, kept for a state the run has not reached."""
+    core, current = run.core, run.snapshot
+    for entry in pending:
+        if entry.kind == "cancel":
+            return True
+        assert entry.event is not None
+        if core.event_fit(current, entry.event, entry.received_at).verdict != "early":
+            return True
+    return False
+
+
+def apply_judgment(
+    run: HeldRun, judged: EventJudged, now: float, reporter: Reporter
+) -> tuple[Next, Settle]:
+    """The event ``run.judging`` taken (its guards passed) or refused, and its settlement.
+
+    A refused event is recorded as rejected with the reason the core gives; the
+    run keeps waiting on the timeout it had (the wait is not restarted).
+    """
+    entry = run.judging
+    assert entry is not None
+    assert entry.id is not None
+    run.judging = None
+    core, snapshot = run.core, run.snapshot
+    fit = core.guard_fit(snapshot, judged)
+    if fit.accepted:
+        return core.next(snapshot, judged, now), Settle(
+            entry.id, DeliveryStatus.ACCEPTED.value, None, now
+        )
+    reason = fit.reason or ""
+    reporter.rejected(run, entry.kind, entry.event, reason)
+    record = _rejection(snapshot, entry, ErrorInfo("GuardRefused", reason, retryable=False))
+    waiting = core.decide(snapshot, now)
+    return (
+        Next(waiting.snapshot, waiting.decision, (record, *waiting.records)),
+        Settle(entry.id, DeliveryStatus.REJECTED.value, reason, now),
+    )
+
+
+def _rejection(snapshot: Snapshot, entry: InboxRow, error: ErrorInfo) -> Record:
+    return Record(HistoryKind.REJECTED, snapshot.state, snapshot.state, None, 0, error, entry.event)

@@ -117,22 +117,7 @@ def with_default_retry(definition: Definition, policy: Retry | None) -> Definiti
         else attrs.evolve(t, step=attrs.evolve(t.step, retry=policy))
         for name, t in definition.transitions.items()
     }
-    automatic = {
-        state: tuple(transitions[t.name] for t in edges)
-        for state, edges in definition.automatic_from.items()
-    }
-    events = {
-        state: {event: transitions[t.name] for event, t in edges.items()}
-        for state, edges in definition.events_from.items()
-    }
-    timeouts = {state: transitions[t.name] for state, t in definition.timeout_from.items()}
-    return attrs.evolve(
-        definition,
-        transitions=transitions,
-        automatic_from=automatic,
-        events_from=events,
-        timeout_from=timeouts,
-    )
+    return definition.with_transitions(transitions)
 
 
 def definition_of(saga: type | Definition) -> Definition:

@@ -219,7 +219,7 @@ class Runtime:
                 typed_input,
                 data,
                 now=now,
-                deadline=self._deadline(definition, deadline, now),
+                deadline=self._deadline(definition, deadline, now, typed_input),
             )
             run = HeldRun(
                 definition,
@@ -295,8 +295,31 @@ class Runtime:
         return (yield from self.inbox.after_release(result))
 
     def _deadline(
-        self, definition: Definition, deadline: float | timedelta | datetime | None, now: float
+        self,
+        definition: Definition,
+        deadline: float | timedelta | datetime | None,
+        now: float,
+        saga_input: Any = None,
     ) -> float | None:
+        """The run's deadline: ``start``'s argument, else the saga's (fixed, or computed
+        from the input by its ``deadline(input)``), else the engine's default."""
+        if deadline is None and definition.deadline_of is not None:
+            try:
+                deadline = definition.deadline_of(saga_input)
+            except Exception as error:
+                raise InputError(
+                    f"deadline(input) of saga {definition.name!r} rejected the input: {error}",
+                    saga=definition.name,
+                ) from error
+            if isinstance(deadline, bool) or (
+                deadline is not None
+                and not isinstance(deadline, int | float | timedelta | datetime)
+            ):
+                raise InputError(
+                    f"deadline(input) of saga {definition.name!r} returned {deadline!r}; "
+                    "return seconds, a timedelta, a datetime or None",
+                    saga=definition.name,
+                )
         if deadline is None:
             default = definition.deadline or self.default_deadline
             return None if default is None else now + default

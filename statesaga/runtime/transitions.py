@@ -15,7 +15,7 @@ import attrs
 from statesaga.core import Finish, Next, Status, Wait
 from statesaga.runtime.codec import Leasing, history_rows, write_of
 from statesaga.runtime.held import HeldRun
-from statesaga.runtime.intake import UNDECIDED, apply_inbox
+from statesaga.runtime.intake import UNDECIDED, any_to_take, apply_inbox
 from statesaga.runtime.reporting import Reporter
 from statesaga.store.base import Settle, Store
 
@@ -56,14 +56,16 @@ class Transitions:
         events already in its inbox, in the same write: an event that came while
         a step ran is consumed by the run's holder before it lets go.
         """
-        if isinstance(nxt.decision, Wait) and nxt.records and not settle:
-            pending = self.store.pending(run.id)
+        if isinstance(nxt.decision, Wait) and nxt.records:
+            settled = {entry.id for entry in settle}
+            pending = [e for e in self.store.pending(run.id) if e.id not in settled]
             if pending:
                 applied = apply_inbox(
                     run, nxt, pending, self.clock(), resumed=False, reporter=self.reporter
                 )
                 if applied is not None:
-                    nxt, settle = applied
+                    nxt, more = applied
+                    settle = [*settle, *more]
         if not nxt.records and not settle:
             run.snapshot = nxt.snapshot
             return nxt
@@ -126,9 +128,12 @@ class Transitions:
         now = self.clock()
         due = run.core.next_due(run.snapshot, now)
         not_before = None
-        if not busy and run.snapshot.status is Status.WAITING and self.store.pending(run.id):
-            # what is pending is for a later state: look again now and then, not at once
-            not_before = now + EARLY_RETRY
+        pending = [] if busy else self.store.pending(run.id)
+        if pending and not any_to_take(run, pending, now):
+            # what is pending is for a later state (a run backing off before its wait, or
+            # waiting for another event): look again now and then, or when it is due, not
+            # at once, or recovery would claim it over and over for nothing
+            not_before = now + EARLY_RETRY if due is None else min(due, now + EARLY_RETRY)
         if busy:
             # a released run's lease expiry is when it may be claimed again: not at once,
             # even for events in its inbox, or recovery would spin on a held entity

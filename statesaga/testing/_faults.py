@@ -74,6 +74,21 @@ def after_body(h: _Harness, ctx: Any, name: str) -> None:
     h.note(ctx, name, "ok", ran=True)
 
 
+def _refusable(
+    h: _Harness, event: str, guard: Callable[..., Any], negated: bool
+) -> Callable[..., Any]:
+    """An event's guard that refuses the delivery the plan says is wrong (``refused``)."""
+
+    @functools.wraps(guard)
+    def judged(ctx: Any) -> Any:
+        if h.refusing == (ctx.instance_id, event):
+            h.note(ctx, f"{ctx.step}.guard", "refused", ran=False)
+            return negated  # the answer that refuses: False for .when, True for .unless
+        return guard(ctx)
+
+    return judged
+
+
 def instrument(h: _Harness) -> Definition:
     """The definition with every step and compensation wrapped (and no retry jitter)."""
     transitions: dict[str, TransitionDef] = {}
@@ -86,20 +101,13 @@ def instrument(h: _Harness) -> Definition:
                 compensation=None
                 if step.compensation is None
                 else wrap(h, f"{name}.undo", step.compensation),
+                # a pivot's void is its compensation as far as plans go: ``<pivot>.undo``
+                void=None if step.void is None else wrap(h, f"{name}.undo", step.void),
                 retry=attrs.evolve(step.retry, jitter=0.0),
                 compensation_retry=attrs.evolve(step.compensation_retry, jitter=0.0),
             )
             t = attrs.evolve(t, step=step)
+        if t.event is not None and t.guard is not None:
+            t = attrs.evolve(t, guard=_refusable(h, t.event, t.guard, t.guard_negated))
         transitions[name] = t
-    d = h.definition
-    return attrs.evolve(
-        d,
-        transitions=transitions,
-        automatic_from={
-            s: tuple(transitions[t.name] for t in ts) for s, ts in d.automatic_from.items()
-        },
-        events_from={
-            s: {e: transitions[t.name] for e, t in ts.items()} for s, ts in d.events_from.items()
-        },
-        timeout_from={s: transitions[t.name] for s, t in d.timeout_from.items()},
-    )
+    return h.definition.with_transitions(transitions)

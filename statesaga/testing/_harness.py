@@ -53,6 +53,9 @@ class _Harness:
     lock_rounds: int = 0
     sent: list[tuple[str, str, str, float]] = attrs.Factory(list)
     """(run, event, event id, when) of every event sent without an error"""
+    refusing: tuple[str, str] | None = None
+    """(run, event) whose delivery the guards refuse now (a ``refused`` delivery)"""
+    refused_sent: set[str] = attrs.Factory(set)
 
     def engine(self) -> Engine:
         assert self.driven is not None

@@ -205,7 +205,10 @@ def _deliver(h: _Harness, engine: Engine, row: Any) -> bool:
             wake = row.due_at if row.due_at is not None else h.clock() + 3600
             h.clock.move_to(wake)
         payload = h.payload(event, engine.get(row.id))
-        if mode == "burst":
+        if mode == "refused" and event not in h.refused_sent:
+            h.refused_sent.add(event)
+            _refuse(h, engine, event, payload, row)
+        elif mode == "burst":
             _burst(h, event, payload, row.id)
         elif mode == "while_locked":
             release = h.hold(row)  # the storefront retries complete meanwhile
@@ -226,6 +229,23 @@ def _deliver(h: _Harness, engine: Engine, row: Any) -> bool:
     return False
 
 
+def _refuse(h: _Harness, engine: Engine, event: str, payload: Any, row: Any) -> None:
+    """A delivery the event's guards refuse: the run must keep waiting, its wait not restarted."""
+    h.refusing = (row.id, event)
+    try:
+        h.send(engine, event, payload, row.id)
+    finally:
+        h.refusing = None
+    after = engine.store.get(row.id)
+    if after is None or after.status != Status.WAITING.value or after.state != row.state:
+        return  # not refused after all (a fallback took it, or time won)
+    if after.due_at != row.due_at:
+        h.notes.append(
+            f"run {row.id[:8]}: a refused {event!r} moved its due time from {row.due_at} to "
+            f"{after.due_at}: the wait must keep its original timeout"
+        )
+
+
 def _burst(h: _Harness, event: str, payload: Any, instance_id: str) -> None:
     """Four deliveries of one event at once, from four engines (two share an event id)."""
     engines = [h.engine() for _ in range(4)]
@@ -236,6 +256,8 @@ def _burst(h: _Harness, event: str, payload: Any, instance_id: str) -> None:
         gate.wait()
         try:
             h.send(engines[number], event, payload, instance_id, event_id=f"burst-{number // 2}")
+        except (ConcurrencyError, StoreError):
+            pass  # recorded (or refused before), and the run goes on, as in the main loop
         except Crash:
             crashed.append(engines[number])
 
@@ -269,7 +291,13 @@ def _check_liveness(h: _Harness, live: list[Any]) -> None:
     for row in live:
         if row.lease_owner is not None or row.due_at is not None:
             continue
-        timed = h.definition.states[row.state].timeout is not None or row.deadline is not None
+        machine = row.machine or {}
+        timed = (
+            h.definition.states[row.state].timeout is not None
+            or machine.get("wake_at") is not None  # a timeout measured for this run
+            or bool(machine.get("measure"))  # one still to be measured
+            or row.deadline is not None
+        )
         if row.status != Status.WAITING.value or timed:
             note = (
                 f"run {row.id[:8]} is {row.status} in {row.state!r} with neither a lease nor a "

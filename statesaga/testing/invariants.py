@@ -55,10 +55,13 @@ def check_saga_invariants(outcome: Outcome) -> None:
     - a compensated run undid each completed compensatable step since the last
       pivot exactly once, in reverse order, and nothing that never completed
       (a failed ``undo_on_failure`` step excepted);
-    - nothing is compensated once a pivot has completed;
+    - nothing is compensated once a pivot has completed, and a pivot's void runs
+      only after the pivot failed for good (never after it succeeded), at most once,
+      before the steps before it are compensated;
     - at most one open run per entity key;
     - the history agrees with the run's state;
-    - a run whose pivot's call may have taken effect never ends compensated;
+    - a run whose pivot's call may have taken effect never ends compensated, unless
+      the pivot was voided;
     - every event sent without an error is in the run's inbox, and none is left
       pending once the run ended (nothing a customer did is lost);
     - no open run is left with neither a lease nor a due time (the driver's notes).
@@ -88,6 +91,7 @@ def _check_run(definition: Definition, run: Run) -> list[str]:
     pivoted = False
     failed_tries: set[str] = set()
     undone_extra: set[str] = set()
+    undone_any = False
     for h in history:
         t = definition.transitions.get(h.transition) if h.transition else None
         if h.kind in _FORWARD and t is not None:
@@ -103,7 +107,15 @@ def _check_run(definition: Definition, run: Run) -> list[str]:
         elif h.kind is HistoryKind.COMPENSATE:
             if pivoted:
                 problems.append(f"compensated {h.transition!r} after a pivot completed")
-            if stack and stack[-1] == h.transition:
+            if t is not None and t.step is not None and t.step.pivot:
+                # a pivot's void: only once the pivot failed for good, once, first of all
+                if t.name not in failed_tries or t.name in undone_extra or undone_any:
+                    problems.append(
+                        f"voided pivot {t.name!r} though it had not just failed for good, or "
+                        "twice, or after other steps were compensated"
+                    )
+                undone_extra.add(t.name)
+            elif stack and stack[-1] == h.transition:
                 stack.pop()
             elif (
                 t is not None
@@ -118,6 +130,7 @@ def _check_run(definition: Definition, run: Run) -> list[str]:
                 problems.append(
                     f"compensated {h.transition!r} out of order or twice (expected {expected})"
                 )
+            undone_any = True
     if run.status is Status.COMPENSATED and stack:
         problems.append(f"compensated, but {stack} were never compensated")
     if run.status is Status.COMPLETED and not definition.states[run.state].final:
@@ -141,10 +154,14 @@ def _check_pivots(outcome: Outcome, run: Run) -> list[str]:
         for name, t in outcome.definition.transitions.items()
         if t.step is not None and t.step.pivot
     }
+    voided = {h.transition for h in run.history if h.kind is HistoryKind.COMPENSATE}
     called = {
         entry.name
         for entry in outcome.journal
-        if entry.instance_id == run.id and entry.name in pivots and entry.result in _TOOK_EFFECT
+        if entry.instance_id == run.id
+        and entry.name in pivots
+        and entry.result in _TOOK_EFFECT
+        and entry.name not in voided  # its void ran: what it may have done is undone
     }
     return [
         f"pivot {name!r} may have taken effect (its call ran) but the run was compensated"

@@ -37,7 +37,9 @@ FaultKind = Literal[
     "effect_then_raise",
     "connection_lost",
 ]
-DeliveryMode = Literal["on_time", "early", "late", "twice", "never", "while_locked", "burst"]
+DeliveryMode = Literal[
+    "on_time", "early", "late", "twice", "never", "while_locked", "burst", "refused"
+]
 
 STEP_FAULTS: tuple[FaultKind, ...] = (
     "retryable",
@@ -98,7 +100,10 @@ class EventPlan:
     """How ``event`` is delivered: ``on_time``, ``early`` (while a step runs, once),
     ``late`` (after the wait's timeout), ``twice``, ``never``, ``while_locked`` (once,
     while someone else holds the run's entity lock; nobody sends it again) or
-    ``burst`` (four deliveries at once from four engines, two with one event id)."""
+    ``burst`` (four deliveries at once from four engines, two with one event id) or, for
+    an event some transition guards, ``refused`` (delivered first with an answer its
+    guards refuse, a wrong confirmation: the run must keep waiting on its original
+    timeout; then delivered on time)."""
 
     event: str
     mode: DeliveryMode
@@ -170,8 +175,13 @@ def fault_plans(
     go: crash_after; deadline 30s
     """
     steps = sorted(name for name, t in definition.transitions.items() if t.step is not None)
-    undos = sorted(f"{name}.undo" for name, t in definition.transitions.items() if t.compensatable)
+    undos = sorted(
+        f"{name}.undo"
+        for name, t in definition.transitions.items()
+        if t.step is not None and t.step.rollback is not None  # a compensation, or a void
+    )
     events = sorted({t.event for t in definition.transitions.values() if t.event is not None})
+    guarded = {t.event for t in definition.transitions.values() if t.event and t.guard}
     choices: list[st.SearchStrategy[Fault]] = []
     if steps and kinds:
         choices.append(
@@ -191,9 +201,12 @@ def fault_plans(
     faults: st.SearchStrategy[tuple[Fault, ...]] = (
         st.lists(st.one_of(choices), max_size=max_faults).map(tuple) if choices else st.just(())
     )
-    modes = DELIVERY_MODES
+
+    def modes(event: str) -> tuple[DeliveryMode, ...]:
+        return (*DELIVERY_MODES, "refused") if event in guarded else DELIVERY_MODES
+
     deliveries = st.tuples(
-        *(st.builds(EventPlan, st.just(event), st.sampled_from(modes)) for event in events)
+        *(st.builds(EventPlan, st.just(event), st.sampled_from(modes(event))) for event in events)
     )
     if deadlines is None:
         deadlines = definition.deadline is not None

@@ -27,7 +27,7 @@ from statesaga.runtime.codec import Leasing, history_rows, new_row, snapshot_of
 from statesaga.runtime.drive import Drive
 from statesaga.runtime.held import HeldRun
 from statesaga.runtime.inbox import Inbox
-from statesaga.runtime.leases import LeaseKeeper
+from statesaga.runtime.leases import DEFAULT_MAX_IN_FLIGHT, LeaseKeeper
 from statesaga.runtime.limits import DEFAULT_MAX_PAYLOAD_BYTES, PayloadLimit
 from statesaga.runtime.locking import AsyncLockPort, LockPort, SyncLockPort
 from statesaga.runtime.reads import Reads, get_row
@@ -70,6 +70,7 @@ class Runtime:
         observer: Observer | None = None,
         resources: Iterable[object] = (),
         max_payload_bytes: int | None = DEFAULT_MAX_PAYLOAD_BYTES,
+        max_in_flight: int | None = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         if database is None:
             # nothing said: the settings decide (environment, statesaga.toml, pyproject),
@@ -111,6 +112,8 @@ class Runtime:
                 f"max_payload_bytes={max_payload_bytes!r} must be positive (None: no limit)"
             )
         self.limit = PayloadLimit(max_payload_bytes)
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError(f"max_in_flight={max_in_flight!r} must be positive (None: no bound)")
         self.lock_port: LockPort
         if asynchronous:
             self.lock_port = AsyncLockPort(locks, self.owner, lease_ttl, clock)
@@ -121,7 +124,7 @@ class Runtime:
         self.reads = Reads(self.store, self.registry)
         leasing = Leasing(self.owner, lease_ttl, max_inline_sleep)
         self.transitions = Transitions(self.store, leasing, clock, self.reporter)
-        self.keeper = LeaseKeeper(self.store, self.lock_port, lease_ttl, clock)
+        self.keeper = LeaseKeeper(self.store, self.lock_port, lease_ttl, clock, max_in_flight)
         self.drive = Drive(
             self.transitions,
             self.keeper,
@@ -190,68 +193,74 @@ class Runtime:
             "initial context",
             saga=definition.name,
         )
-        now = self.clock()
-        instance_id = uuid.uuid4().hex
-        correlation_id = correlation_id or instance_id
-        give_up = now + wait
-        locked = key is not None and self.locks is not None
-        lease: Lease | None = None
-        if locked and key:
-            try:
-                lease = yield from claims.acquire(key, wait, definition.name)
-            except EntityBusy:
-                if idempotency_key is None:
-                    raise
-                # a racing start of the same key holds the lock: wait for its run, never busy
-                found = yield from claims.await_start(
-                    definition.name, key, idempotency_key, max(wait, IDEMPOTENT_WAIT)
-                )
-                if isinstance(found, InstanceRow):
-                    return claims.existing(found, input_json)
-                lease = found
+        # a slot for the run before anything is written: refused when the engine is full
+        self.keeper.admit("start", saga=definition.name)
         try:
-            nxt = core.start(
-                instance_id,
-                typed_input,
-                data,
-                now=now,
-                deadline=self._deadline(definition, deadline, now),
-            )
-            run = HeldRun(
-                definition,
-                core,
-                instance_id,
-                1,
-                1,
-                nxt.snapshot,
-                typed_input,
-                correlation_id,
-                key,
-                lease,
-                created_at=now,
-                updated_at=now,
-            )
-            row = new_row(run, nxt, input_json, idempotency_key, now, claims.leasing)
-            run.leased = row.lease_owner is not None
-            rows = history_rows(run, nxt, now, now, version=1)
+            now = self.clock()
+            instance_id = uuid.uuid4().hex
+            correlation_id = correlation_id or instance_id
+            give_up = now + wait
+            locked = key is not None and self.locks is not None
+            lease: Lease | None = None
+            if locked and key:
+                try:
+                    lease = yield from claims.acquire(key, wait, definition.name)
+                except EntityBusy:
+                    if idempotency_key is None:
+                        raise
+                    # a racing start of the same key holds the lock: wait for its run, never busy
+                    found = yield from claims.await_start(
+                        definition.name, key, idempotency_key, max(wait, IDEMPOTENT_WAIT)
+                    )
+                    if isinstance(found, InstanceRow):
+                        return claims.existing(found, input_json)
+                    lease = found
             try:
-                yield from claims.insert(row, rows, give_up if not locked else now)
-            except (DuplicateStart, EntityBusy):
-                # a racing start may have taken the entity key with the same idempotency key
-                # (the database reports whichever unique index it checked first)
-                existing = (
-                    None
-                    if idempotency_key is None
-                    else self.store.find(definition.name, idempotency_key=idempotency_key)
+                nxt = core.start(
+                    instance_id,
+                    typed_input,
+                    data,
+                    now=now,
+                    deadline=self._deadline(definition, deadline, now),
                 )
-                if existing is None:
-                    raise
-                return claims.existing(existing, input_json)
-            self.reporter.started(run)
-            result = yield from self.drive.hold(run, nxt)
+                run = HeldRun(
+                    definition,
+                    core,
+                    instance_id,
+                    1,
+                    1,
+                    nxt.snapshot,
+                    typed_input,
+                    correlation_id,
+                    key,
+                    lease,
+                    created_at=now,
+                    updated_at=now,
+                    renewed_at=now,  # the row's lease runs from ``now``
+                )
+                row = new_row(run, nxt, input_json, idempotency_key, now, claims.leasing)
+                run.leased = row.lease_owner is not None
+                rows = history_rows(run, nxt, now, now, version=1)
+                try:
+                    yield from claims.insert(row, rows, give_up if not locked else now)
+                except (DuplicateStart, EntityBusy):
+                    # a racing start may have taken the entity key with the same idempotency key
+                    # (the database reports whichever unique index it checked first)
+                    existing = (
+                        None
+                        if idempotency_key is None
+                        else self.store.find(definition.name, idempotency_key=idempotency_key)
+                    )
+                    if existing is None:
+                        raise
+                    return claims.existing(existing, input_json)
+                self.reporter.started(run)
+                result = yield from self.drive.hold(run, nxt)
+            finally:
+                if lease is not None:
+                    self.lock_port.release(lease)
         finally:
-            if lease is not None:
-                self.lock_port.release(lease)
+            self.keeper.release()
         return (yield from self.inbox.after_release(result))
 
     def operate(self, instance_id: str, outcome: Outcome | None, wait: float) -> Driver:
@@ -260,7 +269,12 @@ class Runtime:
         definition, core = self.registry.for_row(row)
         if outcome is not None:  # reject a bad event/cancel/retry before writing anything
             core.next(snapshot_of(row, definition), outcome, self.clock())
-        run = yield from self.claims.claim(instance_id, wait)
+        self.keeper.admit("resume" if outcome is None else "retry", instance_id=instance_id)
+        try:
+            run = yield from self.claims.claim(instance_id, wait)
+        except BaseException:
+            self.keeper.release()
+            raise
         try:
             now = self.clock()
             if outcome is None:
@@ -273,6 +287,7 @@ class Runtime:
                     raise
             result = yield from self.drive.hold(run, nxt, started=now)
         finally:
+            self.keeper.release()
             if run.lease is not None:
                 self.lock_port.release(run.lease)
         return (yield from self.inbox.after_release(result))

@@ -96,6 +96,12 @@ class Engine(EngineBase):
             an event payload may take (2 MiB by default; ``None``: no limit);
             over it, ``start``/``send`` raise ``PayloadTooLarge`` before writing
             and a step fails without retrying.
+        max_in_flight: the most runs this engine holds at once (100,000 by
+            default; ``None``: no bound). At the bound, or while its last round
+            of lease renewals was slow, ``start``/``resume``/``retry`` raise
+            ``EngineOverloaded`` before writing, a worker claims fewer runs and
+            a sent event waits in the inbox: the leases of the runs in flight
+            keep being renewed in time.
 
     Sync steps run in the calling thread; ``async`` steps run to completion on
     a fresh event loop. A step's ``timeout`` cancels an async step; a sync step

@@ -19,7 +19,8 @@
     ├── ConcurrencyError
     │   ├── EntityBusy           another run holds the entity key (lease or open instance)
     │   ├── FencedOut            this holder's claim was superseded; its write was rejected
-    │   └── LeaseLost            the lease expired or was taken while work was running
+    │   ├── LeaseLost            the lease expired or was taken while work was running
+    │   └── EngineOverloaded     the engine holds all the runs it can (``max_in_flight``)
     ├── StoreError               the store could not be used (schema missing, unreachable)
     │   └── ConnectionLost       the database connection died mid-transaction (not committed)
     ├── LocksUnavailable         the entity-lock service (Redis, PostgreSQL) cannot be reached
@@ -46,6 +47,7 @@ __all__ = [
     "ConnectionLost",
     "DefinitionError",
     "DuplicateStart",
+    "EngineOverloaded",
     "EntityBusy",
     "EventNotAllowed",
     "FencedOut",
@@ -251,6 +253,30 @@ class FencedOut(ConcurrencyError):
 
 class LeaseLost(ConcurrencyError):
     """The lease on the entity expired or was taken while work was running."""
+
+
+class EngineOverloaded(ConcurrencyError):
+    """The engine holds as many runs as it can keep leases for; new work is refused.
+
+    Raised by ``start`` (and ``resume``, ``retry``) before anything is written,
+    when the engine holds ``max_in_flight`` runs, or when its last round of
+    lease renewals was slow; a worker claims fewer runs instead, and an event
+    sent meanwhile waits in the inbox. Retry later, or spread the work over
+    more processes. ``in_flight`` and ``limit`` hold the count and the bound.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        in_flight: int,
+        limit: int | None,
+        saga: str | None = None,
+        instance_id: str | None = None,
+    ) -> None:
+        super().__init__(message, saga=saga, instance_id=instance_id)
+        self.in_flight = in_flight
+        self.limit = limit
 
 
 class StoreError(StateSagaError):

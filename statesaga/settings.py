@@ -191,6 +191,11 @@ _FIELDS: dict[str, _Field] = {
         "a whole number of bytes >= 1, e.g. 2097152 (or empty for no limit)",
         "largest JSON a run's input, context, output or an event payload may take",
     ),
+    "max_in_flight": _Field(
+        _optional(_whole(1)),
+        "a whole number >= 1, e.g. 100000 (or empty for no bound)",
+        "most runs an engine holds at once; beyond it new work is refused",
+    ),
     "schema": _Field(
         _optional(_identifier),
         "a plain identifier, e.g. sagas (PostgreSQL only; empty for the default)",
@@ -230,6 +235,7 @@ class Settings:
     max_overflow: int = 10
     hot_connections: int = 10
     max_payload_bytes: int | None = 2 * 1024 * 1024
+    max_in_flight: int | None = 100_000
     sources: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
 
     @classmethod
@@ -316,6 +322,7 @@ class Settings:
             "default_deadline": self.default_deadline,
             "default_retry": self.retry,
             "max_payload_bytes": self.max_payload_bytes,
+            "max_in_flight": self.max_in_flight,
         }
 
 

@@ -26,7 +26,13 @@ class Lease:
 
 
 class Locks(Protocol):
-    """Leases on entity keys. Implementations: in-process, SQL (the store's own database)."""
+    """Leases on entity keys. Implementations: in-process, SQL (the store's own database).
+
+    An implementation may also offer ``renew_many(leases, ttl, now)``, returning
+    each lease renewed (or ``None`` where it was lost), in the order given: the
+    lease keeper then renews all the leases due in a round in one batch instead
+    of one call each. ``InProcessLocks``, ``SqlLocks`` and the Redis locks do.
+    """
 
     def try_acquire(self, key: str, owner: str, ttl: float, now: float) -> Lease | None:
         """Take the lease on ``key`` for ``ttl`` seconds, or ``None`` if someone holds it."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Sequence
 
 from statesaga.locks.base import Lease
 
@@ -43,6 +44,10 @@ class InProcessLocks:
             renewed = Lease(lease.key, lease.owner, lease.token, now + ttl)
             self._held[lease.key] = renewed
             return renewed
+
+    def renew_many(self, leases: Sequence[Lease], ttl: float, now: float) -> list[Lease | None]:
+        """Each lease renewed, or ``None`` where it was lost."""
+        return [self.renew(lease, ttl, now) for lease in leases]
 
     def release(self, lease: Lease) -> None:
         with self._mutex:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -54,6 +54,20 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# the same over many keys: KEYS[i] extended by ARGV[1] ms while it holds token ARGV[i + 1]
+_EXTEND_MANY = """
+local extended = {}
+for i, key in ipairs(KEYS) do
+    if redis.call('GET', key) == ARGV[i + 1] then
+        extended[i] = redis.call('PEXPIRE', key, ARGV[1])
+    else
+        extended[i] = 0
+    end
+end
+return extended
+"""
+#: keys per script call in ``renew_many``: short enough not to stall Redis for others
+RENEW_MANY_KEYS = 1000
 _DELETE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('DEL', KEYS[1])
@@ -101,6 +115,7 @@ class RedisLocks:
         self.namespace = namespace
         # registered once: EVALSHA, loading the script only if the server lacks it
         self._extend = self.client.register_script(_EXTEND)
+        self._extend_many = self.client.register_script(_EXTEND_MANY)
         self._delete = self.client.register_script(_DELETE)
 
     def key_for(self, key: str) -> str:
@@ -135,6 +150,24 @@ class RedisLocks:
         if extended == 1:
             return Lease(lease.key, lease.owner, lease.token, now + ttl)
         return None
+
+    def renew_many(self, leases: Sequence[Lease], ttl: float, now: float) -> list[Lease | None]:
+        """Each lease extended by ``ttl`` seconds, or ``None`` where it was lost.
+
+        One round trip: a pipeline of script calls of ``RENEW_MANY_KEYS`` keys
+        each, every key compared with its token before it is extended.
+
+        Raises:
+            LocksUnavailable: Redis cannot be reached (the leases may still be held).
+        """
+        if not leases:
+            return []
+        with _unavailable(self.url, "renew the leases on", leases[0].key):
+            pipeline = self.client.pipeline(transaction=False)
+            for keys, args in _batches(self.key_for, leases, ttl):
+                self._extend_many(keys=keys, args=args, client=pipeline)
+            answers = pipeline.execute()
+        return _renewed(leases, answers, ttl, now)
 
     def release(self, lease: Lease) -> None:
         """Give the lease up; no error if it was already lost.
@@ -184,6 +217,7 @@ class AsyncRedisLocks:
         self.client: redis.asyncio.Redis = client
         self.namespace = namespace
         self._extend = self.client.register_script(_EXTEND)
+        self._extend_many = self.client.register_script(_EXTEND_MANY)
         self._delete = self.client.register_script(_DELETE)
 
     def key_for(self, key: str) -> str:
@@ -209,6 +243,19 @@ class AsyncRedisLocks:
         if extended == 1:
             return Lease(lease.key, lease.owner, lease.token, now + ttl)
         return None
+
+    async def renew_many(
+        self, leases: Sequence[Lease], ttl: float, now: float
+    ) -> list[Lease | None]:
+        """Each lease extended by ``ttl`` seconds, or ``None``: one pipelined round trip."""
+        if not leases:
+            return []
+        with _unavailable(self.url, "renew the leases on", leases[0].key):
+            pipeline = self.client.pipeline(transaction=False)
+            for keys, args in _batches(self.key_for, leases, ttl):
+                await self._extend_many(keys=keys, args=args, client=pipeline)
+            answers = await pipeline.execute()
+        return _renewed(leases, answers, ttl, now)
 
     async def release(self, lease: Lease) -> None:
         """Give the lease up; no error if it was lost or Redis cannot be reached (it expires)."""
@@ -258,6 +305,27 @@ def _client(
         )
         return client, _redact(client_or_url), True
     return client_or_url, _describe(client_or_url.connection_pool.connection_kwargs), False
+
+
+def _batches(
+    key_for: Any, leases: Sequence[Lease], ttl: float
+) -> Iterator[tuple[list[str], list[Any]]]:
+    """(keys, [ttl in ms, tokens...]) for each script call of ``renew_many``."""
+    millis = _millis(ttl)
+    for start in range(0, len(leases), RENEW_MANY_KEYS):
+        batch = leases[start : start + RENEW_MANY_KEYS]
+        yield [key_for(lease.key) for lease in batch], [millis, *(lease.token for lease in batch)]
+
+
+def _renewed(
+    leases: Sequence[Lease], answers: Sequence[Any], ttl: float, now: float
+) -> list[Lease | None]:
+    """The leases the script calls extended (answer 1), renewed; ``None`` for the others."""
+    flat = [answer for batch in answers for answer in batch]
+    return [
+        Lease(lease.key, lease.owner, lease.token, now + ttl) if extended == 1 else None
+        for lease, extended in zip(leases, flat, strict=True)
+    ]
 
 
 def _backoff() -> ExponentialBackoff:

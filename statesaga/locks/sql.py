@@ -3,14 +3,21 @@
 Each operation is one short transaction of one statement: acquiring is an
 upsert that only overwrites an expired lease; renewing and releasing match on
 the lease's token, so a holder that lost its lease cannot touch the new one.
+The lease keeper renews many at once (``renew_many``): one statement per
+``RENEW_BATCH`` leases, matched on (key, token) alike.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
+import sqlalchemy as sa
+
 from statesaga.locks.base import Lease
+from statesaga.store.claims import renewal_batches
+from statesaga.store.schema import locks as locks_table
 from statesaga.store.sql import SqlStore
 
 __all__ = ["SqlLocks"]
@@ -57,6 +64,37 @@ class SqlLocks:
         if self._execute(self._renew_sql, (now + ttl, lease.key, lease.token)) == 1:
             return Lease(lease.key, lease.owner, lease.token, now + ttl)
         return None
+
+    def renew_many(self, leases: Sequence[Lease], ttl: float, now: float) -> list[Lease | None]:
+        """Each lease renewed, or ``None`` where it was lost: one statement per batch.
+
+        >>> from statesaga.store import SqlStore
+        >>> locks = SqlLocks(SqlStore("sqlite://"))
+        >>> a = locks.try_acquire("cart:1", "me", ttl=30, now=100.0)
+        >>> b = locks.try_acquire("cart:2", "me", ttl=30, now=100.0)
+        >>> [lease and lease.expires_at for lease in locks.renew_many([a, b], 30, now=110.0)]
+        [140.0, 140.0]
+        """
+        if not leases:
+            return []
+        c = locks_table.c
+        pairs = [(lease.key, lease.token) for lease in leases]
+        kept: set[tuple[str, str]] = set()
+        with self.store.engine.begin() as connection:
+            for batch in renewal_batches(pairs):
+                statement = (
+                    sa.update(locks_table)
+                    .where(sa.tuple_(c.key, c.token).in_(list(batch)))
+                    .values(expires_at=now + ttl)
+                    .returning(c.key, c.token)
+                )
+                kept.update((row.key, row.token) for row in connection.execute(statement))
+        return [
+            Lease(lease.key, lease.owner, lease.token, now + ttl)
+            if (lease.key, lease.token) in kept
+            else None
+            for lease in leases
+        ]
 
     def release(self, lease: Lease) -> None:
         self._execute(self._release_sql, (lease.key, lease.token))

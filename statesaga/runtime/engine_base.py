@@ -16,6 +16,7 @@ from statesaga.definition import Definition
 from statesaga.locks.base import AsyncLocks, Locks
 from statesaga.retry import Retry
 from statesaga.run import HistoryEntry
+from statesaga.runtime.leases import DEFAULT_MAX_IN_FLIGHT
 from statesaga.runtime.limits import DEFAULT_MAX_PAYLOAD_BYTES
 from statesaga.runtime.runtime import Runtime, settings_arguments
 from statesaga.store.base import Store
@@ -50,6 +51,7 @@ class EngineBase:
         observer: Observer | None = None,
         resources: Iterable[object] = (),
         max_payload_bytes: int | None = DEFAULT_MAX_PAYLOAD_BYTES,
+        max_in_flight: int | None = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         #: the runtime this engine pumps; ``runtime.recovery`` is what ``Worker`` uses
         self.runtime = Runtime(
@@ -66,6 +68,7 @@ class EngineBase:
             observer=observer,
             resources=resources,
             max_payload_bytes=max_payload_bytes,
+            max_in_flight=max_in_flight,
         )
 
     @classmethod

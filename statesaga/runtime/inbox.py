@@ -141,13 +141,20 @@ class Inbox:
         checks again once it has: so an event recorded while the run was busy is
         consumed by the holder, by this sender, or by a worker, never lost.
         """
+        keeper = self.drive.keeper
         for _ in range(3):
+            if not keeper.reserve():
+                return None  # the engine is full: the entry waits for a worker (or the holder)
             try:
                 run = yield from self.claims.claim(instance_id, wait)
-            except EntityBusy:
+            except (EntityBusy, FencedOut) as error:
+                keeper.release()
+                if isinstance(error, FencedOut):
+                    continue  # the run moved between reading and claiming it: look again
                 return None  # the holder (or a worker) takes it
-            except FencedOut:
-                continue  # the run moved between reading and claiming it: look again
+            except BaseException:
+                keeper.release()
+                raise
             try:
                 now = self.clock()
                 nxt = self.drive.transitions.next_step(run, now)
@@ -157,6 +164,7 @@ class Inbox:
                 # inbox is persisted, and the run is theirs to drive on
                 return None
             finally:
+                keeper.release()
                 if run.lease is not None:
                     self.claims.locks.release(run.lease)
             if not self._has_pending(result):

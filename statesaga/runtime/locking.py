@@ -1,7 +1,9 @@
 """Entity locks as the runtime uses them: one port for ``Engine``, one for ``AsyncEngine``.
 
 A port takes, renews (from the lease keeper's thread) and releases entity
-leases with the engine's owner name and lease length. ``Engine`` only ever
+leases with the engine's owner name and lease length. The keeper renews many
+leases at once through ``renew_many``: one batch where the locks offer
+``renew_many`` (Redis, SQL, in-process), one call per lease otherwise. ``Engine`` only ever
 holds synchronous ``Locks``; ``AsyncEngine`` also takes asynchronous ones
 (``AsyncRedisLocks``), whose renewals are handed to the event loop and whose
 releases are awaited there right after the operation returns.
@@ -11,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from statesaga.locks.base import AsyncLocks, Lease, Locks
+from statesaga.runtime.reporting import log
 
 __all__ = ["AsyncLockPort", "LockPort", "SyncLockPort"]
 
@@ -39,6 +42,14 @@ class SyncLockPort:
         """The renewed lease, or ``None`` if it was lost (called from the keeper's thread)."""
         assert self.locks is not None
         return self.locks.renew(lease, self.lease_ttl, now)
+
+    def renew_many(self, leases: Sequence[Lease], now: float) -> list[Lease | None]:
+        """Each lease renewed, or ``None`` where it was lost (from the keeper's thread)."""
+        assert self.locks is not None
+        many = getattr(self.locks, "renew_many", None)
+        if many is not None:
+            return cast("list[Lease | None]", many(leases, self.lease_ttl, now))
+        return _one_by_one(self.locks.renew, leases, self.lease_ttl, now)
 
     def release(self, lease: Lease) -> None:
         """Let the lease go."""
@@ -82,6 +93,19 @@ class AsyncLockPort:
             result = future.result(timeout=self.lease_ttl / 3)
         return cast("Lease | None", result)
 
+    def renew_many(self, leases: Sequence[Lease], now: float) -> list[Lease | None]:
+        """Each lease renewed, or ``None``; an async batch is one coroutine on the loop."""
+        locks: Any = self.locks
+        many = getattr(locks, "renew_many", None)
+        if many is None:
+            return _one_by_one(self.renew, leases, None, now)
+        result = many(leases, self.lease_ttl, now)
+        if inspect.isawaitable(result):
+            assert self._loop is not None
+            future = asyncio.run_coroutine_threadsafe(_awaited(result), self._loop)
+            result = future.result(timeout=self.lease_ttl / 3)
+        return cast("list[Lease | None]", result)
+
     def release(self, lease: Lease) -> None:
         """Let the lease go; an async release runs on the loop right after the operation."""
         locks: Any = self.locks
@@ -99,3 +123,17 @@ LockPort = SyncLockPort | AsyncLockPort
 
 async def _awaited(awaitable: Any) -> Any:
     return await awaitable
+
+
+def _one_by_one(
+    renew: Callable[..., Lease | None], leases: Sequence[Lease], ttl: float | None, now: float
+) -> list[Lease | None]:
+    """Locks without ``renew_many``: one call per lease; a failed call loses that lease."""
+    renewed: list[Lease | None] = []
+    for lease in leases:
+        try:
+            renewed.append(renew(lease, now) if ttl is None else renew(lease, ttl, now))
+        except Exception:
+            log.exception("renewing the lock on %s failed", lease.key)
+            renewed.append(None)
+    return renewed

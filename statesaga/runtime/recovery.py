@@ -40,21 +40,39 @@ class Recovery:
         self.clock = clock
 
     def claim_due(self, limit: int) -> list[InstanceRow]:
-        """Claim up to ``limit`` runs that need work, of the sagas this engine drives."""
-        now = self.clock()
-        leasing = self.claims.leasing
-        return self.claims.store.claim_due(
-            now,
-            limit,
-            leasing.owner,
-            now + leasing.lease_ttl,
-            sagas=self.claims.registry.keys,
-        )
+        """Claim up to ``limit`` runs that need work, of the sagas this engine drives.
+
+        Fewer (or none) when the engine is near ``max_in_flight`` or its lease
+        keeper is late. Each run claimed holds a slot of the engine's until
+        it is driven (``recover``) or let go (``let_go``).
+        """
+        keeper = self.drive.keeper
+        room = keeper.reserve(limit)
+        if not room:
+            return []
+        try:
+            now = self.clock()
+            leasing = self.claims.leasing
+            rows = self.claims.store.claim_due(
+                now,
+                room,
+                leasing.owner,
+                now + leasing.lease_ttl,
+                sagas=self.claims.registry.keys,
+            )
+        except BaseException:
+            keeper.release(room)
+            raise
+        keeper.release(room - len(rows))
+        return rows
 
     def let_go(self, rows: Iterable[InstanceRow]) -> None:
         """Release claimed runs undriven, for another engine to take at once."""
         for row in rows:
-            self.claims.store.release_lease(row.id, row.epoch)
+            try:
+                self.claims.store.release_lease(row.id, row.epoch)
+            finally:
+                self.drive.keeper.release()
 
     def recover(self, row: InstanceRow) -> Driver:
         """Drive a run that ``claim_due`` claimed for this engine (pumped by an engine).
@@ -65,11 +83,23 @@ class Recovery:
         took the run over meanwhile.
         """
         try:
+            result = yield from self._recover(row)
+        finally:
+            self.drive.keeper.release()  # the slot ``claim_due`` took for the run
+        return (yield from self.inbox.after_release(result))
+
+    def _recover(self, row: InstanceRow) -> Driver:
+        try:
             definition, core = self.claims.registry.for_row(row)
         except SagaNotRegistered:
             self.claims.store.release_lease(row.id, row.epoch)
             raise
         run = held_of(row, definition, core, self.clock())
+        if row.lease_expires_at is not None:
+            # claimed with a batch, perhaps a while ago: its lease runs from the claim
+            run.renewed_at = min(
+                run.renewed_at, row.lease_expires_at - self.claims.leasing.lease_ttl
+            )
         transitions = self.drive.transitions
         locks = self.claims.locks
         if locks.locks is not None:
@@ -82,8 +112,7 @@ class Recovery:
         try:
             now = self.clock()
             nxt = transitions.next_step(run, now)
-            result = yield from self.drive.hold(run, nxt, started=now, operation="recover")
+            return (yield from self.drive.hold(run, nxt, started=now, operation="recover"))
         finally:
             if run.lease is not None:
                 locks.release(run.lease)
-        return (yield from self.inbox.after_release(result))

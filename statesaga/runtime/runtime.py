@@ -13,22 +13,26 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
+import attrs
+
 from statesaga.context import Resources
+from statesaga.core import Interpreter
 from statesaga.definition import Definition
 from statesaga.errors import DuplicateStart, EntityBusy, InputError, StateSagaError
 from statesaga.locks.base import AsyncLocks, Lease, Locks
 from statesaga.retry import Retry
+from statesaga.run import Run
 from statesaga.runtime.claims import IDEMPOTENT_WAIT, Claims
 from statesaga.runtime.codec import Leasing, history_rows, new_row, snapshot_of
 from statesaga.runtime.drive import Drive
 from statesaga.runtime.forks import Forks
 from statesaga.runtime.held import HeldRun
 from statesaga.runtime.inbox import Inbox
-from statesaga.runtime.leases import LeaseKeeper
+from statesaga.runtime.leases import DEFAULT_MAX_IN_FLIGHT, LeaseKeeper
 from statesaga.runtime.limits import DEFAULT_MAX_PAYLOAD_BYTES, PayloadLimit
 from statesaga.runtime.locking import AsyncLockPort, LockPort, SyncLockPort
 from statesaga.runtime.migration import Migrations
@@ -36,7 +40,7 @@ from statesaga.runtime.reads import Reads, get_row
 from statesaga.runtime.recovery import Recovery
 from statesaga.runtime.registry import Registry
 from statesaga.runtime.reporting import Reporter
-from statesaga.runtime.requests import Driver, SagaRef
+from statesaga.runtime.requests import Driver, Request, SagaRef
 from statesaga.runtime.transitions import Transitions
 from statesaga.serde import converter, structure
 from statesaga.store.base import InstanceRow, Store
@@ -72,6 +76,7 @@ class Runtime:
         observer: Observer | None = None,
         resources: Iterable[object] = (),
         max_payload_bytes: int | None = DEFAULT_MAX_PAYLOAD_BYTES,
+        max_in_flight: int | None = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         if database is None:
             # nothing said: the settings decide (environment, statesaga.toml, pyproject),
@@ -113,6 +118,8 @@ class Runtime:
                 f"max_payload_bytes={max_payload_bytes!r} must be positive (None: no limit)"
             )
         self.limit = PayloadLimit(max_payload_bytes)
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError(f"max_in_flight={max_in_flight!r} must be positive (None: no bound)")
         self.lock_port: LockPort
         if asynchronous:
             self.lock_port = AsyncLockPort(locks, self.owner, lease_ttl, clock)
@@ -123,7 +130,7 @@ class Runtime:
         self.reads = Reads(self.store, self.registry)
         leasing = Leasing(self.owner, lease_ttl, max_inline_sleep)
         self.transitions = Transitions(self.store, leasing, clock, self.reporter)
-        self.keeper = LeaseKeeper(self.store, self.lock_port, lease_ttl, clock)
+        self.keeper = LeaseKeeper(self.store, self.lock_port, lease_ttl, clock, max_in_flight)
         self.drive = Drive(
             self.transitions,
             self.keeper,
@@ -194,6 +201,43 @@ class Runtime:
             "initial context",
             saga=definition.name,
         )
+        # a slot for the run before anything is written: refused when the engine is full
+        self.keeper.admit("start", saga=definition.name)
+        try:
+            result = yield from self._start(
+                definition,
+                core,
+                typed_input,
+                input_json,
+                data,
+                key=key,
+                idempotency_key=idempotency_key,
+                correlation_id=correlation_id,
+                deadline=deadline,
+                wait=wait,
+            )
+        finally:
+            self.keeper.release()
+        if isinstance(result, _Existing):
+            return result.run
+        return (yield from self.inbox.after_release(result))
+
+    def _start(
+        self,
+        definition: Definition,
+        core: Interpreter,
+        typed_input: Any,
+        input_json: Any,
+        data: Any,
+        *,
+        key: str | None,
+        idempotency_key: str | None,
+        correlation_id: str | None,
+        deadline: float | timedelta | datetime | None,
+        wait: float,
+    ) -> Generator[Request, Any, Run | _Existing]:
+        """Insert the run (under its entity lock, if any) and drive it; or the racing start's."""
+        claims = self.claims
         now = self.clock()
         instance_id = uuid.uuid4().hex
         correlation_id = correlation_id or instance_id
@@ -211,7 +255,7 @@ class Runtime:
                     definition.name, key, idempotency_key, max(wait, IDEMPOTENT_WAIT)
                 )
                 if isinstance(found, InstanceRow):
-                    return claims.existing(found, input_json)
+                    return _Existing(claims.existing(found, input_json))
                 lease = found
         try:
             nxt = core.start(
@@ -234,6 +278,7 @@ class Runtime:
                 lease,
                 created_at=now,
                 updated_at=now,
+                renewed_at=now,  # the row's lease runs from ``now``
             )
             if self.reporter.observer is not None:
                 # the start's span: stored with the run, the parent of its later drives
@@ -255,16 +300,16 @@ class Runtime:
                     if existing is None:
                         raise
                     self.reporter.end_trace(run, None)
-                    return claims.existing(existing, input_json)
+                    return _Existing(claims.existing(existing, input_json))
                 self.reporter.started(run)
-                result = yield from self.drive.hold(run, nxt, operation="start")
+                result: Run = yield from self.drive.hold(run, nxt, operation="start")
+                return result
             except BaseException as error:
                 self.reporter.end_trace(run, error)  # unless the drive ended it
                 raise
         finally:
             if lease is not None:
                 self.lock_port.release(lease)
-        return (yield from self.inbox.after_release(result))
 
     def operate(
         self, instance_id: str, outcome: Outcome | None, wait: float, operation: str = "resume"
@@ -277,7 +322,12 @@ class Runtime:
         definition, core = self.registry.for_row(row)
         if outcome is not None:  # reject a bad event/cancel/retry before writing anything
             core.next(snapshot_of(row, definition), outcome, self.clock())
-        run = yield from self.claims.claim(instance_id, wait)
+        self.keeper.admit("resume" if outcome is None else "retry", instance_id=instance_id)
+        try:
+            run = yield from self.claims.claim(instance_id, wait)
+        except BaseException:
+            self.keeper.release()
+            raise
         try:
             now = self.clock()
             if outcome is None:
@@ -290,6 +340,7 @@ class Runtime:
                     raise
             result = yield from self.drive.hold(run, nxt, started=now, operation=operation)
         finally:
+            self.keeper.release()
             if run.lease is not None:
                 self.lock_port.release(run.lease)
         return (yield from self.inbox.after_release(result))
@@ -345,3 +396,10 @@ def settings_arguments(settings: Settings, *, asynchronous: bool) -> dict[str, A
     if settings.redis_url is not None:
         arguments["locks"] = redis_locks(settings.redis_url, asynchronous=asynchronous)
     return arguments
+
+
+@attrs.frozen
+class _Existing:
+    """The run an idempotent start found (a racing start's): returned as it is."""
+
+    run: Run

@@ -22,7 +22,7 @@ WITH expired AS...ORDER BY statesaga_instances.lease_expires_at...
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -36,6 +36,8 @@ __all__ = [
     "renew_statement",
     "renewal_batches",
 ]
+
+_Pair = TypeVar("_Pair", bound=tuple[Any, ...])
 
 #: (id, epoch) pairs per renewal statement where the dialect has no arrays: 2 parameters
 #: each, well under SQLite's 32,766 and PostgreSQL's 65,535 per statement
@@ -113,7 +115,7 @@ def claim_statement(
     """Claim what :func:`due_ids` finds in one statement: lease taken, epoch bumped."""
     picked = due_ids(now, limit, sagas, lock=lock).subquery("picked")
     # spelled out: in RETURNING a bare "id" would be the inbox's own column
-    claimed_id: sa.ColumnElement[str] = sa.literal_column(f"{instances.name}.id")
+    claimed_id: sa.ColumnClause[str] = sa.literal_column(f"{instances.name}.id")
     entry = inbox.alias("entry")
     pending = (
         sa.select(entry.c.id)
@@ -135,9 +137,7 @@ def claim_statement(
     )
 
 
-def renewal_batches(
-    leases: Sequence[tuple[str, int]], size: int = RENEW_BATCH
-) -> Iterator[Sequence[tuple[str, int]]]:
+def renewal_batches(leases: Sequence[_Pair], size: int = RENEW_BATCH) -> Iterator[Sequence[_Pair]]:
     """``leases`` in slices of at most ``size`` pairs (one statement each)."""
     for start in range(0, len(leases), size):
         yield leases[start : start + size]

@@ -19,6 +19,7 @@ def test_the_package_exports_exactly_these_names() -> None:
             "DefinitionError",
             "DuplicateStart",
             "Engine",
+            "EngineOverloaded",
             "EntityBusy",
             "ErrorInfo",
             "ErrorKind",

@@ -33,6 +33,7 @@ randomness come in as arguments.
 from statesaga.core._interpreter import Interpreter
 from statesaga.core._migrate import Migrated, MigrationFit, Migrator
 from statesaga.core._operator import RESOLVE_OUTCOMES, resolve_request
+from statesaga.core._rules import due_when_let_go
 from statesaga.core._types import ACCEPT as ACCEPT  # the verdicts of EventFit
 from statesaga.core._types import (
     CLOSED_STATUSES,
@@ -116,6 +117,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "resolve_request",
     "UNDO_SUFFIX",
+    "due_when_let_go",
     "idempotency_key",
     "undo_name",
 ]

@@ -253,6 +253,23 @@ class Rules:
         return min(times) if times else None
 
 
+def due_when_let_go(status: Status, due_at: float | None, now: float) -> float | None:
+    """When a claimed run let go undriven (no snapshot decided) next needs an engine.
+
+    The liveness rule without a definition at hand: it keeps its due time; a run
+    that had none while it was being driven is due at once, for another engine;
+    a wait without one waits for an event (its inbox finds it), an ended run never.
+
+    >>> due_when_let_go(Status.RUNNING, None, 10.0), due_when_let_go(Status.WAITING, None, 10.0)
+    (10.0, None)
+    """
+    if status.is_terminal:
+        return None
+    if due_at is None and status in (Status.RUNNING, Status.COMPENSATING):
+        return now
+    return due_at
+
+
 def _events_reachable(definition: Definition) -> dict[str, frozenset[str]]:
     """For each state: the events taken there or in any state reachable from it."""
     successors: dict[str, set[str]] = {state: set() for state in definition.states}

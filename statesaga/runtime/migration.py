@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from statesaga.core import Migrator, Snapshot
+from statesaga.core import Migrator, Snapshot, Status, due_when_let_go
 from statesaga.definition import Definition
 from statesaga.errors import EntityBusy, FencedOut, InvalidOperation, SagaNotRegistered
 from statesaga.migration import MigrationEntry, MigrationReport
@@ -148,7 +148,8 @@ class Migrations:
         try:
             self._write(rule, claimed, snapshot, data)
         except Exception as error:
-            self.store.release_lease(claimed.id, claimed.epoch)
+            due = due_when_let_go(Status(claimed.status), claimed.due_at, self.clock())
+            self.store.release_lease(claimed.id, claimed.epoch, due)
             return entry("failed", fit.state, f"{type(error).__name__}: {error}")
         log.info(
             "moved instance %s of %s from version %d (%s) to %d (%s)",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from statesaga.core import Status, due_when_let_go
 from statesaga.errors import EntityBusy, SagaNotRegistered
 from statesaga.runtime.claims import Claims
 from statesaga.runtime.codec import held_of
@@ -70,7 +71,7 @@ class Recovery:
         """Release claimed runs undriven, for another engine to take at once."""
         for row in rows:
             try:
-                self.claims.store.release_lease(row.id, row.epoch)
+                self._let_go(row)
             finally:
                 self.drive.keeper.release()
 
@@ -92,7 +93,7 @@ class Recovery:
         try:
             definition, core = self.claims.registry.for_row(row)
         except SagaNotRegistered:
-            self.claims.store.release_lease(row.id, row.epoch)
+            self._let_go(row)
             raise
         run = held_of(row, definition, core, self.clock())
         if row.lease_expires_at is not None:
@@ -116,3 +117,8 @@ class Recovery:
         finally:
             if run.lease is not None:
                 locks.release(run.lease)
+
+    def _let_go(self, row: InstanceRow) -> None:
+        """Release a claimed run undriven; when it is next due, the core says."""
+        due = due_when_let_go(Status(row.status), row.due_at, self.clock())
+        self.claims.store.release_lease(row.id, row.epoch, due)

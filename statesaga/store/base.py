@@ -185,8 +185,11 @@ class Store(Protocol):
     def extend_leases(self, leases: Sequence[tuple[str, int]], expires_at: float) -> set[str]:
         """Push out many leases in one statement; the ids whose (id, epoch) still matched."""
 
-    def release_lease(self, instance_id: str, epoch: int) -> bool:
-        """Let the lease go without a transition; ``False`` when the epoch moved on."""
+    def release_lease(self, instance_id: str, epoch: int, due_at: float | None) -> bool:
+        """Let the lease go without a transition, due at ``due_at``; ``False`` if fenced out.
+
+        The caller says when the run is next due (the core's ``due_when_let_go``).
+        """
 
     def get(self, instance_id: str) -> InstanceRow | None:
         """The instance with that id."""

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from statesaga.core import Status
 from statesaga.errors import EntityBusy
 from statesaga.store import claims as _claims
 from statesaga.store.base import InstanceRow
@@ -84,26 +83,17 @@ def extend_leases(
         return dialect.renew(connection, leases, expires_at)
 
 
-def release_lease(engine: sa.Engine, instance_id: str, epoch: int) -> bool:
+def release_lease(engine: sa.Engine, instance_id: str, epoch: int, due_at: float | None) -> bool:
     """Let the lease go without a transition, unless the epoch moved on.
 
-    A run that is not terminal keeps a due time (the liveness rule): one that had
-    none (it was being driven) is due at once, for another engine to take.
+    ``due_at`` is when the run next needs an engine, as the core decided it
+    (``due_when_let_go``: the liveness rule).
     """
     c = instances.c
-    # (a wait without a due time waits for an event: the inbox finds it, not a due time)
-    driven = c.status.in_((Status.RUNNING.value, Status.COMPENSATING.value))
     statement = (
         sa.update(instances)
         .where(c.id == instance_id, c.epoch == epoch)
-        .values(
-            lease_owner=None,
-            lease_expires_at=None,
-            due_at=sa.case(
-                (sa.and_(driven, c.due_at.is_(None)), c.updated_at),
-                else_=c.due_at,
-            ),
-        )
+        .values(lease_owner=None, lease_expires_at=None, due_at=due_at)
     )
     with engine.begin() as connection:
         return bool(connection.execute(statement).rowcount == 1)

@@ -215,9 +215,9 @@ class SqlStore:
         """
         return _leases.extend_leases(self.engine, self.dialect, leases, expires_at)
 
-    def release_lease(self, instance_id: str, epoch: int) -> bool:
-        """Let the lease go without a transition, unless the epoch moved on."""
-        return _leases.release_lease(self.engine, instance_id, epoch)
+    def release_lease(self, instance_id: str, epoch: int, due_at: float | None) -> bool:
+        """Let the lease go without a transition (due at ``due_at``), unless fenced out."""
+        return _leases.release_lease(self.engine, instance_id, epoch, due_at)
 
     def claim_due(
         self,

@@ -18,6 +18,7 @@ import sagas
 from sagas import Order, Pivoted, journal
 
 from statesaga import Delivery, DeliveryStatus, Engine, EntityBusy, Status
+from statesaga.core import due_when_let_go
 from statesaga.locks.base import Lease
 from statesaga.store import SqlStore
 from statesaga.testing import FakeClock
@@ -77,7 +78,9 @@ def hold_entity(engine: Engine, run_id: str, key: str, now: float) -> Callable[[
     row = engine.store.get(run_id)
     assert row is not None
     claimed = engine.store.claim(run_id, row.version, "storefront", now + 30.0, now)
-    return lambda: engine.store.release_lease(run_id, claimed.epoch)
+    return lambda: engine.store.release_lease(
+        run_id, claimed.epoch, due_when_let_go(Status(claimed.status), claimed.due_at, now)
+    )
 
 
 # -- events that come while someone holds the run ---------------------------------------------

@@ -154,6 +154,12 @@ class _OneRowCursor(psycopg.Cursor[Any]):
         super().executemany(query, params, returning=returning)
 
 
+def _hot_raw(store: Any) -> Any:
+    """The psycopg connection of the store's hot path (one worker reuses the one it opened)."""
+    with store._hot.connection() as hot:
+        return hot.raw
+
+
 def engine_runner(url: str, prototype: bool = False) -> tuple[Runner, Callable[[], None], Engine]:
     """One saga through ``Engine.start`` per call.
 
@@ -163,7 +169,7 @@ def engine_runner(url: str, prototype: bool = False) -> tuple[Runner, Callable[[
     engine = Engine(url, sagas=[FiveSteps])
     if prototype:
         store: Any = engine.store
-        store._raw().cursor_factory = _OneRowCursor
+        _hot_raw(store).cursor_factory = _OneRowCursor
     start = engine.start
     payload = Nothing()
 
@@ -221,7 +227,7 @@ def floor_runner(
         instance_id = uuid.uuid4().hex
         now = time.time()
         values = instance_values(instance_id, now, owner)
-        instance = [values[c] for c in instance_columns]
+        instance = [values.get(c) for c in instance_columns]
         started = (instance_id, 1, "start", None, None, "s0", "s0", 0, None, None, 1,
                    instance_id, now, now)  # fmt: skip
         if one_statement:
@@ -681,7 +687,7 @@ def profile(url: str, engine_schema: str, floor_schema: str, console: Console) -
             store: Any = engine.store
             one_run()
             sent = {
-                "engine": _trace(store._raw(), engine_run, 50, Path(tmp)),
+                "engine": _trace(_hot_raw(store), engine_run, 50, Path(tmp)),
                 "floor": _trace(floor_connection, floor_run, 50, Path(tmp)),
                 "psycopg, 1 statement/commit": _trace(one_connection, one_run, 50, Path(tmp)),
             }

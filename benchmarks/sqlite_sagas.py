@@ -169,7 +169,7 @@ def floor_variant(path: Path) -> Variant:
         now = time.time()
         values = instance_values(instance_id, now, owner)
         execute("BEGIN IMMEDIATE")
-        execute(insert_instance, [values[c] for c in instance_columns])
+        execute(insert_instance, [values.get(c) for c in instance_columns])
         execute(
             insert_history,
             (instance_id, 1, "start", None, None, "s0", "s0", 0, None, None, 1, instance_id,

@@ -169,13 +169,19 @@ class BookTripTogether(Saga[TripOrder, TripPlan]):
 
     budget = new.to(budgeted).run(hold_budget, undo=release_budget)
     book = budgeted.to(booked).parallel(
-        flight=Branch(book_flight, undo=cancel_flight, retry=FAST, writes="flight"),
+        flight=Branch(
+            book_flight, undo=cancel_flight, undo_on_failure=True, retry=FAST, writes="flight"
+        ),
         hotel=Branch(
             book_hotel, undo=cancel_hotel, undo_on_failure=True, retry=FAST, writes="hotel"
         ),
-        car=Branch(reserve_car, undo=release_car, retry=FAST, writes=("car", "car_confirmed")).then(
-            confirm_car, undo=unconfirm_car, retry=FAST
-        ),
+        car=Branch(
+            reserve_car,
+            undo=release_car,
+            undo_on_failure=True,
+            retry=FAST,
+            writes=("car", "car_confirmed"),
+        ).then(confirm_car, undo=unconfirm_car, undo_on_failure=True, retry=FAST),
     )
     itinerary = booked.to(done).run(issue_itinerary, read_only=True)
 

@@ -16,7 +16,13 @@ from statesaga._fsm import Graph
 from statesaga.definition import StepDef, TransitionDef
 from statesaga.dsl import Transition, duration
 from statesaga.errors import DefinitionError
-from statesaga.parallel import BranchDef, BranchStep, ParallelDef, branch_step_name
+from statesaga.parallel import (
+    BranchDef,
+    BranchStep,
+    ParallelDef,
+    branch_step_name,
+    branches_problem,
+)
 from statesaga.retry import DEFAULT_COMPENSATION_RETRY, DEFAULT_STEP_RETRY
 
 __all__ = ["ParallelChecks"]
@@ -35,6 +41,9 @@ class ParallelChecks:
         """The branches of transition ``attr`` (leaving ``source``), or ``None`` if it has none."""
         if spec.branches is None:
             return None
+        problem = branches_problem(spec.branches, spec.max_concurrency)
+        if problem is not None:
+            raise self.fail(f"transition {attr!r}: {problem}", transition=attr)
         if spec.step is not None:
             raise self.fail(
                 f"transition {attr!r} both runs a step and has parallel branches; move the "

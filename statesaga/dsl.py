@@ -40,7 +40,7 @@ from statesaga.context import StepContext
 from statesaga.definition import Definition
 from statesaga.errors import DefinitionError
 from statesaga.migration import Migration
-from statesaga.parallel import Branch, check_branches
+from statesaga.parallel import Branch
 from statesaga.retry import Retry, seconds
 
 __all__ = [
@@ -307,11 +307,9 @@ class Transition:
         step that took effect is compensated, in reverse. ``max_concurrency``
         bounds how many branch steps run at once (default: all).
         """
-        check_branches(branches, max_concurrency, f"{self.source.name}.to({self.target.name})")
         if self.branches is not None:
             raise DefinitionError(
-                f"{self.source.name}.to({self.target.name}) already runs branches; pass every "
-                "branch to one .parallel(...)"
+                "this transition already runs branches; pass every branch to one .parallel(...)"
             )
         self.branches = dict(branches)
         self.max_concurrency = max_concurrency

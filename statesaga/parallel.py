@@ -48,13 +48,19 @@ from typing import TYPE_CHECKING, Any, Self
 
 import attrs
 
-from statesaga.errors import DefinitionError
 from statesaga.retry import Retry
 
 if TYPE_CHECKING:
     from statesaga.definition import TransitionDef
 
-__all__ = ["Branch", "BranchDef", "BranchStep", "ParallelDef", "branch_step_name"]
+__all__ = [
+    "Branch",
+    "BranchDef",
+    "BranchStep",
+    "ParallelDef",
+    "branch_step_name",
+    "branches_problem",
+]
 
 
 @attrs.frozen
@@ -215,28 +221,26 @@ class ParallelDef:
         )
 
 
-def check_branches(branches: dict[str, Branch], max_concurrency: int | None, where: str) -> None:
-    """The checks ``.parallel(...)`` can make before the saga is compiled."""
+def branches_problem(branches: dict[str, Any], max_concurrency: Any) -> str | None:
+    """What is wrong with the arguments of ``.parallel(...)``, if anything."""
     if not branches:
-        raise DefinitionError(
-            f"{where}.parallel() has no branches; pass them by name, as in "
+        return (
+            ".parallel() has no branches; pass them by name, as in "
             ".parallel(flight=Branch(book_flight, undo=cancel_flight), hotel=Branch(...))"
         )
     for name, branch in branches.items():
         if not isinstance(branch, Branch):
-            raise DefinitionError(
-                f"{where}.parallel({name}={branch!r}): a branch must be a Branch, as in "
+            return (
+                f".parallel({name}={branch!r}): a branch must be a Branch, as in "
                 f"{name}=Branch(step, undo=...)"
             )
     if max_concurrency is not None and (
-        isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
+        isinstance(max_concurrency, bool)
+        or not isinstance(max_concurrency, int)
+        or max_concurrency < 1
     ):
-        raise DefinitionError(
-            f"{where}.parallel(max_concurrency={max_concurrency!r}) must be a whole number >= 1 "
+        return (
+            f".parallel(max_concurrency={max_concurrency!r}): give a whole number >= 1, "
             "or None (every branch at once)"
         )
-    if max_concurrency is not None and max_concurrency < 1:
-        raise DefinitionError(
-            f"{where}.parallel(max_concurrency={max_concurrency!r}) must be >= 1 "
-            "or None (every branch at once)"
-        )
+    return None

@@ -49,6 +49,7 @@ from statesaga.errors import (
     StoreError,
 )
 from statesaga.migration import Migration, MigrationEntry, MigrationReport
+from statesaga.parallel import Branch
 from statesaga.retry import Retry
 from statesaga.run import DeliveryStatus, HistoryEntry, InboxEntry, Run
 
@@ -77,6 +78,7 @@ __all__ = [
     "Saga",
     "State",
     "Transition",
+    "Branch",
     "Event",
     "Retry",
     "StepContext",

@@ -14,6 +14,7 @@ import attrs
 
 from statesaga._compile_graph import GraphChecks
 from statesaga._compile_migrations import MigrationChecks
+from statesaga._compile_parallel import ParallelChecks
 from statesaga._compile_types import TypeChecks
 from statesaga._fsm import Graph
 from statesaga.definition import Definition, StateDef, StepDef, TransitionDef, lookup_tables
@@ -52,6 +53,7 @@ class _Compiler:
         self.declared_output = output_type
         self.graph_checks = GraphChecks(self.fail)
         self.type_checks = TypeChecks(self.fail, input_type, context_type, output_type)
+        self.parallel_checks = ParallelChecks(self.fail, context_type)
 
     def fail(
         self, message: str, *, state: str | None = None, transition: str | None = None
@@ -82,6 +84,7 @@ class _Compiler:
         self.graph_checks.check_waiting_states(states, transitions)
         self.graph_checks.check_reachability(states, graph, initial)
         self.graph_checks.check_pivots(states, transitions, graph, initial)
+        self.parallel_checks.check(transitions, graph, self.type_checks)
         self.type_checks.check_types(transitions)
         output = _static(namespace.get("output"))
         initial_context = _static(namespace.get("initial_context"))
@@ -214,6 +217,7 @@ class _Compiler:
                 event=event,
                 payload_type=payload,
                 on_timeout=value.timeout_edge,
+                parallel=self.parallel_checks.compile(value, attr, source, event),
             )
         return result
 

@@ -43,8 +43,19 @@ from statesaga.delivery import Delivery
 from statesaga.dsl import Event, event_name
 from statesaga.errors import ConcurrencyError, SagaNotRegistered, StepTimeout
 from statesaga.run import Run
-from statesaga.runtime import RECOVERY_BATCH, Call, Driver, LockOp, Pause, Response, SagaRef, log
+from statesaga.runtime import (
+    RECOVERY_BATCH,
+    Call,
+    Driver,
+    Gather,
+    LockOp,
+    Pause,
+    Response,
+    SagaRef,
+    log,
+)
 from statesaga.runtime.engine_base import EngineBase
+from statesaga.runtime.gather import TaskGather
 from statesaga.runtime.locking import AsyncLockPort
 
 if TYPE_CHECKING:
@@ -77,10 +88,18 @@ class AsyncEngine(EngineBase):
         port = self.runtime.lock_port
         assert isinstance(port, AsyncLockPort)
         try_acquire = port.try_acquire
+        gather = TaskGather(_call)
         try:
             request = next(driver)
             while True:
-                if isinstance(request, Pause):
+                if isinstance(request, Gather):
+                    try:
+                        answer = await gather.answer(request)
+                    except BaseException:
+                        driver.close()
+                        raise
+                    request = driver.send(answer)
+                elif isinstance(request, Pause):
                     await asyncio.sleep(request.seconds)
                     request = driver.send(None)
                 elif isinstance(request, LockOp):
@@ -101,6 +120,8 @@ class AsyncEngine(EngineBase):
                     request = driver.send(response)
         except StopIteration as stop:
             return stop.value
+        finally:
+            gather.close()
 
     @overload
     async def start(

@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from statesaga.parallel import ParallelDef
 from statesaga.retry import DEFAULT_COMPENSATION_RETRY, DEFAULT_STEP_RETRY, Retry
 
 __all__ = ["Definition", "MigrationDef", "StateDef", "StepDef", "TransitionDef"]
@@ -107,6 +108,8 @@ class TransitionDef:
     event: str | None = None
     payload_type: type | None = None
     on_timeout: bool = False
+    #: the branches the transition runs concurrently before it is taken (a fork/join)
+    parallel: ParallelDef | None = None
 
     @property
     def automatic(self) -> bool:
@@ -162,6 +165,8 @@ class Definition:
     #: the declared migrations of runs of older versions onto this one, by their version
     #: (``migrates_from``); not part of the graph's hash
     migrations: Mapping[int, MigrationDef] = attrs.field(factory=dict)
+    #: the steps of parallel transitions' branches by name (``"book.flight"``)
+    branch_steps: Mapping[str, TransitionDef] = attrs.field(factory=dict)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -195,6 +200,7 @@ class Definition:
                         # (a field added later joins only when set: older hashes stay)
                         *([t.step.void_name] if t.step.void is not None else []),
                     ],
+                    *([t.parallel.shape()] if t.parallel is not None else []),
                 ]
                 for t in self.transitions.values()
             ],
@@ -211,6 +217,28 @@ class Definition:
         return attrs.evolve(
             self, transitions=transitions, **lookup_tables(self.states, transitions)
         )
+
+    def step_of(self, name: str) -> TransitionDef:
+        """The transition, or parallel branch step, called ``name``."""
+        found = self.transitions.get(name)
+        return found if found is not None else self.branch_steps[name]
+
+    def map_steps(self, change: Callable[[TransitionDef], TransitionDef]) -> Definition:
+        """This definition with ``change`` applied to every step-carrying transition.
+
+        Branch steps included; for wrappers that change how steps run, not the graph.
+        """
+        transitions = {
+            name: (
+                attrs.evolve(t, parallel=t.parallel.map_steps(change))
+                if t.parallel is not None
+                else change(t)
+                if t.step is not None
+                else t
+            )
+            for name, t in self.transitions.items()
+        }
+        return self.with_transitions(transitions)
 
     def events_in(self, state: str) -> tuple[str, ...]:
         """The events the given state accepts."""
@@ -272,6 +300,12 @@ def lookup_tables(
         "events_from": events,
         "event_choices": choices,
         "timeout_from": {t.source: t for t in transitions.values() if t.on_timeout},
+        "branch_steps": {
+            step.name: step
+            for t in transitions.values()
+            if t.parallel is not None
+            for step in t.parallel.steps
+        },
     }
 
 

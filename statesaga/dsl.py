@@ -40,6 +40,7 @@ from statesaga.context import StepContext
 from statesaga.definition import Definition
 from statesaga.errors import DefinitionError
 from statesaga.migration import Migration
+from statesaga.parallel import Branch
 from statesaga.retry import Retry, seconds
 
 __all__ = [
@@ -230,6 +231,8 @@ class Transition:
         self.event: str | Event[Any] | None = None
         self.payload: type | None = None
         self.timeout_edge = False
+        self.branches: dict[str, Branch] | None = None
+        self.max_concurrency: int | None = None
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.names.append(name)
@@ -293,6 +296,23 @@ class Transition:
         self.transactional = transactional
         self.undo_on_failure = undo_on_failure
         self.void = void
+        return self
+
+    def parallel(self, *, max_concurrency: int | None = None, **branches: Branch) -> Self:
+        """Run ``branches`` concurrently when this transition is taken; join when all succeed.
+
+        See :mod:`statesaga.parallel`: each :class:`~statesaga.Branch` is a step or a
+        short chain, persisted step by step (``"<transition>.<branch>"`` in the
+        history); when one fails for good the others are awaited and every branch
+        step that took effect is compensated, in reverse. ``max_concurrency``
+        bounds how many branch steps run at once (default: all).
+        """
+        if self.branches is not None:
+            raise DefinitionError(
+                "this transition already runs branches; pass every branch to one .parallel(...)"
+            )
+        self.branches = dict(branches)
+        self.max_concurrency = max_concurrency
         return self
 
     def when(self, guard: Guard[I, D]) -> Self:

@@ -47,6 +47,7 @@ from statesaga.runtime import (
     RECOVERY_BATCH,
     Call,
     Driver,
+    Gather,
     LockOp,
     Pause,
     Response,
@@ -55,6 +56,7 @@ from statesaga.runtime import (
     log,
 )
 from statesaga.runtime.engine_base import EngineBase
+from statesaga.runtime.gather import ThreadGather
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVar
@@ -472,10 +474,18 @@ def pump(runtime: Runtime, driver: Driver) -> Any:
     runs ``runtime.recovery`` claims through this.
     """
     try_acquire = runtime.lock_port.try_acquire
+    gather = ThreadGather(_call)
     try:
         request = next(driver)
         while True:
-            if isinstance(request, Pause):
+            if isinstance(request, Gather):
+                try:
+                    answer = gather.answer(request)
+                except BaseException:
+                    driver.close()  # as for a call below: a crash unwinds the drive
+                    raise
+                request = driver.send(answer)
+            elif isinstance(request, Pause):
                 time.sleep(request.seconds)
                 request = driver.send(None)
             elif isinstance(request, LockOp):
@@ -497,6 +507,8 @@ def pump(runtime: Runtime, driver: Driver) -> Any:
                 request = driver.send(response)
     except StopIteration as stop:
         return stop.value
+    finally:
+        gather.close()
 
 
 def _call(request: Call) -> Response:

@@ -33,6 +33,13 @@ randomness come in as arguments.
 from statesaga.core._interpreter import Interpreter
 from statesaga.core._migrate import Migrated, MigrationFit, Migrator
 from statesaga.core._operator import RESOLVE_OUTCOMES, resolve_request
+from statesaga.core._parallel_types import (
+    BranchFailed,
+    BranchProgress,
+    BranchSucceeded,
+    Forking,
+    RunBranches,
+)
 from statesaga.core._rules import due_when_let_go
 from statesaga.core._types import ACCEPT as ACCEPT  # the verdicts of EventFit
 from statesaga.core._types import (
@@ -78,6 +85,11 @@ from statesaga.core._types import LATE as LATE
 
 __all__ = [
     "BranchChosen",
+    "BranchFailed",
+    "BranchProgress",
+    "BranchSucceeded",
+    "Forking",
+    "RunBranches",
     "CancelRequested",
     "ChooseBranch",
     "CompensationFailed",

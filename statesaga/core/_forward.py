@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from statesaga.core._parallel import Parallel
 from statesaga.core._rules import Rules
 from statesaga.core._types import (
     ChooseBranch,
@@ -56,6 +57,7 @@ class Forward:
         self._events = rules.events
         self._choices = rules.choices
         self._states = rules.states
+        self.parallel = Parallel(rules, self)
 
     def pending(self, snapshot: Snapshot, status: Status) -> TransitionDef:
         """The transition whose step the outcome reports on (it must be pending)."""
@@ -174,10 +176,12 @@ class Forward:
         deadline_passed = self.rules.deadline_passed
         for _ in range(_MAX_CHAINED):
             status = snapshot.status
+            forking = snapshot.forking
             if (
                 (status is Status.RUNNING or status is Status.WAITING)
                 # (a cheap test first: most runs have no deadline)
                 and snapshot.deadline is not None
+                and (forking is None or forking.error is None)
                 and deadline_passed(snapshot, now)
             ):
                 error = ErrorInfo(
@@ -197,12 +201,20 @@ class Forward:
                     tuple(records),
                 )
             if status is Status.RUNNING:
+                if forking is not None:
+                    snapshot, forked = self.parallel.settle(snapshot, now, records)
+                    if forked is not None:
+                        return Next(snapshot, forked, tuple(records))
+                    continue
                 if snapshot.wake_at is not None and now < snapshot.wake_at:
                     return Next(snapshot, Sleep(snapshot.wake_at), tuple(records))
                 if snapshot.pending is None:
                     names = tuple(t.name for t in self._automatic[snapshot.state])
                     return Next(snapshot, ChooseBranch(names), tuple(records))
                 t = self._transitions[snapshot.pending]
+                if t.parallel is not None:
+                    snapshot = self.parallel.begin(snapshot, t)
+                    continue
                 if t.step is None:
                     snapshot, record = self.advance(
                         snapshot, t, snapshot.data, now, HistoryKind.FORWARD

@@ -16,6 +16,7 @@ import attrs
 from statesaga.core._backward import Backward
 from statesaga.core._forward import Forward
 from statesaga.core._operator import OperatorRules
+from statesaga.core._parallel_types import BranchFailed, BranchSucceeded
 from statesaga.core._rules import Rules
 from statesaga.core._types import (
     BranchChosen,
@@ -205,4 +206,8 @@ class Interpreter:
                 return self._backward.retry_requested(snapshot, now)
             case ResolveRequested():
                 return self._operator.resolve(snapshot, outcome, now)
+            case BranchSucceeded():
+                return self._forward.parallel.succeeded(snapshot, outcome, now)
+            case BranchFailed():
+                return self._forward.parallel.failed(snapshot, outcome, now)
         raise InvalidOperation(f"unknown outcome {outcome!r}")  # pragma: no cover

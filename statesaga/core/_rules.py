@@ -60,7 +60,8 @@ class Rules:
     ) -> None:
         self.definition = definition
         self.rand = rand
-        self.transitions = definition.transitions
+        # (branch steps too: a compensation stack holds them beside transitions)
+        self.transitions = {**definition.transitions, **definition.branch_steps}
         self.automatic = definition.automatic_from
         self.events = definition.events_from
         self.choices = definition.event_choices
@@ -122,7 +123,12 @@ class Rules:
         instead, and then the steps before it are compensated: its void is the
         first thing undone. A pivot that succeeded is never voided.
         """
-        if kind is not None:
+        if snapshot.forking is not None:
+            stopped = self._stop_fork(snapshot, error, kind, records)
+            if stopped is not None:
+                return stopped
+            snapshot = attrs.evolve(snapshot, forking=None)
+        elif kind is not None:
             records.append(Record(kind, snapshot.state, snapshot.state, snapshot.pending, 0, error))
         t = self.transitions[snapshot.pending] if snapshot.pending is not None else None
         voided = (
@@ -165,6 +171,31 @@ class Rules:
             stack=stack,
             pivot_unknown=False,
         )
+
+    def _stop_fork(
+        self, snapshot: Snapshot, error: ErrorInfo, kind: HistoryKind | None, records: list[Record]
+    ) -> Snapshot | None:
+        """How a run in a fork stops; ``None``: as any other run (it compensates; what the
+        branches did is on its stack already)."""
+        forking = snapshot.forking
+        assert forking is not None
+        if kind is not None:
+            records.append(Record(kind, snapshot.state, snapshot.state, snapshot.pending, 0, error))
+        if forking.in_flight:
+            # no new branch step starts; the running ones report before anything is undone
+            first = forking.error or error
+            return attrs.evolve(snapshot, forking=attrs.evolve(forking, error=first), error=first)
+        if self.bound(snapshot):
+            # past the pivot nothing is undone: the run stops failed, keeping what its
+            # branches did; a retry runs the branch steps that did not finish
+            return attrs.evolve(
+                snapshot,
+                status=Status.FAILED,
+                error=error,
+                wake_at=None,
+                forking=forking.for_retry(),
+            )
+        return None
 
     # -- what the drivers ask -------------------------------------------------------------
 

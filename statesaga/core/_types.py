@@ -15,9 +15,17 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import attrs
+
+from statesaga.core._parallel_types import (
+    BranchFailed,
+    BranchProgress,  # noqa: F401 - named in Forking's annotations, resolved below
+    BranchSucceeded,
+    Forking,
+    RunBranches,
+)
 
 __all__ = [
     "ACCEPT",
@@ -258,6 +266,8 @@ class Snapshot:
         measure_timeout: ``WAITING`` in a state whose timeout is computed per run,
             not measured yet: the driver is asked for it (:class:`MeasureTimeout`)
             before the run waits, and events wait in the inbox until then.
+        forking: ``RUNNING`` the parallel transition ``pending``: how far each of its
+            branches got (``None`` outside a fork).
     """
 
     instance_id: str
@@ -275,6 +285,7 @@ class Snapshot:
     event: Any = None
     pivot_unknown: bool = False
     measure_timeout: bool = False
+    forking: Forking | None = None
 
 
 # -- outcomes: what happened since the last decision ------------------------------------
@@ -380,20 +391,6 @@ class ResolveRequested:
     by: str | None = None
 
 
-Outcome = (
-    StepSucceeded
-    | StepFailed
-    | BranchChosen
-    | EventArrived
-    | EventJudged
-    | TimeoutMeasured
-    | CancelRequested
-    | CompensationSucceeded
-    | CompensationFailed
-    | RetryRequested
-    | ResolveRequested
-)
-
 # -- decisions: what the driver does next ------------------------------------------------
 
 
@@ -470,11 +467,6 @@ class Finish:
     status: Status
 
 
-Decision = (
-    RunStep | ChooseBranch | JudgeEvent | MeasureTimeout | Sleep | RunCompensation | Wait | Finish
-)
-
-
 @attrs.frozen
 class Record:
     """One history row, as the interpreter describes it (the driver adds timings)."""
@@ -533,3 +525,37 @@ class EventFit:
 
 
 ACCEPT, EARLY, LATE = "accept", "early", "late"
+
+
+# the values of parallel branches name these in their annotations: resolved here, once
+# both exist, for cattrs (which structures snapshots) and for readers of attrs.fields
+for _value in (Forking, RunBranches, BranchSucceeded, BranchFailed):
+    attrs.resolve_types(_value, globals())
+
+Outcome: TypeAlias = (
+    StepSucceeded
+    | StepFailed
+    | BranchChosen
+    | EventArrived
+    | EventJudged
+    | TimeoutMeasured
+    | CancelRequested
+    | CompensationSucceeded
+    | CompensationFailed
+    | RetryRequested
+    | ResolveRequested
+    | BranchSucceeded
+    | BranchFailed
+)
+
+Decision: TypeAlias = (
+    RunStep
+    | ChooseBranch
+    | JudgeEvent
+    | MeasureTimeout
+    | Sleep
+    | RunCompensation
+    | Wait
+    | Finish
+    | RunBranches
+)

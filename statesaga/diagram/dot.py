@@ -144,6 +144,10 @@ def render(diagram: Diagram, format: str) -> bytes:
 # -- building -------------------------------------------------------------------------
 
 
+#: a fork or join bar: a thick black line, as in UML
+_BAR = {"shape": "box", "style": "filled", "height": "0.07", "width": "1.6", "fixedsize": "true"}
+
+
 def _build(diagram: Diagram) -> Any:
     graphviz = _graphviz()
     graph = graphviz.Digraph(
@@ -184,6 +188,10 @@ def _build(diagram: Diagram) -> Any:
                 _START, "", shape="point", width="0.2", color=ink.stroke, fillcolor=ink.stroke
             )
             graph.edge(_START, node.id, color=ink.stroke)
+        if node.kind in (NodeKind.FORK, NodeKind.JOIN):  # a parallel transition's bar
+            ink = _ink(diagram, node)
+            graph.node(node.id, "", **_BAR, color=ink.stroke, fillcolor=ink.stroke)
+            continue
         lines = node_lines(node) + change_lines(node)
         graph.node(node.id, _label(lines, _ink(diagram, node)), **_node_style(diagram, node))
     for edge in diagram.edges:

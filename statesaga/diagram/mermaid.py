@@ -75,6 +75,9 @@ _ESCAPED = re.compile("[" + re.escape("".join(_ENTITIES)) + "]")
 _DIRECTION = re.compile(r"(direction)\s+(tb|bt|rl|lr)", re.IGNORECASE)
 
 
+_BARS = (NodeKind.FORK, NodeKind.JOIN)
+
+
 def to_mermaid(diagram: Diagram) -> str:
     """The diagram as Mermaid ``stateDiagram-v2`` text (ends with a newline)."""
     nodes = drawn_nodes(diagram)
@@ -92,6 +95,9 @@ def to_mermaid(diagram: Diagram) -> str:
     # every state declared with its name first, in the saga's order: Mermaid keeps the name
     # on the box when lines are added under it, and lays out from the first state down
     for node in nodes:
+        if node.kind in _BARS:  # a parallel transition's fork or join bar
+            body.append(f"state {ids[node.id]} <<{node.kind.value}>>")
+            continue
         body.append(f'state "{_text(node.label)}" as {ids[node.id]}')
         for line in node_lines(node)[1:] + change_lines(node):
             body.append(f"{ids[node.id]} : {_text(line.text)}")
@@ -140,6 +146,8 @@ def _ids(nodes: Iterable[Node]) -> dict[str, str]:
         name = node.id
         if node.kind is NodeKind.OUTCOME:
             candidate = f"outcome_{node.outcome.value if node.outcome else number}"
+        elif node.kind in _BARS:
+            candidate = f"{node.kind.value}_{number}"
         elif _SAFE_ID.fullmatch(name) and not _reserved(name):
             candidate = name
         else:
@@ -291,6 +299,8 @@ def _classes(diagram: Diagram, nodes: Iterable[Node], ids: dict[str, str]) -> li
         classes.setdefault(name, (style, []))[1].append(ids[node.id])
 
     for node in nodes:
+        if node.kind in _BARS:
+            continue  # drawn as Mermaid's own bars, which take no class
         if diagram.mode is Mode.INSTANCE:
             if node.trace is Trace.CURRENT:
                 put("current", _style(theme.TRACE_CURRENT, 3), node)

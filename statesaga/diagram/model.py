@@ -71,6 +71,10 @@ class NodeKind(enum.StrEnum):
 
     STATE = "state"
     OUTCOME = "outcome"
+    FORK = "fork"
+    """The bar where a parallel transition's branches start (``<transition>.fork``)."""
+    JOIN = "join"
+    """The bar where they join (``<transition>.join``)."""
 
 
 class Outcome(enum.StrEnum):
@@ -267,7 +271,15 @@ def from_definition(saga: Definition | type) -> Diagram:
             )
         )
 
-    edges = [_edge(definition, t, transitions) for t in transitions]
+    edges: list[Edge] = []
+    bars: list[Node] = []
+    for t in transitions:
+        if t.parallel is None:
+            edges.append(_edge(definition, t, transitions))
+            continue
+        fork, join = _fork(t, _edge(definition, t, transitions))
+        bars += fork
+        edges += join
     edges += _compensations(definition, transitions)
     for state in definition.states.values():
         if state.final:
@@ -298,7 +310,7 @@ def from_definition(saga: Definition | type) -> Diagram:
     return Diagram(
         saga=definition.name,
         version=definition.version,
-        nodes=(*states, *_outcomes(edges)),
+        nodes=(*states, *bars, *_outcomes(edges)),
         edges=tuple(edges),
         deadline=definition.deadline,
     )
@@ -371,6 +383,45 @@ def _edge(definition: Definition, t: TransitionDef, transitions: list[Transition
     )
 
 
+def _fork(t: TransitionDef, into: Edge) -> tuple[list[Node], list[Edge]]:
+    """A parallel transition: its edge into the fork bar, one edge per branch from the fork
+    bar to the join bar (named after its first step, its steps in order), and the join bar
+    into the target."""
+    assert t.parallel is not None
+    fork, join = f"{t.name}.fork", f"{t.name}.join"
+    edges = [attrs.evolve(into, target=fork)]
+    for branch in t.parallel.branches:
+        steps = [s.step for s in branch.steps if s.step is not None]
+        one = steps[0] if len(steps) == 1 else None
+        edges.append(
+            Edge(
+                id=branch.steps[0].name,
+                kind=EdgeKind.STEP,
+                source=fork,
+                target=join,
+                transition=f"{t.name}.{branch.name}",
+                step=", then ".join(s.function_name for s in steps),
+                read_only=all(s.read_only for s in steps),
+                step_timeout=None if one is None else one.timeout,
+                attempts=None if one is None else one.retry.attempts,
+                merged=tuple(s.name for s in branch.steps[1:]),
+            )
+        )
+    edges.append(Edge(f"{t.name}.join", EdgeKind.STEP, join, t.target))
+    return [Node(fork, "", NodeKind.FORK), Node(join, "", NodeKind.JOIN)], edges
+
+
+def _branch_steps(transitions: list[TransitionDef]) -> list[TransitionDef]:
+    """Branch steps as steps from their fork's source to its target: their compensations
+    are drawn along the fork, like any step's."""
+    return [
+        attrs.evolve(step, target=t.target)
+        for t in transitions
+        if t.parallel is not None
+        for step in t.parallel.steps
+    ]
+
+
 def _compensations(definition: Definition, transitions: list[TransitionDef]) -> list[Edge]:
     """One edge per compensation: from a step's target back to where compensating goes on.
 
@@ -379,7 +430,7 @@ def _compensations(definition: Definition, transitions: list[TransitionDef]) -> 
     function from the same state and land in the same place are one edge.
     """
     edges: dict[tuple[str, str, str | None], Edge] = {}
-    for t in transitions:
+    for t in transitions + _branch_steps(transitions):
         if t.step is not None and t.step.void is not None:
             # a pivot's void: drawn back along the pivot, run only if the pivot fails
             edges[(t.target, t.source, f"{t.name}.void")] = Edge(
@@ -430,7 +481,7 @@ def _landing(state: str, transitions: list[TransitionDef], initial: str) -> str:
     seen = {state}
     while state != initial:
         into = [t for t in transitions if t.target == state]
-        if len(into) != 1 or into[0].step is not None or into[0].source in seen:
+        if len(into) != 1 or into[0].step or into[0].parallel or into[0].source in seen:
             break
         state = into[0].source
         seen.add(state)
@@ -461,6 +512,7 @@ def _undo_free(initial: str, transitions: list[TransitionDef]) -> set[str]:
     plain = [
         t
         for t in transitions
-        if t.step is None or (t.step.compensation is None and not t.step.pivot)
+        if (t.step is None and not any(s.compensatable for s in _branch_steps([t])))
+        or (t.step is not None and t.step.compensation is None and not t.step.pivot)
     ]
     return _reachable([initial], plain)

@@ -1,7 +1,7 @@
 """What ``Engine`` and ``AsyncEngine`` share, in small rooms (see docs/architecture.md).
 
 - ``requests``: what the drive loop asks of an engine (``Call``, ``Pause``,
-  ``LockOp``) and the one ``Backoff`` every wait sleeps by;
+  ``LockOp``, ``Gather``) and the one ``Backoff`` every wait sleeps by;
 - ``registry``: the registered sagas, by name and version;
 - ``codec``: pure conversions between snapshots, rows, history entries and runs;
 - ``held``: a run an engine holds while it works on it;
@@ -19,13 +19,23 @@
 
 from statesaga.runtime.recovery import RECOVERY_BATCH, Recovery
 from statesaga.runtime.reporting import log
-from statesaga.runtime.requests import Call, Driver, LockOp, Pause, Request, Response, SagaRef
+from statesaga.runtime.requests import (
+    Call,
+    Driver,
+    Gather,
+    LockOp,
+    Pause,
+    Request,
+    Response,
+    SagaRef,
+)
 from statesaga.runtime.runtime import Runtime
 
 __all__ = [
     "RECOVERY_BATCH",
     "Call",
     "Driver",
+    "Gather",
     "LockOp",
     "Pause",
     "Recovery",

@@ -34,6 +34,7 @@ from statesaga.delivery import DeliveryStatus, InboxEntry
 from statesaga.failures import decode as decode_error
 from statesaga.failures import encode as encode_error
 from statesaga.run import HistoryEntry, Run
+from statesaga.runtime.branching import forking_json, forking_of
 from statesaga.runtime.held import HeldRun
 from statesaga.serde import converter, dumps
 from statesaga.store.base import HistoryRow, InboxRow, InstanceRow, Write
@@ -97,6 +98,7 @@ def machine_of(snapshot: Snapshot, definition: Definition) -> dict[str, Any]:
         "event": event,
         "unknown": snapshot.pivot_unknown,
         **({"measure": True} if snapshot.measure_timeout else {}),
+        **({"fork": forking_json(snapshot.forking)} if snapshot.forking is not None else {}),
     }
 
 
@@ -125,6 +127,7 @@ def snapshot_of(row: InstanceRow, definition: Definition) -> Snapshot:
         event=event,
         pivot_unknown=bool(machine.get("unknown")),
         measure_timeout=bool(machine.get("measure")),
+        forking=None if machine.get("fork") is None else forking_of(machine["fork"]),
     )
 
 
@@ -231,10 +234,10 @@ def history_rows(
 ) -> list[HistoryRow]:
     """One history row per record of ``nxt``, written with instance version ``version``."""
     rows = []
-    transitions = run.definition.transitions
+    definition = run.definition
     for record in nxt.records:
         step_name = None
-        t = transitions.get(record.transition) if record.transition else None
+        t = _step_of(definition, record.transition)
         if t is not None and t.step is not None and not record.kind.by_operator:
             step_name = t.step.rollback_name if record.undo else t.step.function_name
         rows.append(
@@ -256,6 +259,14 @@ def history_rows(
             )
         )
     return rows
+
+
+def _step_of(definition: Definition, name: str | None) -> Any:
+    """The transition (or parallel branch step) a record names, if any."""
+    if name is None:
+        return None
+    found = definition.transitions.get(name)
+    return found if found is not None else definition.branch_steps.get(name)
 
 
 def run_of(row: InstanceRow, definition: Definition | None, history: list[HistoryRow]) -> Run:

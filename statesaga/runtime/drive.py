@@ -27,6 +27,7 @@ from statesaga.core import (
     MeasureTimeout,
     Next,
     Outcome,
+    RunBranches,
     RunCompensation,
     RunStep,
     Sleep,
@@ -40,6 +41,7 @@ from statesaga.definition import TransitionDef
 from statesaga.errors import ConnectionLost
 from statesaga.failures import capture
 from statesaga.run import Run
+from statesaga.runtime.branches import BranchDriver
 from statesaga.runtime.codec import result_of
 from statesaga.runtime.held import HeldRun, Kept
 from statesaga.runtime.intake import apply_judgment
@@ -86,6 +88,9 @@ class Drive:
         self.resources = resources
         self.clock = clock
         self.max_inline_sleep = max_inline_sleep
+        self.branches = BranchDriver(
+            transitions, reporter, clock, self._context, self._step_outcome
+        )
 
     def hold(
         self, run: HeldRun, nxt: Next, *, started: float | None = None, operation: str = "resume"
@@ -129,6 +134,8 @@ class Drive:
                 nxt = yield from self._judge(run, decision)
             elif isinstance(decision, MeasureTimeout):
                 nxt = yield from self._measure(run, decision)
+            elif isinstance(decision, RunBranches):
+                nxt = yield from self.branches.run(run, decision)
             elif isinstance(decision, Sleep):
                 delay = decision.until - self.clock()
                 if delay > self.max_inline_sleep:
@@ -312,7 +319,7 @@ class Drive:
     def _run_compensation(
         self, run: HeldRun, decision: RunCompensation
     ) -> Generator[Request, Any, Next]:
-        t = run.definition.transitions[decision.transition]
+        t = run.definition.step_of(decision.transition)  # (a branch step's too)
         assert t.step is not None
         compensation = t.step.rollback  # its compensation, or a pivot's void
         assert compensation is not None

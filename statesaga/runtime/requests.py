@@ -25,7 +25,17 @@ from statesaga.context import StepContext
 if TYPE_CHECKING:
     from statesaga.definition import Definition
 
-__all__ = ["Backoff", "Call", "Driver", "LockOp", "Pause", "Request", "Response", "SagaRef"]
+__all__ = [
+    "Backoff",
+    "Call",
+    "Driver",
+    "Gather",
+    "LockOp",
+    "Pause",
+    "Request",
+    "Response",
+    "SagaRef",
+]
 
 SagaRef: TypeAlias = "type | Definition | str"
 
@@ -59,6 +69,21 @@ class LockOp:
 
 
 @attrs.frozen
+class Gather:
+    """Request to the engine: start ``calls`` concurrently, beside those it started for
+    earlier ``Gather`` requests of the same drive and not yet answered.
+
+    Answered with ``(name, Response)`` of the first call that ends (a call's name
+    is the first item of its pair), or ``None`` if none ends within ``wait``
+    seconds (``None``: wait as long as it takes). The engine runs them in a
+    bounded pool of threads (``Engine``) or as tasks (``AsyncEngine``).
+    """
+
+    calls: tuple[tuple[str, Call], ...]
+    wait: float | None = None
+
+
+@attrs.frozen
 class Response:
     """What a call gave: its value, or the exception it raised (``StepTimeout`` if too slow)."""
 
@@ -66,7 +91,7 @@ class Response:
     error: BaseException | None = None
 
 
-Request = Call | Pause | LockOp
+Request = Call | Pause | LockOp | Gather
 Driver: TypeAlias = Generator[Request, Any, Any]
 
 

@@ -92,7 +92,9 @@ def _refusable(
 def instrument(h: _Harness) -> Definition:
     """The definition with every step and compensation wrapped (and no retry jitter)."""
     transitions: dict[str, TransitionDef] = {}
-    for name, t in h.definition.transitions.items():
+    # a parallel transition's branch steps are wrapped as any step, under their own names
+    definition = h.definition.map_steps(lambda t: _faulty(h, t))
+    for name, t in definition.transitions.items():
         if t.step is not None:
             step: StepDef = t.step
             step = attrs.evolve(
@@ -110,4 +112,23 @@ def instrument(h: _Harness) -> Definition:
         if t.event is not None and t.guard is not None:
             t = attrs.evolve(t, guard=_refusable(h, t.event, t.guard, t.guard_negated))
         transitions[name] = t
-    return h.definition.with_transitions(transitions)
+    return definition.with_transitions(transitions)
+
+
+def _faulty(h: _Harness, t: TransitionDef) -> TransitionDef:
+    """A branch step wrapped (ordinary steps are wrapped by ``instrument`` itself)."""
+    if t.name in h.definition.transitions or t.step is None:
+        return t
+    step = t.step
+    return attrs.evolve(
+        t,
+        step=attrs.evolve(
+            step,
+            function=wrap(h, t.name, step.function),
+            compensation=None
+            if step.compensation is None
+            else wrap(h, f"{t.name}.undo", step.compensation),
+            retry=attrs.evolve(step.retry, jitter=0.0),
+            compensation_retry=attrs.evolve(step.compensation_retry, jitter=0.0),
+        ),
+    )

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import FlakyFailure
 
 from statesaga.core import HistoryKind, Status
-from statesaga.definition import Definition
+from statesaga.definition import Definition, TransitionDef
 from statesaga.run import Run
 from statesaga.testing.driver import Outcome, run_plan
 from statesaga.testing.plans import FaultPlan, fault_plans
@@ -64,17 +64,55 @@ def check_saga_invariants(outcome: Outcome) -> None:
       the pivot was voided;
     - every event sent without an error is in the run's inbox, and none is left
       pending once the run ended (nothing a customer did is lost);
-    - no open run is left with neither a lease nor a due time (the driver's notes).
+    - no open run is left with neither a lease nor a due time (the driver's notes);
+    - a parallel transition's branch step completes once per fork (a crash or a retry
+      never runs a done branch step again), and each branch is undone in reverse.
     """
     problems = list(outcome.notes)
     for run in outcome.runs:
         problems.extend(f"run {run.id[:8]}: {p}" for p in _check_run(outcome.definition, run))
         problems.extend(f"run {run.id[:8]}: {p}" for p in _check_pivots(outcome, run))
+        problems.extend(f"run {run.id[:8]}: {p}" for p in _check_branches(outcome.definition, run))
         problems.extend(f"run {run.id[:8]}: {p}" for p in _check_inbox(outcome, run))
     keys = collections.Counter(r.key for r in outcome.runs if r.key and r.status.is_open)
     problems.extend(f"{n} open runs on key {k!r}" for k, n in keys.items() if n > 1)
     if problems:
         raise InvariantViolation(problems, outcome)
+
+
+def _step_of(definition: Definition, name: str | None) -> TransitionDef | None:
+    """The transition, or parallel branch step, a history record names."""
+    if name is None:
+        return None
+    return definition.transitions.get(name) or definition.branch_steps.get(name)
+
+
+def _check_branches(definition: Definition, run: Run) -> list[str]:
+    problems: list[str] = []
+    forward = collections.Counter(
+        h.transition for h in run.history if h.kind is HistoryKind.FORWARD
+    )
+    for t in definition.transitions.values():
+        if t.parallel is None:
+            continue
+        forks = forward[t.name] + 1  # each join, and the fork the run may have stopped in
+        for branch in t.parallel.branches:
+            names = [step.name for step in branch.steps]
+            for name in names:
+                if forward[name] > forks:
+                    problems.append(
+                        f"branch step {name!r} completed {forward[name]} times in at most "
+                        f"{forks} fork(s): a done branch step ran again"
+                    )
+            undone = [
+                names.index(h.transition)
+                for h in run.history
+                if h.kind is HistoryKind.COMPENSATE and h.transition in names
+            ]
+            if forks == 1 and undone != sorted(undone, reverse=True):
+                order = [names[i] for i in undone]
+                problems.append(f"branch {branch.name!r} was not undone in reverse: {order}")
+    return problems
 
 
 def _check_run(definition: Definition, run: Run) -> list[str]:
@@ -93,7 +131,7 @@ def _check_run(definition: Definition, run: Run) -> list[str]:
     undone_extra: set[str] = set()
     undone_any = False
     for h in history:
-        t = definition.transitions.get(h.transition) if h.transition else None
+        t = _step_of(definition, h.transition)
         if h.kind in _FORWARD and t is not None:
             failed_tries.discard(t.name)
             if t.step is not None and t.step.pivot:

@@ -50,8 +50,9 @@ __all__ = ["SagaStateMachine"]
 
 def _names(saga: Any) -> tuple[list[str], list[str], list[str]]:
     definition: Definition = saga if isinstance(saga, Definition) else saga.definition
-    steps = sorted(n for n, t in definition.transitions.items() if t.step is not None)
-    undos = sorted(f"{n}.undo" for n, t in definition.transitions.items() if t.compensatable)
+    with_steps = {**definition.transitions, **definition.branch_steps}
+    steps = sorted(n for n, t in with_steps.items() if t.step is not None)
+    undos = sorted(f"{n}.undo" for n, t in with_steps.items() if t.compensatable)
     events = sorted({t.event for t in definition.transitions.values() if t.event is not None})
     return steps, undos, events
 

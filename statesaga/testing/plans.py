@@ -174,10 +174,12 @@ def fault_plans(
     >>> print(FaultPlan((Fault("go", "crash_after"),), deadline=30))
     go: crash_after; deadline 30s
     """
-    steps = sorted(name for name, t in definition.transitions.items() if t.step is not None)
+    # (a parallel transition's branch steps too: a failure in each branch)
+    with_steps = {**definition.transitions, **definition.branch_steps}
+    steps = sorted(name for name, t in with_steps.items() if t.step is not None)
     undos = sorted(
         f"{name}.undo"
-        for name, t in definition.transitions.items()
+        for name, t in with_steps.items()
         if t.step is not None and t.step.rollback is not None  # a compensation, or a void
     )
     events = sorted({t.event for t in definition.transitions.values() if t.event is not None})

@@ -61,6 +61,7 @@ def test_the_package_exports_exactly_these_names() -> None:
             "StepTimeout",
             "StoreError",
             "Transition",
+            "Branch",
         ]
     )
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import attrs
 import pytest
 from checkout_runs import open_shop
+from parallel_trip import Agency, BookTripTogether, SoldOut, TripOrder
 from test_diagram_docs import reviewing_example
 
 from definitions.checkout.saga import CompleteCart
@@ -94,6 +95,11 @@ def drawings() -> dict[str, Diagram]:
     awkward = make_awkward()
     with Engine("sqlite://") as engine:
         failed_run = engine.get(engine.start(awkward, {}).id)
+    agency = Agency()
+    agency.failures["book_hotel"] = [SoldOut("no rooms left")]
+    with Engine("sqlite://", resources=[agency]) as engine:
+        parallel_run = engine.get(engine.start(BookTripTogether, TripOrder("t-1")).id)
+    parallel = from_definition(BookTripTogether)
     return {
         "definition": checkout,
         "declined": overlay(checkout, declined),
@@ -101,6 +107,8 @@ def drawings() -> dict[str, Diagram]:
         "diff": diff(CompleteCart, changed, since="main"),
         "awkward": from_definition(awkward),
         "awkward-run": overlay(from_definition(awkward), failed_run),
+        "parallel": parallel,
+        "parallel-run": overlay(parallel, parallel_run),
     }
 
 
@@ -159,9 +167,11 @@ def centre_y(svg: ET.Element, node_id: str) -> float:
     raise AssertionError(f"no node {node_id} in the SVG")
 
 
-@pytest.mark.parametrize(
-    "name", ["definition", "declined", "waiting", "diff", "awkward", "awkward-run"]
-)
+DRAWN = ["definition", "declined", "waiting", "diff", "awkward", "awkward-run"]
+DRAWN += ["parallel", "parallel-run"]
+
+
+@pytest.mark.parametrize("name", DRAWN)
 def test_mermaid_draws_every_state_by_name_and_every_edge(
     mermaid_svgs: Callable[[str], ET.Element], name: str
 ) -> None:
@@ -216,6 +226,13 @@ def test_mermaid_styles_compensations_apart_and_marks_the_run_and_the_diff(
     assert "rgb(46 125 50)" in rules("diff")  # added edges are green
 
 
+def test_mermaid_draws_a_fork_and_a_join_bar(mermaid_svgs: Callable[[str], ET.Element]) -> None:
+    for name in ("parallel", "parallel-run"):
+        groups = [g.get("id", "") for g in mermaid_svgs(name).iter(f"{SVG}g")]
+        assert any(re.search(r"state-fork_\d+-", g) for g in groups), name
+        assert any(re.search(r"state-join_\d+-", g) for g in groups), name
+
+
 def test_awkward_text_is_drawn_as_written(mermaid_svgs: Callable[[str], ET.Element]) -> None:
     text = words(mermaid_svgs("awkward-run"))
     assert "awkward: saga; #1" in text
@@ -254,9 +271,7 @@ def dot_svg(dot: str) -> Callable[[str], ET.Element]:
     return draw
 
 
-@pytest.mark.parametrize(
-    "name", ["definition", "declined", "waiting", "diff", "awkward", "awkward-run"]
-)
+@pytest.mark.parametrize("name", DRAWN)
 def test_dot_draws_every_state_by_name_and_every_edge(
     dot_svg: Callable[[str], ET.Element], name: str
 ) -> None:

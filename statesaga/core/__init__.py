@@ -30,6 +30,15 @@ randomness come in as arguments.
 (<Status.COMPLETED: 'completed'>, 'done', [<HistoryKind.FORWARD: 'forward'>])
 """
 
+from statesaga.core._children import (
+    ChildOutcome,
+    ChildWaiting,
+    CompensateRequested,
+    child_event,
+    child_event_id,
+    child_key,
+    parent_of,
+)
 from statesaga.core._interpreter import Interpreter
 from statesaga.core._migrate import Migrated, MigrationFit, Migrator
 from statesaga.core._operator import RESOLVE_OUTCOMES, resolve_request
@@ -77,6 +86,13 @@ from statesaga.core._types import LATE as LATE
 
 __all__ = [
     "BranchChosen",
+    "ChildOutcome",
+    "ChildWaiting",
+    "CompensateRequested",
+    "child_event",
+    "child_event_id",
+    "child_key",
+    "parent_of",
     "CancelRequested",
     "ChooseBranch",
     "CompensationFailed",

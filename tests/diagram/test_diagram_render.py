@@ -19,6 +19,7 @@ from pathlib import Path
 import attrs
 import pytest
 from checkout_runs import open_shop
+from child_sagas import BookHoliday
 from test_diagram_docs import reviewing_example
 
 from definitions.checkout.saga import CompleteCart
@@ -101,6 +102,7 @@ def drawings() -> dict[str, Diagram]:
         "diff": diff(CompleteCart, changed, since="main"),
         "awkward": from_definition(awkward),
         "awkward-run": overlay(from_definition(awkward), failed_run),
+        "child saga": from_definition(BookHoliday),
     }
 
 

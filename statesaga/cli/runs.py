@@ -15,7 +15,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from statesaga.cli._app import UsageError, app
-from statesaga.cli._family import family_json, family_tree
 from statesaga.cli._common import (
     DbOption,
     JsonOption,
@@ -33,6 +32,7 @@ from statesaga.cli._common import (
     status_text,
     when,
 )
+from statesaga.cli._family import family_json, family_tree
 from statesaga.delivery import Delivery
 from statesaga.errors import StateSagaError
 from statesaga.run import HistoryEntry
@@ -137,7 +137,9 @@ def show(
     with opened(db, saga, read_only=True) as engine:
         run = engine.get(resolve_id(engine, instance_id))
         if as_json:
-            print_json({**run_json(run), "children": family_json(engine, run.id) or []})
+            children = family_json(engine, run.id)
+            # (a run without children reads as ``start --json`` prints it)
+            print_json({**run_json(run), **({"children": children} if children else {})})
             return
         family = family_tree(engine, run, status_text)
     print_run(run, False)

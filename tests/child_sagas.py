@@ -119,12 +119,14 @@ class BookPackage(Saga[PackageRequest, PackageData, Package]):
 
     reserve_hotel = new.to(hotel_booked).run(book_hotel, undo=cancel_hotel)
     ask_rental = hotel_booked.to(awaiting_car).when(needs_confirmation)
-    rent_car = hotel_booked.to(booked).run(book_car, undo=cancel_car, retry=Retry(attempts=1))
+    rent_car = hotel_booked.to(booked).run(
+        book_car, undo=cancel_car, undo_on_failure=True, retry=Retry(attempts=1)
+    )
     confirm = (
         awaiting_car.to(car_confirmed).on(car_confirmation).run(take_confirmation, read_only=True)
     )
     rent_confirmed = car_confirmed.to(booked).run(
-        book_car, undo=cancel_car, retry=Retry(attempts=1)
+        book_car, undo=cancel_car, undo_on_failure=True, retry=Retry(attempts=1)
     )
 
     @staticmethod

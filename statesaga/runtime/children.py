@@ -28,6 +28,7 @@ from statesaga.core import (
     ErrorKind,
     Next,
     Outcome,
+    RetryRequested,
     RunCompensation,
     RunStep,
     Status,
@@ -177,7 +178,8 @@ class Children:
     # -- undoing it ------------------------------------------------------------------------
 
     def run_undo(self, run: HeldRun, decision: RunCompensation) -> Generator[Request, Any, Next]:
-        """Compensate a completed child, cancel an open one; nothing if none was started."""
+        """Compensate a completed child, cancel an open one, retry one whose compensation
+        failed; nothing if none was started."""
         t = run.definition.transitions[decision.transition]
         assert t.step is not None
         assert t.step.child is not None
@@ -196,6 +198,9 @@ class Children:
                 if status is Status.COMPLETED:
                     request = CompensateRequested(reason, details)
                     result = yield from self.operate(row.id, request, 0.0, "compensate")
+                elif status is Status.FAILED and row.machine.get("stack"):
+                    # its compensation kept failing: undoing the parent tries it again
+                    result = yield from self.operate(row.id, RetryRequested(), 0.0, "retry")
                 elif status in (Status.RUNNING, Status.WAITING):
                     delivery = yield from self.inbox.cancel(
                         row.id, reason, details, f"parent-compensates:{key}", 0.0

@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from statesaga._compile_children import check_children, child_step
 from statesaga._compile_graph import GraphChecks
 from statesaga._compile_migrations import MigrationChecks
 from statesaga._compile_parallel import ParallelChecks
@@ -80,6 +81,7 @@ class _Compiler:
             [(t.name, t.source, t.target) for t in transitions.values()],
             initial=initial,
         )
+        check_children(self.fail, transitions)
         self.graph_checks.check_final_states(states, transitions)
         self.graph_checks.check_waiting_states(states, transitions)
         self.graph_checks.check_reachability(states, graph, initial)
@@ -280,6 +282,9 @@ class _Compiler:
         return name
 
     def step(self, spec: Transition, attr: str) -> StepDef | None:
+        if spec.child_saga is not None:
+            timeout = self.positive(spec.timeout, f"the timeout of step {attr!r}", transition=attr)
+            return child_step(self.fail, spec, attr, timeout)
         if spec.step is None:
             if spec.undo is not None or spec.pivot or spec.void is not None:
                 raise self.fail(f"transition {attr!r} has a compensation but no step")

@@ -281,6 +281,10 @@ class AsyncEngine(EngineBase):
         """The run with that id, typed as a run of ``saga`` if given (see ``Engine.get``)."""
         return typed_get(self.runtime, instance_id, saga)
 
+    def children(self, instance_id: str) -> builtins.list[Run[Any, Any, Any]]:
+        """The child runs of a run's child steps, oldest first (see ``Engine.children``)."""
+        return self.runtime.reads.children(instance_id)
+
     @overload
     def list(
         self,

@@ -17,7 +17,15 @@ import attrs
 from statesaga.parallel import ParallelDef
 from statesaga.retry import DEFAULT_COMPENSATION_RETRY, DEFAULT_STEP_RETRY, Retry
 
-__all__ = ["Definition", "MigrationDef", "StateDef", "StepDef", "TransitionDef"]
+__all__ = [
+    "ChildDef",
+    "Definition",
+    "MigrationDef",
+    "StateDef",
+    "StepDef",
+    "TransitionDef",
+    "children_of",
+]
 
 StepFunction = Callable[..., Any]
 
@@ -71,6 +79,8 @@ class StepDef:
     #: whether the saga declared ``retry=``; an engine's ``default_retry`` replaces the
     #: default policy of steps that did not
     retry_declared: bool = False
+    #: a child step: the saga it starts and waits for (``function`` then makes its input)
+    child: ChildDef | None = None
 
     @property
     def function_name(self) -> str:
@@ -199,6 +209,7 @@ class Definition:
                         t.step.timeout,
                         # (a field added later joins only when set: older hashes stay)
                         *([t.step.void_name] if t.step.void is not None else []),
+                        *([t.step.child.shape] if t.step.child is not None else []),
                     ],
                     *([t.parallel.shape()] if t.parallel is not None else []),
                 ]
@@ -249,6 +260,37 @@ class Definition:
         if self.initial_context is not None:
             return self.initial_context(saga_input)
         return self.context_type()
+
+
+@attrs.frozen(eq=False)
+class ChildDef:
+    """What a child step starts: another saga, fed from the parent, read back into it.
+
+    ``definition`` is the child saga's; the step's function (``StepDef.function``)
+    makes the child's input from the parent's context; ``output``, when given, is
+    ``output(ctx, child_output)`` and returns the parent's new context (or ``None``).
+    """
+
+    definition: Definition
+    output: StepFunction | None = None
+
+    @property
+    def shape(self) -> list[Any]:
+        """What the parent's graph hash records of the child: its name, version and reader."""
+        return [
+            self.definition.name,
+            self.definition.version,
+            None if self.output is None else _qualname(self.output),
+        ]
+
+
+def children_of(definition: Definition) -> list[Definition]:
+    """The child sagas a definition's steps start (each once, in declaration order)."""
+    found: dict[tuple[str, int], Definition] = {}
+    for t in definition.transitions.values():
+        if t.step is not None and t.step.child is not None:
+            found.setdefault(t.step.child.definition.key, t.step.child.definition)
+    return list(found.values())
 
 
 @attrs.frozen(eq=False)

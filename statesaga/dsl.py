@@ -233,6 +233,8 @@ class Transition:
         self.timeout_edge = False
         self.branches: dict[str, Branch] | None = None
         self.max_concurrency: int | None = None
+        self.child_saga: Any = None
+        self.child_output: Callable[..., Any] | None = None
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.names.append(name)
@@ -313,6 +315,51 @@ class Transition:
             )
         self.branches = dict(branches)
         self.max_concurrency = max_concurrency
+        return self
+
+    def child(
+        self,
+        saga: type[Saga[Any, Any, Any]],
+        *,
+        input: Callable[[StepContext[I, D]], Any],
+        output: Callable[[StepContext[I, D], Any], D | None] | None = None,
+        retry: Retry | None = None,
+        timeout: float | timedelta | None = None,
+    ) -> Self:
+        """Start the saga ``saga`` as a child run when this transition is taken.
+
+        The parent waits for the child's outcome without holding anything (it is
+        released ``waiting`` while the child waits, and woken when the child ends);
+        the child shares the parent's correlation id. When the child completes, the
+        transition is taken; when it ends compensated or failed, the parent
+        compensates. When the parent compensates after the child completed, the
+        child's compensations run (it ends ``compensated``); cancelling the parent
+        while the child runs cancels the child.
+
+        Args:
+            saga: the child :class:`Saga` class. It must declare no pivot (a child
+                is compensated when its parent is).
+            input: ``input(ctx) -> ChildInput``: the child's input, from the parent's
+                context (sync or ``async``).
+            output: ``output(ctx, child_output) -> D | None``: the parent's new context,
+                given the child's output (left out: the context is kept).
+            retry: the policy of making the input and starting the child.
+            timeout: how long making the input may take.
+
+        The child is started under an idempotency key derived from this step's
+        (``"child:" + ctx.idempotency_key``): a parent that crashed after starting
+        it finds the same child again, never a second one.
+        """
+        if self.step is not None:
+            raise DefinitionError(
+                f"transition {self.name!r} already runs {self.step!r}; a transition runs one "
+                "step or starts one child saga: split it into two transitions"
+            )
+        self.step = input
+        self.child_saga = saga
+        self.child_output = output
+        self.retry = retry
+        self.timeout = timeout
         return self
 
     def when(self, guard: Guard[I, D]) -> Self:

@@ -301,6 +301,16 @@ class Engine(EngineBase):
         """
         return typed_get(self.runtime, instance_id, saga)
 
+    def children(self, instance_id: str) -> builtins.list[Run[Any, Any, Any]]:
+        """The child runs of a run's child steps, oldest first (``[]``: it has none).
+
+        Each child's ``parent_id`` is this run's id; they share its correlation id.
+
+        Raises:
+            InstanceNotFound: no such run.
+        """
+        return self.runtime.reads.children(instance_id)
+
     @overload
     def list(
         self,

@@ -101,6 +101,8 @@ class Run(Generic[InputT, DataT, OutputT]):
             or why a ``failed`` run needs attention.
         history: the persisted transitions, oldest first (filled by ``get``).
         inbox: the events and cancels sent to the run, oldest first (filled by ``get``).
+        parent_id: for a child run (started by a parent's child step), the parent's id;
+            its children are ``engine.children(run.id)``.
     """
 
     id: str
@@ -118,6 +120,7 @@ class Run(Generic[InputT, DataT, OutputT]):
     updated_at: float
     history: tuple[HistoryEntry, ...] = ()
     inbox: tuple[InboxEntry, ...] = ()
+    parent_id: str | None = None
 
     @property
     def is_terminal(self) -> bool:

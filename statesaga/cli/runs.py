@@ -32,6 +32,7 @@ from statesaga.cli._common import (
     status_text,
     when,
 )
+from statesaga.cli._family import family_json, family_tree
 from statesaga.delivery import Delivery
 from statesaga.errors import StateSagaError
 from statesaga.run import HistoryEntry
@@ -132,13 +133,19 @@ def show(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show a run: its status, error, context and history."""
+    """Show a run: its status, error, context, history, and its parent and child runs."""
     with opened(db, saga, read_only=True) as engine:
         run = engine.get(resolve_id(engine, instance_id))
-    if as_json:
-        print_json(run_json(run))
-        return
+        if as_json:
+            children = family_json(engine, run.id)
+            # (a run without children reads as ``start --json`` prints it)
+            print_json({**run_json(run), **({"children": children} if children else {})})
+            return
+        family = family_tree(engine, run, status_text)
     print_run(run, False)
+    if family is not None:
+        consoles.out.print("[bold]sagas[/] (parent and child runs)", highlight=False)
+        consoles.out.print(family, highlight=False)
     consoles.out.print(
         "[bold]context[/] " + escape(json.dumps(converter.unstructure(run.data))),
         highlight=False,

@@ -30,6 +30,15 @@ randomness come in as arguments.
 (<Status.COMPLETED: 'completed'>, 'done', [<HistoryKind.FORWARD: 'forward'>])
 """
 
+from statesaga.core._children import (
+    ChildOutcome,
+    ChildWaiting,
+    CompensateRequested,
+    child_event,
+    child_event_id,
+    child_key,
+    parent_of,
+)
 from statesaga.core._interpreter import Interpreter
 from statesaga.core._migrate import Migrated, MigrationFit, Migrator
 from statesaga.core._operator import RESOLVE_OUTCOMES, resolve_request
@@ -90,6 +99,13 @@ __all__ = [
     "BranchSucceeded",
     "Forking",
     "RunBranches",
+    "ChildOutcome",
+    "ChildWaiting",
+    "CompensateRequested",
+    "child_event",
+    "child_event_id",
+    "child_key",
+    "parent_of",
     "CancelRequested",
     "ChooseBranch",
     "CompensationFailed",

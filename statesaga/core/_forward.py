@@ -114,7 +114,7 @@ class Forward:
                 0,
                 None,
                 s.deadline,
-                (),
+                stack,  # kept: a completed child is compensated when its parent is
                 pivoted,
                 seq,
                 error,

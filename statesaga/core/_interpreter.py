@@ -14,6 +14,13 @@ from typing import Any
 import attrs
 
 from statesaga.core._backward import Backward
+from statesaga.core._children import (
+    ChildOutcome,
+    ChildRules,
+    ChildWaiting,
+    CompensateRequested,
+    child_transition,
+)
 from statesaga.core._forward import Forward
 from statesaga.core._operator import OperatorRules
 from statesaga.core._parallel_types import BranchFailed, BranchSucceeded
@@ -62,6 +69,7 @@ class Interpreter:
         self._forward = Forward(self._rules)
         self._backward = Backward(self._forward)
         self._operator = OperatorRules(self._forward)
+        self._children = ChildRules(self._forward)
 
     # -- entry points -------------------------------------------------------------------
 
@@ -170,7 +178,7 @@ class Interpreter:
         pending = attrs.evolve(snapshot, pending=transition, attempt=1)
         return self._backward.step_failed(pending, attrs.evolve(error, retryable=False), now)
 
-    def next(self, snapshot: Snapshot, outcome: Outcome, now: float) -> Next:
+    def next(self, snapshot: Snapshot, outcome: Outcome | ChildOutcome, now: float) -> Next:
         """Apply ``outcome`` to ``snapshot`` at time ``now`` and decide what follows.
 
         Raises:
@@ -189,7 +197,13 @@ class Interpreter:
             case BranchChosen(name):
                 return self._forward.branch_chosen(snapshot, name, now)
             case EventArrived(event, payload, received_at):
+                if child_transition(event) is not None:  # a child ended: read its outcome
+                    return self._children.ended(snapshot, now)
                 return self._forward.event(snapshot, event, payload, now, received_at)
+            case ChildWaiting(child_id):
+                return self._children.waiting(snapshot, child_id, now)
+            case CompensateRequested():
+                return self._children.compensate(snapshot, outcome, now)
             case EventJudged(event, payload, received_at):
                 return self._forward.event(
                     snapshot, event, payload, now, received_at, judged=outcome

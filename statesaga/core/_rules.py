@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import attrs
 
+from statesaga.core._children import child_fit, child_transition, waits_for_child
 from statesaga.core._types import (
     ACCEPT,
     EARLY,
@@ -148,11 +149,16 @@ class Rules:
                 pivot_unknown=not snapshot.pivoted,
             )
         stack = snapshot.stack
-        if voided or (
-            snapshot.status is Status.RUNNING
-            and t is not None
-            and t.step is not None
-            and t.step.compensate_on_failure
+        if (
+            voided
+            or (
+                snapshot.status is Status.RUNNING
+                and t is not None
+                and t.step is not None
+                and t.step.compensate_on_failure
+            )
+            # a child the run waited for is cancelled (or compensated) by its step's undo
+            or waits_for_child(snapshot, t)
         ):
             assert t is not None
             # the pending step's effect is unknown: a try may have failed part-way, or run
@@ -203,6 +209,8 @@ class Rules:
         """Whether an event received at ``received_at`` applies now, waits, or comes too late."""
         status = snapshot.status
         state = snapshot.state
+        if child_transition(event) is not None:
+            return child_fit(snapshot, event)
         if status.is_terminal:
             return EventFit(LATE, f"the run had ended ({status}) when {event!r} was consumed")
         if status is Status.COMPENSATING:

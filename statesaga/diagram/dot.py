@@ -103,7 +103,7 @@ def fingerprint(diagram: Diagram) -> str:
 
 #: fields added to the model later, left out of the fingerprint while unset, so that the
 #: drawings of sagas that use none of them keep their fingerprints
-_LATER_FIELDS = {"timeout_of": None, "void": False}
+_LATER_FIELDS = {"timeout_of": None, "void": False, "child": None}
 
 
 def _shown(attribute: attrs.Attribute[Any], value: Any) -> bool:

@@ -128,6 +128,8 @@ def edge_lines(edge: Edge) -> list[Line]:
         lines.append(Line(Role.TRIGGER, "retries run out"))
     if edge.pivot:
         lines.append(Line(Role.PIVOT, "PIVOT"))
+    if edge.child is not None:
+        lines.append(Line(Role.TRIGGER, f"child saga {edge.child}"))
     if edge.step is not None:
         lines.append(Line(Role.STEP, edge.step))
     if edge.kind is EdgeKind.COMPENSATION:

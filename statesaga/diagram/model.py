@@ -204,6 +204,8 @@ class Edge:
     trace: Trace | None = None
     change: Change | None = None
     notes: tuple[str, ...] = ()
+    #: a child step's saga, as ``name v<version>`` (its ``step`` makes the child's input)
+    child: str | None = None
 
 
 @attrs.frozen
@@ -380,6 +382,9 @@ def _edge(definition: Definition, t: TransitionDef, transitions: list[Transition
         transactional=step is not None and step.transactional,
         step_timeout=None if step is None else step.timeout,
         attempts=None if step is None else step.retry.attempts,
+        child=None
+        if step is None or step.child is None
+        else f"{step.child.definition.name} v{step.child.definition.version}",
     )
 
 

@@ -28,6 +28,7 @@ from statesaga.core import (
     Snapshot,
     Status,
     Wait,
+    parent_of,
 )
 from statesaga.definition import Definition
 from statesaga.delivery import DeliveryStatus, InboxEntry
@@ -152,6 +153,7 @@ def held_of(row: InstanceRow, definition: Definition, core: Interpreter, now: fl
         renewed_at=now,
         inbox_pending=row.inbox_pending,
         trace_context=row.trace_context,
+        idempotency_key=row.idempotency_key,
     )
 
 
@@ -292,6 +294,7 @@ def run_of(row: InstanceRow, definition: Definition | None, history: list[Histor
         created_at=row.created_at,
         updated_at=row.updated_at,
         history=tuple(entry_of(h) for h in history),
+        parent_id=_parent_id(row.idempotency_key),
     )
 
 
@@ -312,7 +315,13 @@ def result_of(run: HeldRun) -> Run:
         error=snapshot.error,
         created_at=run.created_at,
         updated_at=run.updated_at,
+        parent_id=_parent_id(run.idempotency_key),
     )
+
+
+def _parent_id(key: str | None) -> str | None:
+    parent = parent_of(key)
+    return None if parent is None else parent[0]
 
 
 def _error_column(record: Record) -> dict[str, Any] | None:
@@ -323,13 +332,16 @@ def _error_column(record: Record) -> dict[str, Any] | None:
     """
     if record.kind.by_operator:
         return {"note": record.note, "by": record.by, "link": record.link}
+    if record.error is None and record.link is not None:
+        return {"link": record.link}  # a wait for a child run: the child's id
     return None if record.error is None else encode_error(record.error)
 
 
 def entry_of(row: HistoryRow) -> HistoryEntry:
     """A history row as the public ``HistoryEntry``."""
     kind = HistoryKind(row.kind)
-    said: dict[str, Any] = (row.error or {}) if kind.by_operator else {}
+    linked = row.error is not None and set(row.error) == {"link"}  # a wait for a child run
+    said: dict[str, Any] = (row.error or {}) if kind.by_operator or linked else {}
     return HistoryEntry(
         kind=kind,
         from_state=row.from_state,
@@ -338,7 +350,7 @@ def entry_of(row: HistoryRow) -> HistoryEntry:
         step=row.step,
         attempt=row.attempt,
         event=row.event,
-        error=None if row.error is None or kind.by_operator else decode_error(row.error),
+        error=None if row.error is None or kind.by_operator or linked else decode_error(row.error),
         version=row.version,
         epoch=row.epoch,
         started_at=row.started_at,

@@ -10,7 +10,7 @@ connection if the connection dies under it).
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import attrs
 
@@ -68,8 +68,23 @@ class _Discard(Exception):
         self.outcome = outcome
 
 
+class ChildSteps(Protocol):
+    """What runs child steps (``runtime.children``, which sits above the drive loop)."""
+
+    def run_step(self, run: HeldRun, decision: RunStep) -> Generator[Request, Any, Next]: ...
+
+    def run_undo(
+        self, run: HeldRun, decision: RunCompensation
+    ) -> Generator[Request, Any, Next]: ...
+
+    def ended(self, run: HeldRun, result: Run) -> Generator[Request, Any, None]: ...
+
+
 class Drive:
     """Drives held runs until they wait, end, or sleep past ``max_inline_sleep``."""
+
+    #: runs child steps and tells parents of their children's end (set by the runtime)
+    children: ChildSteps | None = None
 
     def __init__(
         self,
@@ -112,6 +127,8 @@ class Drive:
         finally:
             self.keeper.untrack(run)
         reporter.end_trace(run, None)
+        if run.idempotency_key is not None and result.is_terminal and self.children is not None:
+            yield from self.children.ended(run, result)  # a child's parent may wait for it
         return result
 
     def _drive(
@@ -174,6 +191,8 @@ class Drive:
         t = run.definition.transitions[decision.transition]
         step = t.step
         assert step is not None
+        if step.child is not None and self.children is not None:
+            return (yield from self.children.run_step(run, decision))
         ctx = self._context(run, t.name, decision.attempt, decision.idempotency_key)
         call = Call(step.function, ctx, step.timeout)
         if run.trace is None:
@@ -321,6 +340,8 @@ class Drive:
     ) -> Generator[Request, Any, Next]:
         t = run.definition.step_of(decision.transition)  # (a branch step's too)
         assert t.step is not None
+        if t.step.child is not None and self.children is not None:
+            return (yield from self.children.run_undo(run, decision))
         compensation = t.step.rollback  # its compensation, or a pivot's void
         assert compensation is not None
         ctx = self._context(run, undo_name(t.name), decision.attempt, decision.idempotency_key)

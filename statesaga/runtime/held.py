@@ -48,6 +48,8 @@ class HeldRun:
     trace: RunTrace | None = None
     #: the inbox entry whose event the run's guards are judging (a ``JudgeEvent``)
     judging: InboxRow | None = None
+    #: the key it was started with (a child run's names its parent: ``core.parent_of``)
+    idempotency_key: str | None = None
 
     @property
     def lock_key(self) -> str:

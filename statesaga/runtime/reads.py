@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from statesaga.core import Status
+from statesaga.core import Status, parent_of
 from statesaga.errors import InstanceNotFound
 from statesaga.run import HistoryEntry, Run
 from statesaga.runtime.codec import entry_of, inbox_entry_of, run_of
@@ -43,6 +43,20 @@ class Reads:
         run = self.run_of(row, self.store.history(instance_id))
         inbox = tuple(inbox_entry_of(e) for e in self.store.inbox(instance_id))
         return attrs.evolve(run, inbox=inbox)
+
+    def children(self, instance_id: str) -> list[Run]:
+        """The child runs the run's child steps started, oldest first.
+
+        Children share their parent's correlation id (an indexed read) and carry
+        its id in their idempotency key.
+        """
+        row = get_row(self.store, instance_id)
+        family = self.store.list(correlation_id=row.correlation_id, limit=10_000)
+        return [
+            self.run_of(kin)
+            for kin in reversed(family)
+            if (parent := parent_of(kin.idempotency_key)) is not None and parent[0] == row.id
+        ]
 
     def history(self, instance_id: str) -> list[HistoryEntry]:
         """The run's persisted transitions, oldest first."""

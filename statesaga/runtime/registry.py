@@ -17,7 +17,7 @@ from __future__ import annotations
 import attrs
 
 from statesaga.core import Interpreter
-from statesaga.definition import Definition
+from statesaga.definition import Definition, children_of
 from statesaga.errors import SagaNotRegistered, StateSagaError
 from statesaga.retry import Retry
 from statesaga.runtime.requests import SagaRef
@@ -52,6 +52,8 @@ class Registry:
             self._definitions[definition.key] = (driven, Interpreter(driven))
             if definition.version >= self._latest.get(definition.name, 0):
                 self._latest[definition.name] = definition.version
+            # the sagas its child steps start: their runs are driven (and recovered) here too
+            self.register(*(c for c in children_of(definition) if c.key not in self._definitions))
 
     @property
     def definitions(self) -> list[Definition]:

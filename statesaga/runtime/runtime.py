@@ -26,6 +26,7 @@ from statesaga.errors import DuplicateStart, EntityBusy, InputError, StateSagaEr
 from statesaga.locks.base import AsyncLocks, Lease, Locks
 from statesaga.retry import Retry
 from statesaga.run import Run
+from statesaga.runtime.children import Children
 from statesaga.runtime.claims import IDEMPOTENT_WAIT, Claims
 from statesaga.runtime.codec import Leasing, history_rows, new_row, snapshot_of
 from statesaga.runtime.drive import Drive
@@ -46,7 +47,7 @@ from statesaga.serde import converter, structure
 from statesaga.store.base import InstanceRow, Store
 
 if TYPE_CHECKING:
-    from statesaga.core import Outcome
+    from statesaga.core import ChildOutcome, Outcome
     from statesaga.observability import Observer
     from statesaga.settings import Settings
 
@@ -147,6 +148,10 @@ class Runtime:
         self.recovery = Recovery(self.claims, self.drive, self.inbox, clock)
         self.forks = Forks(self.claims, self.drive, self.inbox, clock, default_deadline)
         self.migrations = Migrations(self.store, self.registry, leasing, clock)
+        self.children = Children(
+            self.drive, self.inbox, self.reads, self.resources, clock, self.start, self.operate
+        )
+        self.drive.children = self.children
         self.registry.register(*sagas)
 
     @property
@@ -279,6 +284,7 @@ class Runtime:
                 created_at=now,
                 updated_at=now,
                 renewed_at=now,  # the row's lease runs from ``now``
+                idempotency_key=idempotency_key,
             )
             if self.reporter.observer is not None:
                 # the start's span: stored with the run, the parent of its later drives
@@ -312,7 +318,11 @@ class Runtime:
                 self.lock_port.release(lease)
 
     def operate(
-        self, instance_id: str, outcome: Outcome | None, wait: float, operation: str = "resume"
+        self,
+        instance_id: str,
+        outcome: Outcome | ChildOutcome | None,
+        wait: float,
+        operation: str = "resume",
     ) -> Driver:
         """Claim an instance, apply ``outcome`` (or just decide), and drive it.
 

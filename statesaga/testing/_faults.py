@@ -19,6 +19,7 @@ import attrs
 
 from statesaga.definition import Definition, StepDef, TransitionDef
 from statesaga.errors import StepTimeout
+from statesaga.testing._family import step_names
 from statesaga.testing._harness import _Harness
 from statesaga.testing._outcome import Crash, InjectedFailure, InjectedFatalFailure
 
@@ -89,29 +90,37 @@ def _refusable(
     return judged
 
 
-def instrument(h: _Harness) -> Definition:
-    """The definition with every step and compensation wrapped (and no retry jitter)."""
+def instrument(h: _Harness, definition: Definition | None = None) -> Definition:
+    """The definition with every step and compensation wrapped (and no retry jitter),
+    its child sagas' too (their steps named ``<child saga>/<transition>``)."""
+    definition = h.definition if definition is None else definition
     transitions: dict[str, TransitionDef] = {}
     # a parallel transition's branch steps are wrapped as any step, under their own names
-    definition = h.definition.map_steps(lambda t: _faulty(h, t))
-    for name, t in definition.transitions.items():
+    original, definition = definition, definition.map_steps(lambda t: _faulty(h, t))
+    for transition, t in definition.transitions.items():
+        name = step_names(h.definition, original, transition)
         if t.step is not None:
             step: StepDef = t.step
+            child = step.child
             step = attrs.evolve(
                 step,
                 function=wrap(h, name, step.function),
-                compensation=None
-                if step.compensation is None
+                # a child step's undo is the runtime's, never called: left as it is
+                compensation=step.compensation
+                if step.compensation is None or child is not None
                 else wrap(h, f"{name}.undo", step.compensation),
                 # a pivot's void is its compensation as far as plans go: ``<pivot>.undo``
                 void=None if step.void is None else wrap(h, f"{name}.undo", step.void),
+                child=None
+                if child is None
+                else attrs.evolve(child, definition=instrument(h, child.definition)),
                 retry=attrs.evolve(step.retry, jitter=0.0),
                 compensation_retry=attrs.evolve(step.compensation_retry, jitter=0.0),
             )
             t = attrs.evolve(t, step=step)
         if t.event is not None and t.guard is not None:
             t = attrs.evolve(t, guard=_refusable(h, t.event, t.guard, t.guard_negated))
-        transitions[name] = t
+        transitions[transition] = t
     return definition.with_transitions(transitions)
 
 

@@ -56,6 +56,12 @@ class _Harness:
     refusing: tuple[str, str] | None = None
     """(run, event) whose delivery the guards refuse now (a ``refused`` delivery)"""
     refused_sent: set[str] = attrs.Factory(set)
+    family: dict[str, Definition] = attrs.Factory(dict)
+    """the saga and the sagas its child steps start, by name"""
+
+    def definition_of(self, saga: str) -> Definition:
+        """The definition of a run of ``saga`` (the saga's, or a child saga's)."""
+        return self.family.get(saga, self.definition)
 
     def engine(self) -> Engine:
         assert self.driven is not None
@@ -156,7 +162,12 @@ class _Harness:
         if event in self.payloads:
             given = self.payloads[event]
             return given(run) if callable(given) else given
-        for t in self.definition.transitions.values():
+        takers = [
+            t
+            for d in (self.family or {"": self.definition}).values()
+            for t in d.transitions.values()
+        ]
+        for t in takers:
             if t.event == event and t.payload_type is not None:
                 try:
                     return t.payload_type()

@@ -26,6 +26,7 @@ from statesaga.definition import Definition
 from statesaga.engine import Engine
 from statesaga.errors import ConcurrencyError, RetryNotAllowed, StoreError
 from statesaga.run import Run
+from statesaga.testing._family import family
 from statesaga.testing._faults import instrument
 from statesaga.testing._harness import _Harness
 from statesaga.testing._outcome import (
@@ -107,6 +108,7 @@ def run_plan(
     harness.left = [fault.times for fault in plan.faults]
     harness.lock_rounds = plan.lock_held
     harness.driven = instrument(harness)
+    harness.family = family(harness.definition)
     try:
         runs = _drive(harness)
     finally:
@@ -190,12 +192,16 @@ def _finish(h: _Harness, engine: Engine) -> tuple[Run, ...]:
     # a worker's last pass settles what came in as the runs ended (late events, late cancels)
     with contextlib.suppress(ConcurrencyError, StoreError):
         engine.recover()
-    return tuple(engine.get(r.id) for r in reversed(engine.list(limit=1000)))
+    runs = [engine.get(r.id) for r in reversed(engine.list(limit=1000))]
+    # the plan's own runs first (``Outcome.run``), then the child runs they started
+    return tuple(sorted(runs, key=lambda run: run.parent_id is not None))
 
 
 def _deliver(h: _Harness, engine: Engine, row: Any) -> bool:
     """Deliver the event a waiting run accepts as the plan says; ``True`` if something was sent."""
-    definition = h.definition
+    if (row.machine or {}).get("pending") is not None:
+        return False  # it waits for its child run, which wakes it when it ends
+    definition = h.definition_of(row.saga)
     accepted = definition.events_in(row.state)
     for event in accepted:
         mode = h.plan.mode_of(event)
@@ -293,7 +299,7 @@ def _check_liveness(h: _Harness, live: list[Any]) -> None:
             continue
         machine = row.machine or {}
         timed = (
-            h.definition.states[row.state].timeout is not None
+            h.definition_of(row.saga).states[row.state].timeout is not None
             or machine.get("wake_at") is not None  # a timeout measured for this run
             or bool(machine.get("measure"))  # one still to be measured
             or row.deadline is not None

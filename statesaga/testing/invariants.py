@@ -20,6 +20,7 @@ from hypothesis.errors import FlakyFailure
 from statesaga.core import HistoryKind, Status
 from statesaga.definition import Definition, TransitionDef
 from statesaga.run import Run
+from statesaga.testing._family import check_family, family
 from statesaga.testing.driver import Outcome, run_plan
 from statesaga.testing.plans import FaultPlan, fault_plans
 
@@ -67,13 +68,18 @@ def check_saga_invariants(outcome: Outcome) -> None:
     - no open run is left with neither a lease nor a due time (the driver's notes);
     - a parallel transition's branch step completes once per fork (a crash or a retry
       never runs a done branch step again), and each branch is undone in reverse.
+    - each child run's parent is there, with its correlation id; a completed parent's
+      children completed; a compensated parent left no child completed or open.
     """
     problems = list(outcome.notes)
+    definitions = family(outcome.definition)
     for run in outcome.runs:
-        problems.extend(f"run {run.id[:8]}: {p}" for p in _check_run(outcome.definition, run))
+        definition = definitions.get(run.saga, outcome.definition)
+        problems.extend(f"run {run.id[:8]}: {p}" for p in _check_run(definition, run))
         problems.extend(f"run {run.id[:8]}: {p}" for p in _check_pivots(outcome, run))
         problems.extend(f"run {run.id[:8]}: {p}" for p in _check_branches(outcome.definition, run))
         problems.extend(f"run {run.id[:8]}: {p}" for p in _check_inbox(outcome, run))
+    problems.extend(check_family(outcome.runs))
     keys = collections.Counter(r.key for r in outcome.runs if r.key and r.status.is_open)
     problems.extend(f"{n} open runs on key {k!r}" for k, n in keys.items() if n > 1)
     if problems:
@@ -158,7 +164,8 @@ def _check_run(definition: Definition, run: Run) -> list[str]:
             elif (
                 t is not None
                 and t.step is not None
-                and t.step.compensate_on_failure
+                # (a child the run waited for is undone when a cancel or the deadline stops it)
+                and (t.step.compensate_on_failure or t.step.child is not None)
                 and t.name in failed_tries
                 and t.name not in undone_extra
             ):

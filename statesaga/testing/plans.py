@@ -14,6 +14,7 @@ import attrs
 from hypothesis import strategies as st
 
 from statesaga.definition import Definition
+from statesaga.testing._family import family, step_names
 
 __all__ = [
     "DELIVERY_MODES",
@@ -174,16 +175,22 @@ def fault_plans(
     >>> print(FaultPlan((Fault("go", "crash_after"),), deadline=30))
     go: crash_after; deadline 30s
     """
-    # (a parallel transition's branch steps too: a failure in each branch)
-    with_steps = {**definition.transitions, **definition.branch_steps}
-    steps = sorted(name for name, t in with_steps.items() if t.step is not None)
+    # the steps of the sagas its child steps start too, as ``<child saga>/<transition>``
+    members = [
+        (step_names(definition, member, name), t)
+        for member in family(definition).values()
+        # (a parallel transition's branch steps too: a failure in each branch)
+        for name, t in {**member.transitions, **member.branch_steps}.items()
+    ]
+    steps = sorted(name for name, t in members if t.step is not None)
     undos = sorted(
         f"{name}.undo"
-        for name, t in with_steps.items()
-        if t.step is not None and t.step.rollback is not None  # a compensation, or a void
+        for name, t in members
+        # a compensation, or a void (a child step's undo is the runtime's)
+        if t.step is not None and t.step.rollback is not None and t.step.child is None
     )
-    events = sorted({t.event for t in definition.transitions.values() if t.event is not None})
-    guarded = {t.event for t in definition.transitions.values() if t.event and t.guard}
+    events = sorted({t.event for _, t in members if t.event is not None})
+    guarded = {t.event for _, t in members if t.event and t.guard}
     choices: list[st.SearchStrategy[Fault]] = []
     if steps and kinds:
         choices.append(

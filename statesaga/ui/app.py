@@ -350,6 +350,7 @@ class Pages:
                 run=run,
                 drawing=drawing,
                 steps=timeline(run),
+                children=self.source.children(run),
                 refresh=REFRESH_SECONDS if view.is_open else None,
                 done=request.query_params.get("done"),
                 now=self.source.engine.clock(),

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import sqlalchemy as sa
 
-from statesaga.core import ErrorInfo, Status
+from statesaga.core import ErrorInfo, Status, parent_of
 from statesaga.definition import Definition
 from statesaga.engine import Engine
 from statesaga.errors import CancelNotAllowed, StateSagaError
@@ -226,6 +226,15 @@ class Source:
         inbox = tuple(inbox_entry_of(e) for e in store.inbox(instance_id))
         return run_view(row, self.engine.clock()), _as_run(row, history, inbox)
 
+    def children(self, run: Run) -> list[Run]:
+        """The child runs of ``run``'s child steps, oldest first (they share its correlation id)."""
+        family = self.engine.store.list(correlation_id=run.correlation_id, limit=10_000)
+        return [
+            _as_run(kin, ())
+            for kin in reversed(family)
+            if (parent := parent_of(kin.idempotency_key)) is not None and parent[0] == run.id
+        ]
+
     def page(self, *, limit: int, **filters: Any) -> list[RunView]:
         """One page of runs, newest first (see ``SqlStore.list_page``)."""
         now = self.engine.clock()
@@ -283,6 +292,7 @@ def _as_run(
         updated_at=row.updated_at,
         history=tuple(history),
         inbox=inbox,
+        parent_id=None if (parent := parent_of(row.idempotency_key)) is None else parent[0],
     )
 
 

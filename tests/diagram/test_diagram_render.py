@@ -19,6 +19,7 @@ from pathlib import Path
 import attrs
 import pytest
 from checkout_runs import open_shop
+from child_sagas import BookHoliday
 from parallel_trip import Agency, BookTripTogether, SoldOut, TripOrder
 from test_diagram_docs import reviewing_example
 
@@ -109,6 +110,7 @@ def drawings() -> dict[str, Diagram]:
         "awkward-run": overlay(from_definition(awkward), failed_run),
         "parallel": parallel,
         "parallel-run": overlay(parallel, parallel_run),
+        "child saga": from_definition(BookHoliday),
     }
 
 

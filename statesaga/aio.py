@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, overload
 
-from statesaga._typed_reads import typed_get, typed_list
+from statesaga._typed_reads import EngineReads
 from statesaga.core import RetryRequested, Status, resolve_request
 from statesaga.delivery import Delivery
 from statesaga.dsl import Event, event_name
@@ -54,7 +54,6 @@ from statesaga.runtime import (
     SagaRef,
     log,
 )
-from statesaga.runtime.engine_base import EngineBase
 from statesaga.runtime.gather import TaskGather
 from statesaga.runtime.locking import AsyncLockPort
 
@@ -73,7 +72,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncEngine"]
 
 
-class AsyncEngine(EngineBase):
+class AsyncEngine(EngineReads):
     """The asyncio engine; takes the same arguments as :class:`~statesaga.Engine`."""
 
     _asynchronous = True
@@ -270,50 +269,6 @@ class AsyncEngine(EngineBase):
         return await self._pump(  # type: ignore[no-any-return]
             self.runtime.inbox.cancel(instance_id, reason, details, event_id, wait)
         )
-
-    @overload
-    def get(self, instance_id: str) -> Run[Any, Any, Any]: ...
-
-    @overload
-    def get(self, instance_id: str, *, saga: type[Saga[I, D, O]]) -> Run[I, D, O]: ...
-
-    def get(self, instance_id: str, *, saga: type | None = None) -> Run[Any, Any, Any]:
-        """The run with that id, typed as a run of ``saga`` if given (see ``Engine.get``)."""
-        return typed_get(self.runtime, instance_id, saga)
-
-    def children(self, instance_id: str) -> builtins.list[Run[Any, Any, Any]]:
-        """The child runs of a run's child steps, oldest first (see ``Engine.children``)."""
-        return self.runtime.reads.children(instance_id)
-
-    @overload
-    def list(
-        self,
-        *,
-        saga: str | None = None,
-        status: Status | str | None = None,
-        key: str | None = None,
-        correlation_id: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 100,
-    ) -> builtins.list[Run[Any, Any, Any]]: ...
-
-    @overload
-    def list(
-        self,
-        *,
-        saga: type[Saga[I, D, O]],
-        status: Status | str | None = None,
-        key: str | None = None,
-        correlation_id: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 100,
-    ) -> builtins.list[Run[I, D, O]]: ...
-
-    def list(self, *, saga: type | str | None = None, **filters: Any) -> builtins.list[Run]:
-        """Runs matching every filter given, newest first (see ``Engine.list``)."""
-        return typed_list(self.runtime, saga, filters)
 
     async def retry(self, instance_id: str, *, wait: float = 0.0) -> Run:
         """Try a ``failed`` run again (see ``Engine.retry``)."""

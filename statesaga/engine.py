@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, overload
 
-from statesaga._typed_reads import typed_get, typed_list
+from statesaga._typed_reads import EngineReads
 from statesaga.core import RetryRequested, Status, resolve_request
 from statesaga.delivery import Delivery
 from statesaga.dsl import Event, event_name
@@ -55,7 +55,6 @@ from statesaga.runtime import (
     SagaRef,
     log,
 )
-from statesaga.runtime.engine_base import EngineBase
 from statesaga.runtime.gather import ThreadGather
 
 if TYPE_CHECKING:
@@ -73,7 +72,7 @@ if TYPE_CHECKING:
 __all__ = ["Engine", "pump"]
 
 
-class Engine(EngineBase):
+class Engine(EngineReads):
     """Runs sagas: persists every transition, locks per entity, retries, compensates.
 
     Args:
@@ -286,66 +285,6 @@ class Engine(EngineBase):
         return self._pump(  # type: ignore[no-any-return]
             self.runtime.inbox.cancel(instance_id, reason, details, event_id, wait)
         )
-
-    @overload
-    def get(self, instance_id: str) -> Run[Any, Any, Any]: ...
-
-    @overload
-    def get(self, instance_id: str, *, saga: type[Saga[I, D, O]]) -> Run[I, D, O]: ...
-
-    def get(self, instance_id: str, *, saga: type | None = None) -> Run[Any, Any, Any]:
-        """The run with that id, with its history; typed as a run of ``saga`` if given.
-
-        Raises:
-            InstanceNotFound: no such run, or (with ``saga``) it runs another saga.
-        """
-        return typed_get(self.runtime, instance_id, saga)
-
-    def children(self, instance_id: str) -> builtins.list[Run[Any, Any, Any]]:
-        """The child runs of a run's child steps, oldest first (``[]``: it has none).
-
-        Each child's ``parent_id`` is this run's id; they share its correlation id.
-
-        Raises:
-            InstanceNotFound: no such run.
-        """
-        return self.runtime.reads.children(instance_id)
-
-    @overload
-    def list(
-        self,
-        *,
-        saga: str | None = None,
-        status: Status | str | None = None,
-        key: str | None = None,
-        correlation_id: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 100,
-    ) -> builtins.list[Run[Any, Any, Any]]: ...
-
-    @overload
-    def list(
-        self,
-        *,
-        saga: type[Saga[I, D, O]],
-        status: Status | str | None = None,
-        key: str | None = None,
-        correlation_id: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 100,
-    ) -> builtins.list[Run[I, D, O]]: ...
-
-    def list(self, *, saga: type | str | None = None, **filters: Any) -> builtins.list[Run]:
-        """Runs matching every filter given, newest first (without their history).
-
-        ``saga`` is a saga's name, or its class: then only runs of that class's
-        version are listed, typed as its runs. ``status``, ``key``,
-        ``correlation_id``, ``since`` and ``until`` (epoch seconds, when the
-        runs were started) narrow the list; ``limit`` bounds it (default 100).
-        """
-        return typed_list(self.runtime, saga, filters)
 
     def retry(self, instance_id: str, *, wait: float = 0.0) -> Run:
         """Try a ``failed`` run again: its compensation, or (past the pivot) its step."""

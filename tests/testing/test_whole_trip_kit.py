@@ -1,0 +1,196 @@
+"""The testing kit attacks the whole trip (parallel bookings, a child package, a per-trip
+confirmation window, a guarded confirmation, a pivot with a void), on SQLite and
+PostgreSQL.
+
+Its domain invariant, at every terminal state:
+
+- completed: the flight, the hotel, the car and the extras held, exactly one charge
+  taken (the trip's amount), the tickets issued once, the package child completed;
+- compensated: nothing booked left, no charge left taken (a charge whose outcome was
+  lost is voided), no tickets, the package child (if it started) compensated;
+- failed: visible (its error names the step) and listed among the failed runs, and
+  never money taken for a trip it does not hold.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import settings as Settings
+from services import truncate
+from whole_trip import (
+    EVERYTHING,
+    BookWholeTrip,
+    Ctx,
+    SupplierConfirmation,
+    Suppliers,
+    WholeTripRequest,
+    charge_card,
+)
+
+from statesaga import HistoryKind, Status
+from statesaga.testing import (
+    EventPlan,
+    Fault,
+    FaultPlan,
+    InvariantViolation,
+    Outcome,
+    assert_compensates,
+    check_saga_invariants,
+    fault_plans,
+    run_plan,
+)
+
+TRIP = WholeTripRequest("t-1", amount=1500, confirm_within=3600)
+PAYLOADS: dict[str, Any] = {
+    "supplier_confirmed": lambda run: SupplierConfirmation(run.input.trip_id),
+}
+PLANS = 40
+"""Plans per backend: enough to reach every feature, few enough for a quick run."""
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest) -> str | None:
+    """``None`` (the kit's own SQLite file per plan) or the test PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def fresh_suppliers(database_url: str) -> Suppliers:
+    """New suppliers; on PostgreSQL, the store emptied of the last plan's runs."""
+    if database_url.startswith("postgresql"):
+        truncate(database_url)
+    return Suppliers()
+
+
+def the_trip_is_whole_or_nothing(outcome: Outcome) -> None:
+    suppliers: Suppliers = outcome.world
+    run = outcome.run
+    children = [r for r in outcome.runs if r.parent_id == run.id]
+    held = suppliers.holdings("t-1")
+    if run.status is Status.COMPLETED:
+        assert held == EVERYTHING, f"a completed trip holds every booking: {held}"
+        assert list(suppliers.charges.values()) == [1500], (
+            f"a completed trip is charged exactly once: {suppliers.charges}"
+        )
+        assert list(suppliers.tickets.values()) == ["t-1"], "a completed trip has its tickets"
+        assert [c.status for c in children] == [Status.COMPLETED], "its package is booked"
+    elif run.status is Status.COMPENSATED:
+        assert held == [], f"a compensated trip keeps no booking: {held}"
+        assert suppliers.charges == {}, f"a compensated trip keeps no money: {suppliers.charges}"
+        assert suppliers.tickets == {}, "a compensated trip has no tickets"
+        assert all(c.status is Status.COMPENSATED for c in children), (
+            f"a compensated trip's package is compensated: {[c.status for c in children]}"
+        )
+    else:
+        assert run.status is Status.FAILED, f"a terminal run is {run.status}"
+        assert run.error is not None, "a failed trip says why"
+        assert run in [r for r in outcome.runs if r.status is Status.FAILED]
+        if suppliers.charges:
+            assert held == EVERYTHING, f"money taken for a trip not held: {held}"
+
+
+def test_the_whole_trip_keeps_its_promises_under_fault_plans(database: str | None) -> None:
+    assert_compensates(
+        BookWholeTrip,
+        input=TRIP,
+        invariant=the_trip_is_whole_or_nothing,
+        setup=fresh_suppliers,
+        resources=lambda world: [world],
+        payloads=PAYLOADS,
+        key="trip:t-1",
+        database=database,
+        # a cap on the active profile's count (the CI profile asks for 300)
+        settings=Settings(max_examples=PLANS),
+    )
+
+
+def test_without_faults_the_whole_trip_completes_with_a_refused_confirmation_on_the_way(
+    database: str | None,
+) -> None:
+    plan = FaultPlan(events=(EventPlan("supplier_confirmed", "refused"),))
+
+    outcome = run_plan(
+        BookWholeTrip,
+        plan,
+        input=TRIP,
+        database=database,
+        setup=fresh_suppliers,
+        resources=lambda world: [world],
+        payloads=PAYLOADS,
+    )
+
+    check_saga_invariants(outcome)
+    the_trip_is_whole_or_nothing(outcome)
+    run = outcome.run
+    assert run.status is Status.COMPLETED
+    assert [h.error.type for h in run.history if h.kind is HistoryKind.REJECTED and h.error] == [
+        "GuardRefused"
+    ]
+    assert {h.transition for h in run.history if h.kind is HistoryKind.FORWARD} >= {
+        "book.flight",
+        "book.hotel",
+        "package",
+        "charge",
+        "tickets",
+    }
+
+
+def test_a_charge_lost_on_every_try_is_voided_and_the_package_compensated(
+    database: str | None,
+) -> None:
+    plan = FaultPlan(faults=(Fault("charge", "effect_then_raise", 3),))
+
+    outcome = run_plan(
+        BookWholeTrip,
+        plan,
+        input=TRIP,
+        database=database,
+        setup=fresh_suppliers,
+        resources=lambda world: [world],
+        payloads=PAYLOADS,
+    )
+
+    check_saga_invariants(outcome)
+    the_trip_is_whole_or_nothing(outcome)
+    suppliers: Suppliers = outcome.world
+    assert outcome.run.status is Status.COMPENSATED
+    assert list(suppliers.voided.values()) == [1500]
+    assert sorted(what for _, what in suppliers.cancelled.values()) == EVERYTHING
+
+
+# -- the invariant is not a formality: a void that voids nothing fails it -------------------------
+
+
+def forget_to_void(ctx: Ctx) -> None:
+    return None  # the bug: the money the processor took stays taken
+
+
+class LeakyWholeTrip(BookWholeTrip):
+    name = "book-whole-trip"
+    version = 2
+    charge = BookWholeTrip.confirmed.to(BookWholeTrip.charged).run(
+        charge_card, pivot=True, void=forget_to_void
+    )
+
+
+def test_the_kit_finds_a_void_that_voids_nothing() -> None:
+    with pytest.raises(InvariantViolation) as caught:
+        assert_compensates(
+            LeakyWholeTrip,
+            input=TRIP,
+            invariant=the_trip_is_whole_or_nothing,
+            setup=fresh_suppliers,
+            resources=lambda world: [world],
+            payloads=PAYLOADS,
+            key="trip:t-1",
+            plans=fault_plans(
+                LeakyWholeTrip.definition, max_faults=1, kinds=("effect_then_raise",), undo_kinds=()
+            ),
+            settings=Settings(max_examples=200),
+        )
+
+    assert "a compensated trip keeps no money" in str(caught.value)
+    assert "charge: effect_then_raise x3" in str(caught.value)

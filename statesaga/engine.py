@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextvars
 import inspect
 import threading
 import time
@@ -33,6 +32,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, overload
 
+from statesaga._step_threads import STEP_THREADS
 from statesaga._typed_reads import EngineReads
 from statesaga.core import RetryRequested, Status, resolve_request
 from statesaga.delivery import Delivery
@@ -106,7 +106,8 @@ class Engine(EngineReads):
 
     Sync steps run in the calling thread; ``async`` steps run to completion on
     a fresh event loop. A step's ``timeout`` cancels an async step; a sync step
-    with a timeout runs in a thread of its own, which the engine stops waiting
+    with a timeout runs on another thread (the process keeps a few and reuses
+    them; one more starts when all are busy), which the engine stops waiting
     for when the timeout passes (the attempt fails with ``StepTimeout``). A
     transactional step stays in the calling thread, which owns its connection:
     if it overruns, its result is discarded and its writes rolled back, and its
@@ -493,7 +494,7 @@ async def _bounded(awaitable: Any, request: Call) -> Any:
 
 
 def _bounded_in_a_thread(request: Call) -> bool:
-    """A sync step with a timeout and no transaction of its own runs in a thread of its own.
+    """A sync step with a timeout and no transaction of its own runs on another thread.
 
     The engine then stops waiting when the timeout passes, even if the call never
     returns (a hung connection). A transactional step runs in the calling thread,
@@ -508,28 +509,16 @@ def _bounded_in_a_thread(request: Call) -> bool:
 
 
 def _in_a_thread(request: Call) -> Any:
-    """Call the step in a daemon thread; give up on it after its timeout.
+    """Call the step on one of the process's step threads; give up on it after its timeout.
 
     A step left running may still finish its work: that is what idempotency keys
     and ``undo_on_failure`` are for. Its result, or error, is dropped.
     """
     assert request.timeout is not None
-    outcome: list[tuple[bool, Any]] = []
-    finished = threading.Event()
-    context = contextvars.copy_context()  # the run's logging context goes along
-
-    def call() -> None:
-        try:
-            outcome.append((True, context.run(request.function, request.ctx)))
-        except BaseException as error:  # re-raised in the engine's thread
-            outcome.append((False, error))
-        finally:
-            finished.set()
-
     # named after the thread that runs the engine, so logs and debuggers tell them apart
     name = f"{threading.current_thread().name}/{request.ctx.step}:{request.ctx.instance_id[:8]}"
-    threading.Thread(target=call, name=name, daemon=True).start()
-    if not finished.wait(request.timeout):
+    job = STEP_THREADS.submit(request.function, request.ctx, name=name)
+    if not job.finished(request.timeout):
         raise StepTimeout(
             f"{request.ctx.step} ran longer than its timeout of {request.timeout:g}s; it was "
             "left running in the background and whatever it returns will be ignored",
@@ -537,10 +526,7 @@ def _in_a_thread(request: Call) -> Any:
             timeout=request.timeout,
             instance_id=request.ctx.instance_id,
         )
-    succeeded, value = outcome[0]
-    if not succeeded:
-        raise value
-    return value
+    return job.result()
 
 
 def _timeout(request: Call) -> StepTimeout:

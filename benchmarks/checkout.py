@@ -15,7 +15,8 @@ its own through the same SQLAlchemy engine (``SqlStore.transaction``, as the
 engine gives a transactional step). What separates the two is the engine:
 its instance row and history, its lease, its interpreter. The engine's share
 of a checkout is ``1 - floor ÷ engine`` of the time per checkout, measured
-side by side in one run.
+side by side in one run: each repeat runs both (which goes first alternates),
+and the share is the median over the repeats' pairs (``--repeats``).
 
 ``--http`` serves ``definitions.checkout.http`` (``python -m
 definitions.checkout.http --db URL --port P``, the app's own entry point,
@@ -234,8 +235,11 @@ def in_process(kind: str, url: str, args: argparse.Namespace) -> list[dict[str, 
         }
         for level in args.levels[kind]:
             per_thread = max(args.min_per_thread, args.checkouts // level)
-            for _ in range(args.repeats):
-                for name, complete in variants.items():
+            for repeat in range(args.repeats):
+                # alternate which goes first, so that a drift in the machine's load
+                # does not always favour the same one
+                order = list(variants.items())
+                for name, complete in order if repeat % 2 == 0 else order[::-1]:
                     carts = stock_and_carts(
                         shop.database, f"{name[0]}{uuid.uuid4().hex[:8]}", level, per_thread
                     )
@@ -456,14 +460,16 @@ def report(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "floor_per_second": median([r["per_second"] for r in floor]),
             "floor_p50_ms": median([r["p50_ms"] for r in floor]),
         }  # fmt: skip
-        # the share of a checkout's time that is the engine's: 1 - (floor's time ÷ engine's)
-        line["engine_share"] = 1 - line["engine_per_second"] / line["floor_per_second"]
+        # the share of a checkout's time that is the engine's: 1 - (floor's time ÷ engine's),
+        # from the repeats' side-by-side pairs (the machine's load drifts between repeats)
+        pairs = [e["per_second"] / f["per_second"] for e, f in zip(engine, floor, strict=False)]
+        line["engine_share"] = 1 - median(pairs)
         summary.append(line)
         rows.append(
             (backend, mode, level, line["engine_per_second"], line["engine_p50_ms"],
              line["engine_p90_ms"], line["engine_p99_ms"], line["floor_per_second"],
              line["floor_p50_ms"],
-             line["engine_per_second"] / line["floor_per_second"],
+             1 - line["engine_share"],
              f"{line['engine_share']:.0%}" if line["engine_share"] == line["engine_share"] else "-")
         )  # fmt: skip
     table(

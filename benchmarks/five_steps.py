@@ -74,5 +74,5 @@ def instance_values(instance_id: str, now: float, owner: str) -> dict[str, Any]:
         "input": "{}", "context": "{}", "output": None, "machine": machine_json(0),
         "error": None, "attempt": 1, "version": 1, "epoch": 1, "lease_owner": owner,
         "lease_expires_at": now + 30, "due_at": None, "deadline": None,
-        "created_at": now, "updated_at": now,
+        "created_at": now, "updated_at": now, "trace_context": None,
     }  # fmt: skip

@@ -45,6 +45,7 @@ __all__ = [
     "PsycopgDialect",
     "SqliteDialect",
     "dialect_for",
+    "is_busy",
     "reading",
     "search_path",
     "use_schema",
@@ -233,6 +234,16 @@ def reading(engine: sa.Engine) -> sa.Connection:
     under WAL a read never waits for a writer.
     """
     return engine.connect().execution_options(**{READ_ONLY: True})
+
+
+# SQLITE_BUSY and SQLITE_LOCKED: another connection held the lock past the busy timeout
+_SQLITE_BUSY_CODES = frozenset({5, 6})
+
+
+def is_busy(error: BaseException) -> bool:
+    """The database stayed locked by another writer past its busy timeout (SQLite)."""
+    original = getattr(error, "orig", error)
+    return getattr(original, "sqlite_errorcode", None) in _SQLITE_BUSY_CODES
 
 
 def _configure_sqlite(engine: sa.Engine, synchronous: str, busy_timeout: float) -> None:

@@ -32,7 +32,7 @@ from statesaga.store import inbox as _inbox
 from statesaga.store import leases as _leases
 from statesaga.store import reads as _reads
 from statesaga.store.base import HistoryRow, InboxRow, InstanceRow, Settle, Write
-from statesaga.store.dialects import APP_SCHEMAS, dialect_for, use_schema
+from statesaga.store.dialects import APP_SCHEMAS, dialect_for, is_busy, use_schema
 from statesaga.store.hooks import StoreWrite, WriteHook
 from statesaga.store.hot import HotConnections
 from statesaga.store.migrate import ensure_schema
@@ -332,8 +332,24 @@ class SqlStore:
     # -- the inbox (see store.inbox) -------------------------------------------------------
 
     def receive(self, entry: InboxRow) -> tuple[InboxRow, bool]:
-        """Record an event or cancel; a duplicate event id returns the stored entry."""
-        return _inbox.receive(self.engine, entry)
+        """Record an event or cancel; a duplicate event id returns the stored entry.
+
+        Raises:
+            StoreError: the database stayed locked past its busy timeout (SQLite);
+                nothing was recorded, and sending again is safe.
+        """
+        try:
+            return _inbox.receive(self.engine, entry)
+        except sa.exc.OperationalError as error:
+            if not is_busy(error):
+                raise
+            raise StoreError(
+                f"the database stayed busy past its busy timeout while recording "
+                f"{entry.kind} {entry.event_id!r} for run {entry.instance_id}; nothing was "
+                "recorded: send it again (the event id makes a repeat safe), or raise the "
+                "store's busy_timeout",
+                instance_id=entry.instance_id,
+            ) from error
 
     def pending(self, instance_id: str) -> builtins.list[InboxRow]:
         """The run's inbox entries still to consume, oldest first."""

@@ -66,9 +66,21 @@ def all_css(driver: Any, selector: str) -> list[Any]:
 
 
 def click_link(driver: Any, text: str) -> None:
+    """Follow a link, and wait for the page it leads to (the old one goes stale)."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.expected_conditions import staleness_of
+    from selenium.webdriver.support.ui import WebDriverWait
 
+    page = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.LINK_TEXT, text).click()
+    WebDriverWait(driver, 10).until(staleness_of(page))
+
+
+def wait_for_url(driver: Any, part: str, seconds: float = 10.0) -> None:
+    """Wait until the page the last click asked for has loaded (its URL holds ``part``)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, seconds).until(lambda d: part in d.current_url)
 
 
 def test_the_saga_page_shows_the_diagram_and_the_check_table(
@@ -100,11 +112,12 @@ def test_a_filter_then_a_link_lead_to_the_compensated_checkout(
     assert len(all_css(driver, "table.runs tbody tr")) == 6
     Select(by_css(driver, "select[name=status]")).select_by_visible_text("compensated")
     by_css(driver, "form.filters button[type=submit]").click()
-    assert "status=compensated" in driver.current_url
+    wait_for_url(driver, "status=compensated")
     rows = all_css(driver, "table.runs tbody tr")
     assert len(rows) == 1
     assert "order-2000" in rows[0].text
     by_css(driver, "table.runs a.id").click()
+    wait_for_url(driver, f"/runs/{runs.declined}")
     assert driver.current_url == f"{base}/runs/{runs.declined}"
 
     # what the person sees: the outcome, the error of the failed step, the path, the undo

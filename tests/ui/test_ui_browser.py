@@ -66,21 +66,27 @@ def all_css(driver: Any, selector: str) -> list[Any]:
 
 
 def click_link(driver: Any, text: str) -> None:
-    """Follow a link, and wait for the page it leads to (the old one goes stale)."""
+    """Follow a link, and wait until the browser is at the page it leads to."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.expected_conditions import staleness_of
+
+    link = driver.find_element(By.LINK_TEXT, text)
+    href = link.get_attribute("href")
+    link.click()
+    wait_for_url(driver, href)
+
+
+def wait_for_url(driver: Any, part: str, seconds: float = 30.0) -> None:
+    """Wait until the browser is at the page the last click asked for (its URL holds ``part``).
+
+    ``seconds`` is a give-up, not a timing; a page mid-navigation may answer with an
+    inspector error, which is waited out like the rest.
+    """
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    page = driver.find_element(By.TAG_NAME, "html")
-    driver.find_element(By.LINK_TEXT, text).click()
-    WebDriverWait(driver, 10).until(staleness_of(page))
-
-
-def wait_for_url(driver: Any, part: str, seconds: float = 10.0) -> None:
-    """Wait until the page the last click asked for has loaded (its URL holds ``part``)."""
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    WebDriverWait(driver, seconds).until(lambda d: part in d.current_url)
+    WebDriverWait(driver, seconds, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: part in d.current_url
+    )
 
 
 def test_the_saga_page_shows_the_diagram_and_the_check_table(

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_ui_browser import _missing, all_css, by_css, click_link
+from test_ui_browser import _missing, all_css, by_css, click_link, wait_for_url
 
 from definitions.checkout import CompleteCart
 from definitions.checkout.screenshots import CHROMEDRIVER, CHROMIUM, browser, fill_shop
@@ -39,9 +39,6 @@ def driver() -> Iterator[Any]:
 
 
 def test_an_operator_resolves_a_failed_checkout(driver: Any, tmp_path: Path) -> None:
-    from selenium.webdriver.support.expected_conditions import staleness_of
-    from selenium.webdriver.support.ui import WebDriverWait
-
     url = f"sqlite:///{tmp_path / 'shop.db'}"
     runs = fill_shop(url)
     with running(create_app(url, sagas=[CompleteCart], actions_token=TOKEN)) as base:
@@ -60,10 +57,9 @@ def test_an_operator_resolves_a_failed_checkout(driver: Any, tmp_path: Path) -> 
         assert not all_css(driver, "input[name=token]:invalid")
 
         by_css(driver, "input[name=note]").send_keys("cancelled the payment at the provider")
-        form = by_css(driver, "form.confirm")
         by_css(driver, "form.confirm button[type=submit]").click()
-        # the form is sent, then the run's page replaces it (30 s is a give-up, not a timing)
-        WebDriverWait(driver, 30).until(staleness_of(form))
+        # the form is sent, then the run's page replaces it
+        wait_for_url(driver, "done=resolve")
 
         assert driver.current_url == f"{base}/runs/{runs.failed}?done=resolve"
         assert by_css(driver, "h1 .badge").text == "compensated"

@@ -391,44 +391,41 @@ class Drive:
         self.reporter.compensation_failed(run, ctx.step, ctx.attempt, response.error)
         return CompensationFailed(capture(response.error, retryable=retryable))
 
+    def _ask_guards(
+        self, run: HeldRun, names: tuple[str, ...], **event: Any
+    ) -> Generator[Request, Any, tuple[str | None, ErrorInfo | None]]:
+        """Ask the guards of ``names`` in order: the first that passes (an unguarded
+        transition passes), or the one whose guard raised with its error; ``None`` if none.
+
+        ``event=`` is the payload the guards see as ``ctx.event`` (an event's guards)."""
+        for name in names:
+            guard = run.definition.transitions[name].guard
+            if guard is None:
+                return name, None
+            key = idempotency_key(run.id, run.snapshot.seq, name, "guard")
+            ctx = self._context(run, name, 1, key, **event)
+            response = yield Call(guard, ctx, None)
+            if response.error is not None:
+                return name, capture(response.error, retryable=False)
+            if run.core.guard_passes(name, response.value):
+                return name, None
+        return None, None
+
     def _choose(self, run: HeldRun, decision: ChooseBranch) -> Generator[Request, Any, Next]:
         started = self.clock()
-        chosen: str | None = None
-        for name in decision.transitions:
-            t = run.definition.transitions[name]
-            if t.guard is None:
-                chosen = name
-                break
-            key = idempotency_key(run.id, run.snapshot.seq, name, "guard")
-            ctx = self._context(run, name, 1, key)
-            response = yield Call(t.guard, ctx, None)
-            if response.error is not None:
-                error = capture(response.error, retryable=False)
-                nxt = run.core.guard_raised(run.snapshot, name, error, self.clock())
-                return self.transitions.persist(run, nxt, started)
-            if run.core.guard_passes(name, response.value):
-                chosen = name
-                break
-        nxt = run.core.next(run.snapshot, BranchChosen(chosen), self.clock())
+        chosen, error = yield from self._ask_guards(run, decision.transitions)
+        if chosen is not None and error is not None:
+            nxt = run.core.guard_raised(run.snapshot, chosen, error, self.clock())
+        else:
+            nxt = run.core.next(run.snapshot, BranchChosen(chosen), self.clock())
         return self.transitions.persist(run, nxt, started)
 
     def _judge(self, run: HeldRun, decision: JudgeEvent) -> Generator[Request, Any, Next]:
         """Ask the guards of an event's transitions, in order; the first that passes wins."""
         started = self.clock()
-        chosen: str | None = None
-        error: ErrorInfo | None = None
-        for name in decision.transitions:
-            t = run.definition.transitions[name]
-            assert t.guard is not None
-            key = idempotency_key(run.id, run.snapshot.seq, name, "guard")
-            ctx = self._context(run, name, 1, key, event=decision.payload)
-            response = yield Call(t.guard, ctx, None)
-            if response.error is not None:
-                chosen, error = name, capture(response.error, retryable=False)
-                break
-            if run.core.guard_passes(name, response.value):
-                chosen = name
-                break
+        chosen, error = yield from self._ask_guards(
+            run, decision.transitions, event=decision.payload
+        )
         judged = EventJudged(decision.event, decision.payload, decision.received_at, chosen, error)
         nxt, settle = apply_judgment(run, judged, self.clock(), self.reporter)
         return self.transitions.persist(run, nxt, started, settle=[settle])

@@ -21,19 +21,17 @@ reference) or raise max_payload_bytes
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import attrs
 
 from statesaga.errors import PayloadTooLarge
+from statesaga.serde import dumps
 
 __all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "PayloadLimit"]
 
 #: 2 MiB, as Temporal limits a payload: well above a business context, well below trouble
 DEFAULT_MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
-
-_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @attrs.frozen
@@ -55,7 +53,7 @@ class PayloadLimit:
         state: str | None = None,
     ) -> str:
         """``value`` (already unstructured) as JSON text, or :class:`PayloadTooLarge`."""
-        text = _encode(value)
+        text = dumps(value)
         self.check(text, what, saga=saga, instance_id=instance_id, state=state)
         return text
 

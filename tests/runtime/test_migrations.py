@@ -194,3 +194,33 @@ def test_the_async_engine_migrates_too(db: str) -> None:
             return len(report.moved), done.status
 
     assert asyncio.run(main()) == (1, Status.COMPLETED)
+
+
+def test_migrations_run_at_once_by_several_engines_move_each_run_once(db: str) -> None:
+    with Engine(small_store(db), sagas=[OrderV1, OrderV2]) as first:
+        ids = waiting_runs(first, 6)
+    engines = [Engine(small_store(db), sagas=[OrderV1, OrderV2]) for _ in range(4)]
+    gate = threading.Barrier(len(engines))
+    reports = []
+
+    def migrate(engine: Engine) -> None:
+        gate.wait()
+        reports.append(engine.migrate(OrderV2, from_version=1))
+
+    threads = [threading.Thread(target=migrate, args=(e,)) for e in engines]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert len(reports) == len(engines)  # contention is no error to any of them
+        moved = sorted(e.instance_id for report in reports for e in report.moved)
+        assert moved == sorted(ids)  # each run moved by exactly one engine
+        for run_id in ids:
+            run = engines[0].get(run_id, saga=OrderV2)
+            assert (run.version, run.state) == (2, "awaiting_confirmation")
+            kinds = [h.kind for h in run.history]
+            assert kinds.count(HistoryKind.MIGRATED) == 1
+    finally:
+        for engine in engines:
+            engine.close()

@@ -117,7 +117,8 @@ class BookPackage(Saga[PackageRequest, PackageData, Package]):
 
     car_confirmation = Event[CarConfirmed]()
 
-    reserve_hotel = new.to(hotel_booked).run(book_hotel, undo=cancel_hotel)
+    # the hotel's answer may be lost after it booked: its cancel runs then too
+    reserve_hotel = new.to(hotel_booked).run(book_hotel, undo=cancel_hotel, undo_on_failure=True)
     ask_rental = hotel_booked.to(awaiting_car).when(needs_confirmation)
     rent_car = hotel_booked.to(booked).run(
         book_car, undo=cancel_car, undo_on_failure=True, retry=Retry(attempts=1)
@@ -189,4 +190,7 @@ class BookHoliday(Saga[HolidayRequest, HolidayData]):
     paid = State(final=True)
 
     book_package = new.to(packaged).child(BookPackage, input=package_request, output=take_package)
-    charge = packaged.to(paid).run(charge_card, undo=refund_card, retry=Retry(attempts=1))
+    # a charge whose answer was lost may have taken the money: its refund runs then too
+    charge = packaged.to(paid).run(
+        charge_card, undo=refund_card, undo_on_failure=True, retry=Retry(attempts=1)
+    )

@@ -76,6 +76,7 @@ def test_the_holiday_keeps_its_promises_under_fault_plans() -> None:
     assert_compensates(
         BookHoliday,
         input=HOLIDAY,
+        key=f"trip:{HOLIDAY.trip_id}",  # one holiday per trip: a duplicate start is refused
         invariant=everything_or_nothing,
         setup=Holidays,
         resources=lambda world: [world],

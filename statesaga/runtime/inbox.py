@@ -25,6 +25,7 @@ from statesaga.runtime.reads import get_row
 from statesaga.runtime.requests import Driver, Request
 from statesaga.serde import converter, structure
 from statesaga.store.base import InboxRow, InstanceRow
+from statesaga.store.dialects import is_busy
 
 __all__ = ["Inbox"]
 
@@ -152,8 +153,12 @@ class Inbox:
                 if isinstance(error, FencedOut):
                     continue  # the run moved between reading and claiming it: look again
                 return None  # the holder (or a worker) takes it
-            except BaseException:
+            except BaseException as error:
                 keeper.release()
+                if is_busy(error):
+                    # SQLite's write lock stayed taken past the busy timeout: the entry is
+                    # recorded, so as for a held run, the holder or a worker takes it
+                    return None
                 raise
             try:
                 now = self.clock()

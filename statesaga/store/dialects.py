@@ -28,7 +28,9 @@ columns), never from the wording of the message.
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Sequence
+from contextlib import suppress
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,6 +39,7 @@ from sqlalchemy import event
 from statesaga.errors import StoreError
 from statesaga.store import claims as _claims
 from statesaga.store.schema import instances
+from statesaga.store.sqlite_writers import Writers, writers_for
 
 __all__ = [
     "APP_SCHEMAS",
@@ -92,6 +95,14 @@ class Dialect:
     def prepare_hot(self, raw: Any) -> None:
         """Make a new hot-path connection ready (nothing to do here)."""
 
+    def begin(self, raw: Any, cursor: Any) -> None:
+        """Open a several-statement transaction on a hot-path connection."""
+        if self.begin_sql is not None:
+            cursor.execute(self.begin_sql)
+
+    def returned(self, raw: Any) -> None:
+        """A hot-path connection went back to its pool (its transaction is over)."""
+
     def commit(self, raw: Any, cursor: Any) -> None:
         """Commit the hot-path connection's transaction."""
         raw.commit()
@@ -117,10 +128,22 @@ class Dialect:
 
 
 class SqliteDialect(Dialect):
-    """SQLite: ``BEGIN IMMEDIATE``, ``COMMIT`` through the cursor, WAL and a busy timeout."""
+    """SQLite: ``BEGIN IMMEDIATE``, ``COMMIT`` through the cursor, WAL and a busy timeout.
+
+    A database file's writers in this process queue on its :class:`Writers`
+    lock (see :mod:`statesaga.store.sqlite_writers`) before ``BEGIN IMMEDIATE``.
+    """
 
     begin_sql = "BEGIN IMMEDIATE"
     lock_claims = False
+
+    def __init__(self, engine: sa.Engine) -> None:
+        super().__init__(engine)
+        database = engine.url.database
+        in_memory = database in (None, "", ":memory:") or "mode=memory" in str(engine.url)
+        #: the file's in-process write lock (``None`` in memory: one shared connection)
+        self.writers: Writers | None = None if in_memory else writers_for(str(database))
+        self.busy_timeout = 10.0
 
     def configure(
         self,
@@ -132,14 +155,37 @@ class SqliteDialect(Dialect):
     ) -> None:
         if schema is not None:
             raise StoreError("schema=... is for PostgreSQL; SQLite has one schema per file")
-        _configure_sqlite(self.engine, synchronous, busy_timeout)
+        self.busy_timeout = busy_timeout
+        _configure_sqlite(self.engine, synchronous, busy_timeout, self.writers)
+
+    def begin(self, raw: Any, cursor: Any) -> None:
+        writers = self.writers
+        if writers is None:
+            cursor.execute("BEGIN IMMEDIATE")
+            return
+        writers.acquire(owner=id(raw), timeout=self.busy_timeout)
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            writers.release(owner=id(raw))
+            raise
+
+    def returned(self, raw: Any) -> None:
+        if self.writers is not None:
+            self.writers.release(owner=id(raw))
 
     def commit(self, raw: Any, cursor: Any) -> None:
         cursor.execute("COMMIT")
+        if self.writers is not None:
+            self.writers.release(owner=id(raw))
 
     def rollback(self, raw: Any, cursor: Any) -> None:
-        if raw.in_transaction:
-            cursor.execute("ROLLBACK")
+        try:
+            if raw.in_transaction:
+                cursor.execute("ROLLBACK")
+        finally:
+            if self.writers is not None and not raw.in_transaction:
+                self.writers.release(owner=id(raw))
 
     def violated(self, error: BaseException) -> str | None:
         # "UNIQUE constraint failed: statesaga_instances.saga, statesaga_instances.entity_key"
@@ -246,7 +292,9 @@ def is_busy(error: BaseException) -> bool:
     return getattr(original, "sqlite_errorcode", None) in _SQLITE_BUSY_CODES
 
 
-def _configure_sqlite(engine: sa.Engine, synchronous: str, busy_timeout: float) -> None:
+def _configure_sqlite(
+    engine: sa.Engine, synchronous: str, busy_timeout: float, writers: Writers | None
+) -> None:
     if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
         raise StoreError(
             f"sqlite_synchronous={synchronous!r} is not a SQLite synchronous mode; "
@@ -269,5 +317,59 @@ def _configure_sqlite(engine: sa.Engine, synchronous: str, busy_timeout: float) 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
         # a read (see ``reading``) takes no write lock: in WAL it never waits on a writer
-        read = connection.get_execution_options().get(READ_ONLY, False)
-        connection.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(READ_ONLY, False):
+            connection.exec_driver_sql("BEGIN")
+            return
+        if writers is None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        owner = id(connection.connection.dbapi_connection)
+        try:
+            writers.acquire(owner=owner, timeout=busy_timeout)
+        except sqlite3.OperationalError as busy:
+            raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, busy) from busy
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            writers.release(owner=owner)
+            raise
+
+    if writers is not None:
+        _release_writers_on_end(engine, writers)
+
+
+def _release_writers_on_end(engine: sa.Engine, writers: Writers) -> None:
+    """Give a file's write lock back the moment a SQLAlchemy transaction ends.
+
+    SQLAlchemy announces a commit or rollback before the DBAPI's; the lock is
+    given back only once the transaction is over, so the COMMIT or ROLLBACK is
+    sent here (the DBAPI's own then finds nothing to end). Should either fail,
+    the lock stays with the transaction until SQLAlchemy's call ends it, or the
+    connection goes back to the pool.
+    """
+
+    def end(connection: sa.Connection, sql: str) -> None:
+        if connection.invalidated:
+            return  # its DBAPI connection is being discarded: the pool's event gives it back
+        raw = connection.connection.dbapi_connection
+        if raw is None or writers.holder != id(raw):
+            return
+        with suppress(sqlite3.Error):
+            if raw.in_transaction:
+                raw.execute(sql)
+        if not raw.in_transaction:
+            writers.release(owner=id(raw))
+
+    @event.listens_for(engine, "commit")
+    def _on_commit(connection: sa.Connection) -> None:
+        end(connection, "COMMIT")
+
+    @event.listens_for(engine, "rollback")
+    def _on_rollback(connection: sa.Connection) -> None:
+        end(connection, "ROLLBACK")
+
+    def returned(dbapi_connection: Any, *_: Any) -> None:
+        writers.release(owner=id(dbapi_connection))
+
+    for moment in ("checkin", "reset", "invalidate", "close", "close_detached"):
+        event.listen(engine, moment, returned)

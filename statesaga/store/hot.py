@@ -51,6 +51,8 @@ class HotConnections:
         size: at most this many open at once (an in-memory SQLite database,
             one connection shared by every thread, always has exactly one).
         prepare: called on each new raw connection (e.g. to make it autocommit).
+        returned: called with a raw connection each time it comes back, its
+            transaction over (e.g. to give back a lock the transaction took).
         timeout: seconds a thread waits for a free connection before a
             ``StoreError`` says the pool is too small for the work.
     """
@@ -61,6 +63,7 @@ class HotConnections:
         *,
         size: int,
         prepare: Callable[[Any], None] | None = None,
+        returned: Callable[[Any], None] | None = None,
         timeout: float = 30.0,
     ) -> None:
         if size < 1:
@@ -69,6 +72,7 @@ class HotConnections:
         self._static = isinstance(engine.pool, sa.StaticPool)
         self.size = 1 if self._static else size
         self._prepare = prepare
+        self._returned = returned
         self._timeout = timeout
         self._idle: list[HotConnection] = []
         self._every: list[HotConnection] = []
@@ -122,6 +126,8 @@ class HotConnections:
         return hot
 
     def _give_back(self, hot: HotConnection) -> None:
+        if self._returned is not None:
+            self._returned(hot.raw)
         dropped: list[HotConnection] = []
         with self._ready:
             if hot.broken and not self._static:

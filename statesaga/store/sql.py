@@ -97,7 +97,10 @@ class SqlStore:
             app_schemas=app_schemas,
         )
         self._hot = HotConnections(
-            self.engine, size=hot_connections, prepare=self.dialect.prepare_hot
+            self.engine,
+            size=hot_connections,
+            prepare=self.dialect.prepare_hot,
+            returned=self.dialect.returned,
         )
         self._writes = HotWrites(self.engine, self.dialect, self._hot)
         self.hook = hook

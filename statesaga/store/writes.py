@@ -114,7 +114,6 @@ class HotWrites:
         self.sql = _Statements(dialect.mark)
         # one statement is one transaction only where the connection autocommits
         self._one_statement = dialect.one_statement
-        self._begin_sql = dialect.begin_sql
 
     def insert(self, row: InstanceRow, history_rows: Sequence[HistoryRow]) -> None:
         """Insert a new instance and its first history rows in one transaction."""
@@ -133,7 +132,7 @@ class HotWrites:
                     seen.before_commit(raw)
                 cursor.execute(self.sql.start, (*values, *rows[0]))
                 return
-            self._begin(cursor)
+            self.dialect.begin(raw, cursor)
             cursor.execute(self.sql.insert_instance, values)
             self._write_history(cursor, rows)
             if seen is not None:
@@ -185,7 +184,7 @@ class HotWrites:
                 if cursor.rowcount != 1:
                     raise fenced(instance_id, version, epoch)
                 return
-            self._begin(cursor)
+            self.dialect.begin(raw, cursor)
             cursor.execute(self.sql.update, params)
             if cursor.rowcount != 1:
                 raise fenced(instance_id, version, epoch)
@@ -214,7 +213,7 @@ class HotWrites:
 
         def work(hot: HotConnection) -> None:
             raw, cursor = hot.raw, hot.cursor
-            self._begin(cursor)
+            self.dialect.begin(raw, cursor)
             cursor.execute(self.sql.migrate, params)
             if cursor.rowcount != 1:
                 raise fenced(instance_id, version, epoch)
@@ -243,7 +242,7 @@ class HotWrites:
                 if self._one_statement:
                     cursor.execute(sql, params)
                     return int(cursor.rowcount)
-                self._begin(cursor)
+                self.dialect.begin(raw, cursor)
                 cursor.execute(sql, params)
                 count = int(cursor.rowcount)
                 self.dialect.commit(raw, cursor)
@@ -361,10 +360,6 @@ class HotWrites:
         except dialect.loaded_dbapi.Error:
             hot.broken = True
         return False
-
-    def _begin(self, cursor: Any) -> None:
-        if self._begin_sql is not None:
-            cursor.execute(self._begin_sql)
 
     def _write_history(self, cursor: Any, rows: list[tuple[Any, ...]]) -> None:
         # one row is the common case; executemany costs a pipeline on psycopg

@@ -36,35 +36,73 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections import deque
 
 __all__ = ["Writers", "busy_error", "writers_for"]
 
 
 class Writers:
-    """The write lock of one database file within this process.
+    """The write lock of one database file within this process, handed over in turn.
 
-    The holder is a connection's identity, not a thread: a transaction may be
-    committed by another thread than the one that began it.
+    Writers get the lock in the order they asked for it: a writer giving it
+    back hands it to the longest waiting one, so a thread that writes again at
+    once (the next transition of its run) queues behind the others instead of
+    taking it back before they wake. The holder is a connection's identity, not
+    a thread: a transaction may be committed by another thread than the one
+    that began it.
     """
 
-    __slots__ = ("_lock", "holder")
+    __slots__ = ("_mutex", "_waiting", "holder")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._mutex = threading.Lock()
+        self._waiting: deque[_Waiter] = deque()
         #: ``id()`` of the DBAPI connection whose transaction holds the lock, if any
         self.holder: int | None = None
 
+    @property
+    def waiting(self) -> int:
+        """How many writers are queued for the lock now."""
+        return len(self._waiting)
+
     def acquire(self, *, owner: int, timeout: float) -> None:
         """Wait for the lock for connection ``owner``; ``SQLITE_BUSY`` after ``timeout``."""
-        if not self._lock.acquire(timeout=max(timeout, 0.0)):
-            raise busy_error(timeout)
-        self.holder = owner
+        with self._mutex:
+            if self.holder is None and not self._waiting:
+                self.holder = owner
+                return
+            waiter = _Waiter(owner)
+            self._waiting.append(waiter)
+        if waiter.handed.acquire(timeout=max(timeout, 0.0)):
+            return  # the last holder made us the holder
+        with self._mutex:
+            if self.holder == owner and waiter not in self._waiting:
+                return  # handed over just as the wait ran out
+            self._waiting.remove(waiter)
+        raise busy_error(timeout)
 
     def release(self, *, owner: int) -> None:
         """Give the lock back if connection ``owner`` holds it (else nothing)."""
-        if self.holder == owner:
-            self.holder = None
-            self._lock.release()
+        with self._mutex:
+            if self.holder != owner:
+                return
+            if self._waiting:
+                waiter = self._waiting.popleft()
+                self.holder = waiter.owner
+                waiter.handed.release()
+            else:
+                self.holder = None
+
+
+class _Waiter:
+    """A writer in the queue: its connection, and the lock released to hand it over."""
+
+    __slots__ = ("handed", "owner")
+
+    def __init__(self, owner: int) -> None:
+        self.owner = owner
+        self.handed = threading.Lock()
+        self.handed.acquire()
 
 
 def busy_error(timeout: float) -> sqlite3.OperationalError:

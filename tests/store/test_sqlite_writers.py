@@ -6,11 +6,15 @@ store on the file, and gives it back the moment it commits or rolls back. Many
 threads writing at once all finish; a writer that waits past ``busy_timeout``
 gets the same clear busy error as before, with nothing written; and a
 transaction that fails, or whose connection is thrown away, never keeps the lock.
+Writers get the lock in the order they asked for it.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -19,6 +23,7 @@ import sqlalchemy as sa
 
 from statesaga import Engine, NonRetryableError, Saga, State, Status, StepContext, StoreError
 from statesaga.store import SqlStore
+from statesaga.store.sqlite_writers import writers_for
 
 stock = sa.Table(
     "writers_stock",
@@ -153,3 +158,46 @@ def test_a_transaction_whose_connection_is_thrown_away_gives_the_lock_back(
     with store.engine.connect() as connection:
         assert connection.execute(sa.select(stock.c.run_id)).scalars().all() == ["next"]
     store.close()
+
+
+def test_writers_get_the_lock_in_the_order_they_asked(tmp_path: Path) -> None:
+    writers = writers_for(str(tmp_path / "queue.db"))
+    writers.acquire(owner=0, timeout=5.0)
+    order: list[int] = []
+
+    def writer(owner: int) -> None:
+        writers.acquire(owner=owner, timeout=5.0)
+        order.append(owner)
+        writers.release(owner=owner)
+
+    threads = []
+    for owner in range(1, 9):
+        thread = threading.Thread(target=writer, args=(owner,))
+        thread.start()
+        threads.append(thread)
+        wait_until(lambda owner=owner: writers.waiting == owner)  # queued behind the others
+    writers.release(owner=0)
+    for thread in threads:
+        thread.join()
+    assert order == list(range(1, 9))
+    assert writers.holder is None
+
+
+def test_a_writer_that_gives_up_leaves_the_queue(tmp_path: Path) -> None:
+    writers = writers_for(str(tmp_path / "queue.db"))
+    writers.acquire(owner=1, timeout=5.0)
+    with pytest.raises(sqlite3.OperationalError, match="busy_timeout") as raised:
+        writers.acquire(owner=2, timeout=0.05)
+    assert raised.value.sqlite_errorcode == 5  # SQLITE_BUSY, as SQLite would report it
+    assert writers.waiting == 0
+    writers.release(owner=1)
+    assert writers.holder is None
+    writers.acquire(owner=3, timeout=0.05)  # free again: taken at once
+    writers.release(owner=3)
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.001)

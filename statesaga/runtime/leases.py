@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
@@ -40,10 +40,11 @@ from statesaga.locks.base import Lease
 from statesaga.runtime.held import HeldRun
 from statesaga.runtime.locking import LockPort
 from statesaga.runtime.reporting import log, log_extra
-from statesaga.store.base import Store
+from statesaga.store.base import InstanceRow, Store
 
 __all__ = [
     "DEFAULT_MAX_IN_FLIGHT",
+    "Claimed",
     "LATE",
     "LATE_LEASES",
     "RENEW_SLICE",
@@ -96,6 +97,22 @@ class LeaseStats:
     late: bool
 
 
+@attrs.define(eq=False)
+class Claimed:
+    """A run claimed with a batch, waiting its turn to be driven: its row lease is kept.
+
+    ``lost`` says another engine took it over meanwhile (the renewal found its
+    epoch moved on): it must not be driven.
+    """
+
+    id: str
+    epoch: int
+    renewed_at: float
+    step_deadline: float | None = None
+    lease: Lease | None = None  # entity locks are taken when the run is driven
+    lost: bool = False
+
+
 class LeaseKeeper:
     """Renews the leases of the runs it tracks, from a daemon thread started on demand."""
 
@@ -112,7 +129,7 @@ class LeaseKeeper:
         self.lease_ttl = lease_ttl
         self.clock = clock
         self.max_in_flight = max_in_flight
-        self._held: dict[str, HeldRun] = {}
+        self._held: dict[str, HeldRun | Claimed] = {}
         self._slots = 0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -199,16 +216,48 @@ class LeaseKeeper:
             run.renewed_at = self.clock()
         with self._lock:
             self._held[run.id] = run
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._keep, name="statesaga-lease-keeper", daemon=True
-                )
-                self._thread.start()
+            self._start_thread()
+
+    def _start_thread(self) -> None:
+        """Start the keeper's thread unless it runs (called with ``_lock`` held)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._keep, name="statesaga-lease-keeper", daemon=True
+            )
+            self._thread.start()
 
     def untrack(self, run: HeldRun) -> None:
         """Stop renewing ``run``'s leases."""
         with self._lock:
             self._held.pop(run.id, None)
+
+    def track_claimed(self, rows: Iterable[InstanceRow]) -> None:
+        """Keep the row leases of runs claimed with a batch until each is driven or let go.
+
+        The runs further down a batch wait while those before them are driven,
+        perhaps longer than the ttl; :meth:`track` of the run driven replaces
+        its entry, :meth:`forget_claimed` drops one let go.
+        """
+        now = self.clock()
+        for row in rows:
+            expires = row.lease_expires_at
+            renewed = now if expires is None else min(now, expires - self.lease_ttl)
+            with self._lock:
+                self._held.setdefault(row.id, Claimed(row.id, row.epoch, renewed))
+        with self._lock:
+            self._start_thread()
+
+    def claimed(self, instance_id: str) -> Claimed | None:
+        """The claimed run ``instance_id`` waiting its turn, if it is tracked as one."""
+        with self._lock:
+            found = self._held.get(instance_id)
+        return found if isinstance(found, Claimed) else None
+
+    def forget_claimed(self, instance_id: str) -> None:
+        """Stop renewing a claimed run that is let go (nothing if it is being driven)."""
+        with self._lock:
+            if isinstance(self._held.get(instance_id), Claimed):
+                del self._held[instance_id]
 
     def stop(self) -> None:
         """Stop the keeper's thread (at its next round)."""
@@ -237,7 +286,7 @@ class LeaseKeeper:
                 due.sort(key=lambda run: run.renewed_at)
                 self._round(due, began)
 
-    def _round(self, due: list[HeldRun], began: float) -> None:
+    def _round(self, due: list[HeldRun | Claimed], began: float) -> None:
         lost, oldest = 0, 0.0
         try:
             for start in range(0, len(due), RENEW_SLICE):
@@ -270,7 +319,7 @@ class LeaseKeeper:
                 else "",
             )
 
-    def _renew(self, due: Sequence[HeldRun]) -> tuple[int, float]:
+    def _renew(self, due: Sequence[HeldRun | Claimed]) -> tuple[int, float]:
         """Renew one slice (oldest first): one statement, one batch of locks.
 
         Returns how many leases were lost, and the most seconds since a lease's
@@ -314,5 +363,6 @@ class LeaseKeeper:
             lost += 1
             if not run.lost:
                 run.lost = True
-                log.warning("lost the lease of %s", run.id, extra=log_extra(run))
+                extra = log_extra(run) if isinstance(run, HeldRun) else {"instance_id": run.id}
+                log.warning("lost the lease of %s", run.id, extra=extra)
         return lost, oldest

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from statesaga.core import Status, due_when_let_go
-from statesaga.errors import EntityBusy, SagaNotRegistered
+from statesaga.errors import EntityBusy, FencedOut, SagaNotRegistered
 from statesaga.runtime.claims import Claims
 from statesaga.runtime.codec import held_of
 from statesaga.runtime.drive import Drive
@@ -65,6 +65,7 @@ class Recovery:
             keeper.release(room)
             raise
         keeper.release(room - len(rows))
+        keeper.track_claimed(rows)  # kept while they wait their turn in the batch
         return rows
 
     def let_go(self, rows: Iterable[InstanceRow]) -> None:
@@ -83,10 +84,12 @@ class Recovery:
         run stays due, a little later) and ``FencedOut`` when another engine
         took the run over meanwhile.
         """
+        keeper = self.drive.keeper
         try:
             result = yield from self._recover(row)
         finally:
-            self.drive.keeper.release()  # the slot ``claim_due`` took for the run
+            keeper.forget_claimed(row.id)
+            keeper.release()  # the slot ``claim_due`` took for the run
         return (yield from self.inbox.after_release(result))
 
     def _recover(self, row: InstanceRow) -> Driver:
@@ -96,7 +99,17 @@ class Recovery:
             self._let_go(row)
             raise
         run = held_of(row, definition, core, self.clock())
-        if row.lease_expires_at is not None:
+        claimed = self.drive.keeper.claimed(row.id)
+        if claimed is not None:
+            if claimed.lost:
+                raise FencedOut(
+                    f"run {row.id} was claimed by another engine while it waited its turn "
+                    "in this engine's batch; left to that engine",
+                    saga=row.saga,
+                    instance_id=row.id,
+                )
+            run.renewed_at = claimed.renewed_at  # kept since the claim: renewed as of then
+        elif row.lease_expires_at is not None:
             # claimed with a batch, perhaps a while ago: its lease runs from the claim
             run.renewed_at = min(
                 run.renewed_at, row.lease_expires_at - self.claims.leasing.lease_ttl
@@ -120,5 +133,6 @@ class Recovery:
 
     def _let_go(self, row: InstanceRow) -> None:
         """Release a claimed run undriven; when it is next due, the core says."""
+        self.drive.keeper.forget_claimed(row.id)
         due = due_when_let_go(Status(row.status), row.due_at, self.clock())
         self.claims.store.release_lease(row.id, row.epoch, due)

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import attrs
 import redis
 import redis.asyncio
 from redis.asyncio.retry import Retry as AsyncRetry
@@ -46,6 +48,10 @@ __all__ = ["AsyncRedisLocks", "RedisLocks"]
 log = logging.getLogger("statesaga.locks")
 
 DEFAULT_NAMESPACE = "statesaga:lock:"
+#: connections to Redis a lock client made from a URL opens at most
+DEFAULT_MAX_CONNECTIONS = 100
+#: seconds a lock operation waits for one of them when all are busy
+DEFAULT_POOL_TIMEOUT = 10.0
 
 # PEXPIRE / DEL only while the key still holds the caller's token
 _EXTEND = """
@@ -87,6 +93,10 @@ class RedisLocks:
             (or test runs) can share one server.
         connect_timeout: seconds to wait for a connection to Redis.
         timeout: seconds to wait for Redis to answer a command.
+        max_connections: connections to Redis open at most (of a client made
+            from a URL); more lock operations at once each wait for one.
+        pool_timeout: seconds a lock operation waits for a free connection
+            before :class:`LocksUnavailable` says they all stayed busy.
 
     A command whose connection breaks is retried once, on a new connection; a
     command that times out is not. So a Redis that cannot be reached raises
@@ -106,11 +116,15 @@ class RedisLocks:
         namespace: str = DEFAULT_NAMESPACE,
         connect_timeout: float = 1.0,
         timeout: float = 1.0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
     ) -> None:
         retry = Retry(_backoff(), 1, supported_errors=(RedisConnectionError,))
+        pool = _Pool(max_connections, pool_timeout)
         client, self.url, self._owns_client = _client(
-            redis.Redis, client_or_url, connect_timeout, timeout, retry
+            redis.Redis, client_or_url, connect_timeout, timeout, retry, pool
         )
+        self.pool = pool
         self.client: redis.Redis = client
         self.namespace = namespace
         # registered once: EVALSHA, loading the script only if the server lacks it
@@ -129,7 +143,7 @@ class RedisLocks:
             LocksUnavailable: Redis cannot be reached.
         """
         name, token = self.key_for(key), uuid.uuid4().hex
-        with _unavailable(self.url, "take the lease on", key):
+        with _unavailable(self.url, self.pool, "take the lease on", key):
             if self.client.set(name, token, nx=True, px=_millis(ttl)):
                 return Lease(key, owner, token, now + ttl)
             # a SET retried after a broken connection may find its own first attempt's token
@@ -143,7 +157,7 @@ class RedisLocks:
         Raises:
             LocksUnavailable: Redis cannot be reached (the lease may still be held).
         """
-        with _unavailable(self.url, "renew the lease on", lease.key):
+        with _unavailable(self.url, self.pool, "renew the lease on", lease.key):
             extended = self._extend(
                 keys=[self.key_for(lease.key)], args=[lease.token, _millis(ttl)]
             )
@@ -162,7 +176,7 @@ class RedisLocks:
         """
         if not leases:
             return []
-        with _unavailable(self.url, "renew the leases on", leases[0].key):
+        with _unavailable(self.url, self.pool, "renew the leases on", leases[0].key):
             pipeline = self.client.pipeline(transaction=False)
             for keys, args in _batches(self.key_for, leases, ttl):
                 self._extend_many(keys=keys, args=args, client=pipeline)
@@ -209,11 +223,15 @@ class AsyncRedisLocks:
         namespace: str = DEFAULT_NAMESPACE,
         connect_timeout: float = 1.0,
         timeout: float = 1.0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
     ) -> None:
         retry = AsyncRetry(_backoff(), 1, supported_errors=(RedisConnectionError,))
+        pool = _Pool(max_connections, pool_timeout)
         client, self.url, self._owns_client = _client(
-            redis.asyncio.Redis, client_or_url, connect_timeout, timeout, retry
+            redis.asyncio.Redis, client_or_url, connect_timeout, timeout, retry, pool
         )
+        self.pool = pool
         self.client: redis.asyncio.Redis = client
         self.namespace = namespace
         self._extend = self.client.register_script(_EXTEND)
@@ -227,7 +245,7 @@ class AsyncRedisLocks:
     async def try_acquire(self, key: str, owner: str, ttl: float, now: float) -> Lease | None:
         """Take the lease on ``key`` for ``ttl`` seconds, or ``None`` if someone holds it."""
         name, token = self.key_for(key), uuid.uuid4().hex
-        with _unavailable(self.url, "take the lease on", key):
+        with _unavailable(self.url, self.pool, "take the lease on", key):
             if await self.client.set(name, token, nx=True, px=_millis(ttl)):
                 return Lease(key, owner, token, now + ttl)
             if _text(await self.client.get(name)) == token:
@@ -236,7 +254,7 @@ class AsyncRedisLocks:
 
     async def renew(self, lease: Lease, ttl: float, now: float) -> Lease | None:
         """Extend a held lease by ``ttl`` seconds; ``None`` if it was lost."""
-        with _unavailable(self.url, "renew the lease on", lease.key):
+        with _unavailable(self.url, self.pool, "renew the lease on", lease.key):
             extended = await self._extend(
                 keys=[self.key_for(lease.key)], args=[lease.token, _millis(ttl)]
             )
@@ -250,7 +268,7 @@ class AsyncRedisLocks:
         """Each lease extended by ``ttl`` seconds, or ``None``: one pipelined round trip."""
         if not leases:
             return []
-        with _unavailable(self.url, "renew the leases on", leases[0].key):
+        with _unavailable(self.url, self.pool, "renew the leases on", leases[0].key):
             pipeline = self.client.pipeline(transaction=False)
             for keys, args in _batches(self.key_for, leases, ttl):
                 await self._extend_many(keys=keys, args=args, client=pipeline)
@@ -275,11 +293,40 @@ class AsyncRedisLocks:
             await self.client.aclose()
 
 
+@attrs.frozen
+class _Pool:
+    """How many connections a client made from a URL opens, and how long one is waited for."""
+
+    max_connections: int
+    timeout: float
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_connections < 1 or self.timeout <= 0:
+            raise ValueError(
+                f"max_connections={self.max_connections!r} must be at least 1 and "
+                f"pool_timeout={self.timeout!r} above 0"
+            )
+
+
+def _pool_exhausted(error: RedisError) -> bool:
+    """Every connection of the client's pool stayed busy (a blocking pool's wait ran out)."""
+    # raised while handling the wait's own timeout (queue.Empty; asyncio's TimeoutError)
+    cause = error.__cause__ or error.__context__
+    return isinstance(error, RedisConnectionError) and isinstance(cause, queue.Empty | TimeoutError)
+
+
 @contextmanager
-def _unavailable(url: str, action: str, key: str) -> Iterator[None]:
+def _unavailable(url: str, pool: _Pool, action: str, key: str) -> Iterator[None]:
     try:
         yield
     except RedisError as error:
+        if _pool_exhausted(error):
+            raise LocksUnavailable(
+                f"cannot {action} {key!r}: every connection to Redis at {url} stayed busy "
+                f"for {pool.timeout:g}s; raise max_connections (now {pool.max_connections}) "
+                "or pool_timeout, or run fewer lock operations at once",
+                key=key,
+            ) from error
         raise LocksUnavailable(
             f"cannot {action} {key!r}: Redis at {url} is unavailable ({error}); check that "
             "Redis runs there and that the URL is right, or run without RedisLocks (the "
@@ -289,20 +336,30 @@ def _unavailable(url: str, action: str, key: str) -> Iterator[None]:
 
 
 def _client(
-    kind: Any, client_or_url: Any, connect_timeout: float, timeout: float, retry: Any
+    kind: Any, client_or_url: Any, connect_timeout: float, timeout: float, retry: Any, pool: _Pool
 ) -> tuple[Any, str, bool]:
     """(client, its description for messages, whether the locks own it and close it).
 
-    A URL gets a client of ``kind`` (sync or asyncio) with bounded timeouts and one
-    quick retry; a client given is used as it is.
+    A URL gets a client of ``kind`` (sync or asyncio) with bounded timeouts, one
+    quick retry, and a blocking pool of ``pool.max_connections``: more commands
+    at once wait for a connection instead of failing; a client given is used as
+    it is.
     """
     if isinstance(client_or_url, str):
-        client = kind.from_url(
+        blocking = (
+            redis.asyncio.BlockingConnectionPool
+            if kind is redis.asyncio.Redis
+            else redis.BlockingConnectionPool
+        )
+        connections = blocking.from_url(
             client_or_url,
+            max_connections=pool.max_connections,
+            timeout=pool.timeout,
             socket_connect_timeout=connect_timeout,
             socket_timeout=timeout,
             retry=retry,
         )
+        client = kind.from_pool(connections)  # closing the client closes its pool
         return client, _redact(client_or_url), True
     return client_or_url, _describe(client_or_url.connection_pool.connection_kwargs), False
 

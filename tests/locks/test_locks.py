@@ -422,6 +422,68 @@ def test_async_redis_locks_exclude_renew_lapse_and_release(redis_url: str) -> No
     asyncio.run(scenario())
 
 
+def test_async_redis_locks_share_their_connections_among_many_tasks_at_once(
+    redis_url: str,
+) -> None:
+    """More tasks at once than connections: each waits its turn for one, none fails."""
+    from statesaga.locks import AsyncRedisLocks
+
+    space, tasks = namespace(), 300
+
+    async def one_entity(locks: AsyncRedisLocks, n: int) -> bool:
+        lease = await locks.try_acquire(f"cart:{n}", "a", 5.0, time.time())
+        assert lease is not None
+        renewed = await locks.renew(lease, 5.0, time.time())
+        await locks.release(lease)
+        return renewed is not None
+
+    async def scenario() -> None:
+        for locks in (
+            AsyncRedisLocks(redis_url, namespace=space),  # the default: 100 connections
+            AsyncRedisLocks(redis_url, namespace=space, max_connections=8),
+        ):
+            try:
+                done = await asyncio.gather(*(one_entity(locks, n) for n in range(tasks)))
+                assert done == [True] * tasks
+            finally:
+                await locks.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_redis_locks_whose_connections_all_stay_busy_say_so(redis_url: str) -> None:
+    from statesaga.locks import AsyncRedisLocks, RedisLocks
+
+    space = namespace()
+    locks = RedisLocks(redis_url, namespace=space, max_connections=1, pool_timeout=0.1)
+    busy = threading.Thread(
+        target=locks.client.blpop, args=[f"{space}nothing"], kwargs={"timeout": 0.5}
+    )
+    busy.start()  # the one connection waits in a BLPOP
+    time.sleep(0.1)
+    with pytest.raises(LocksUnavailable, match=r"stayed busy for 0\.1s; raise max_connections"):
+        locks.try_acquire("cart:1", "a", 5.0, time.time())
+    busy.join()
+    assert locks.try_acquire("cart:1", "a", 5.0, time.time()) is not None  # free again
+    locks.client.delete(f"{space}cart:1")
+    locks.close()
+
+    async def scenario() -> None:
+        alocks = AsyncRedisLocks(redis_url, namespace=space, max_connections=1, pool_timeout=0.1)
+        try:
+            blocked = asyncio.ensure_future(alocks.client.blpop([f"{space}nothing"], timeout=0.5))
+            await asyncio.sleep(0.1)
+            with pytest.raises(LocksUnavailable, match="stayed busy"):
+                await alocks.try_acquire("cart:2", "a", 5.0, time.time())
+            await blocked
+        finally:
+            await alocks.aclose()
+
+    asyncio.run(scenario())
+    with pytest.raises(ValueError, match="max_connections=0 must be at least 1"):
+        RedisLocks(redis_url, max_connections=0)
+
+
 def test_async_redis_locks_on_an_unreachable_redis_raise_locks_unavailable() -> None:
     from statesaga.locks import AsyncRedisLocks
 

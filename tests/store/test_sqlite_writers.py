@@ -2,83 +2,31 @@
 
 Every write transaction a store opens on a SQLite file (the engine's own and a
 transactional step's) first takes that file's in-process lock, shared by every
-store on the file, and gives it back the moment it commits or rolls back. Many
-threads writing at once all finish; a writer that waits past ``busy_timeout``
-gets the same clear busy error as before, with nothing written; and a
-transaction that fails, or whose connection is thrown away, never keeps the lock.
-Writers get the lock in the order they asked for it.
+store on the file, and gives it back the moment it commits or rolls back, to
+the writer that asked first. Writers in other processes meet SQLite's busy
+handler, as before. Many threads, and many processes, writing at once all
+finish; a writer that waits past ``busy_timeout`` gets a clear busy error, with
+nothing written; and a transaction that fails, or whose connection is thrown
+away, never keeps the lock.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import attrs
 import pytest
 import sqlalchemy as sa
+from writers_sagas import Basket, Checkout, stock, store_at
 
-from statesaga import Engine, NonRetryableError, Saga, State, Status, StepContext, StoreError
-from statesaga.store import SqlStore
+from statesaga import Engine, Status, StoreError
 from statesaga.store.sqlite_writers import writers_for
-
-stock = sa.Table(
-    "writers_stock",
-    sa.MetaData(),
-    sa.Column("run_id", sa.String, primary_key=True),
-    sa.Column("step", sa.String, nullable=False),
-)
-
-
-@attrs.frozen
-class Basket:
-    basket_id: str
-    fail: bool = False
-
-
-@attrs.frozen
-class Booked:
-    rows: int = 0
-
-
-class Refused(NonRetryableError):
-    pass
-
-
-def reserve(ctx: StepContext[Basket, Booked]) -> Booked:
-    """Writes a row in the transition's own transaction (or fails, writing nothing)."""
-    ctx.connection.execute(stock.insert().values(run_id=ctx.instance_id, step="reserve"))
-    if ctx.input.fail:
-        raise Refused("no stock")
-    return Booked(ctx.data.rows + 1)
-
-
-def release(ctx: StepContext[Basket, Booked]) -> None:
-    """Its compensation, in the compensating transition's transaction."""
-    ctx.connection.execute(stock.delete().where(stock.c.run_id == ctx.instance_id))
-
-
-def confirm(ctx: StepContext[Basket, Booked]) -> Booked:
-    return Booked(ctx.data.rows + 1)
-
-
-class Checkout(Saga[Basket, Booked]):
-    name = "writers-checkout"
-    new = State(initial=True)
-    reserved = State()
-    done = State(final=True)
-
-    take = new.to(reserved).run(reserve, undo=release, transactional=True)
-    confirm = reserved.to(done).run(confirm, read_only=True)
-
-
-def store_at(path: Path, busy_timeout: float = 10.0) -> SqlStore:
-    store = SqlStore(f"sqlite:///{path}", busy_timeout=busy_timeout)
-    stock.create(store.engine, checkfirst=True)
-    return store
 
 
 def test_many_threads_writing_one_file_all_finish(tmp_path: Path) -> None:
@@ -201,3 +149,68 @@ def wait_until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "the condition never held"
         time.sleep(0.001)
+
+
+# -- several processes on one file ---------------------------------------------------------
+
+CHILD = Path(__file__).with_name("writers_child.py")
+
+
+def child(*args: str) -> subprocess.Popen[str]:
+    """Start ``writers_child.py`` with this interpreter, able to import this checkout."""
+    env = dict(os.environ)
+    root = str(CHILD.parents[2])
+    paths = (root, str(CHILD.parent), env.get("PYTHONPATH"))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    return subprocess.Popen(
+        [sys.executable, str(CHILD), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=root,
+    )
+
+
+def test_a_writer_in_another_process_outwaited_is_a_clear_error_that_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "shop.db"
+    with Engine(store_at(path, busy_timeout=0.3), sagas=[Checkout]) as engine:
+        holder = child("hold", str(path), "1.5")
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline().strip() == "held"  # it holds the write lock now
+            with pytest.raises(StoreError, match="database is locked"):
+                engine.start(Checkout, Basket("b-1"))  # SQLite's busy handler gave up
+            assert engine.list(saga=Checkout.name) == []  # nothing of the refused start
+            assert holder.wait(timeout=30) == 0
+            assert engine.start(Checkout, Basket("b-1")).status is Status.COMPLETED
+        finally:
+            holder.kill()
+            holder.communicate()
+
+
+def test_many_processes_writing_one_file_all_finish(tmp_path: Path) -> None:
+    path = tmp_path / "shop.db"
+    store_at(path).close()
+    processes, per_process = 3, 40
+    started = [child("checkouts", str(path), str(per_process), f"p{n}") for n in range(processes)]
+    outputs = []
+    try:
+        for process in started:
+            out, err = process.communicate(timeout=120)
+            assert process.returncode == 0, err
+            outputs.append(out.strip())
+    finally:
+        for process in started:
+            process.kill()
+            process.wait()
+    assert outputs == [f"done {per_process}"] * processes
+    with Engine(store_at(path), sagas=[Checkout]) as engine:
+        runs = engine.list(saga=Checkout.name, limit=1000)
+        assert len(runs) == processes * per_process
+        assert {run.status for run in runs} == {Status.COMPLETED}
+        with engine.store.engine.connect() as connection:  # type: ignore[attr-defined]
+            rows = connection.execute(sa.select(sa.func.count()).select_from(stock)).scalar()
+        assert rows == processes * per_process

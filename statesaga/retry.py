@@ -71,8 +71,9 @@ class Retry:
         non_retryable: exception types that fail at once, without retries
             (``NonRetryableError`` and its subclasses always do, and so do a
             database's ``ProgrammingError``, e.g. a table or column that does not
-            exist or an SQL syntax error, its ``DataError``, e.g. text where a
-            number goes, and its ``NotSupportedError``: trying again cannot succeed).
+            exist or an SQL syntax error (SQLite's ``OperationalError`` for
+            these), its ``DataError``, e.g. text where a number goes, and its
+            ``NotSupportedError``: trying again cannot succeed).
 
     >>> policy = Retry(attempts=4, initial_interval=0.5, backoff=2, jitter=0)
     >>> [policy.delay(n, 0.5) for n in (1, 2, 3)]
@@ -128,13 +129,29 @@ class Retry:
 _DETERMINISTIC = frozenset({"ProgrammingError", "DataError", "NotSupportedError"})
 
 
+#: SQLite's result code for an error in the SQL itself (``no such table``, a syntax
+#: error), which its driver reports as an ``OperationalError``; its extended code
+#: ``SQLITE_ERROR_RETRY`` (513) asks for a retry
+_SQLITE_ERROR, _SQLITE_ERROR_RETRY = 1, 513
+
+
 def _programming_error(error: BaseException) -> bool:
     """A DBAPI (PEP 249) or SQLAlchemy error that trying again cannot fix.
 
     SQLAlchemy's wrappers (``sqlalchemy.exc.ProgrammingError``) and the drivers'
-    own classes (psycopg's ``UndefinedTable``) share these names.
+    own classes (psycopg's ``UndefinedTable``) share these names. SQLite reports
+    a missing table as an ``OperationalError``: its result code tells.
+
+    >>> import sqlite3
+    >>> missing = sqlite3.OperationalError("no such table: tickets")
+    >>> missing.sqlite_errorcode = 1
+    >>> _programming_error(missing)
+    True
     """
-    return any(kind.__name__ in _DETERMINISTIC for kind in type(error).__mro__)
+    if any(kind.__name__ in _DETERMINISTIC for kind in type(error).__mro__):
+        return True
+    code = getattr(getattr(error, "orig", None) or error, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF == _SQLITE_ERROR and code != _SQLITE_ERROR_RETRY
 
 
 DEFAULT_STEP_RETRY = Retry()

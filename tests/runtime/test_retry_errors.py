@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import attrs
 import sqlalchemy as sa
 
@@ -44,3 +47,23 @@ def test_a_missing_table_fails_at_once_instead_of_being_retried(postgres_url: st
         assert run.error.retryable is False
         kinds = [entry.kind for entry in engine.get(run.id).history]
         assert HistoryKind.RETRY not in kinds
+
+
+def test_on_sqlite_a_missing_table_fails_at_once_too(tmp_path: Path) -> None:
+    with Engine(f"sqlite:///{tmp_path / 'agency.db'}") as engine:
+        run = engine.start(IssueTicket, Ticket())
+
+        assert run.status is Status.COMPENSATED
+        assert run.error is not None
+        assert "OperationalError" in run.error.type  # SQLite's for "no such table"
+        assert "no such table: agency_tickets" in run.error.message
+        assert run.error.retryable is False
+        kinds = [entry.kind for entry in engine.get(run.id).history]
+        assert HistoryKind.RETRY not in kinds
+
+
+def test_a_database_that_stayed_locked_is_still_retried() -> None:
+    locked = sqlite3.OperationalError("database is locked")
+    locked.sqlite_errorcode = 5  # SQLITE_BUSY, as SQLite sets it
+    assert Retry().is_retryable(locked)
+    assert Retry().is_retryable(sa.exc.OperationalError("BEGIN IMMEDIATE", None, locked))

@@ -11,6 +11,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from statesaga.errors import StoreError
+from statesaga.store.dialects import reading
 
 __all__ = ["HEAD", "current_revision", "ensure_schema", "upgrade"]
 
@@ -21,8 +22,12 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def current_revision(engine: sa.Engine) -> str | None:
-    """The store's alembic revision, or ``None`` for an empty database."""
-    with engine.connect() as connection:
+    """The store's alembic revision, or ``None`` for an empty database.
+
+    A read (on SQLite it takes no write lock): opening a store does not wait
+    for another process's writer.
+    """
+    with reading(engine) as connection:
         if not sa.inspect(connection).has_table("alembic_version"):
             return None
         return connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()

@@ -4,7 +4,8 @@ Another process holding SQLite's write lock longer than the store's
 ``busy_timeout`` is the store being busy, not a race on the run: the sender is
 told plainly (a ``StoreError`` naming the timeout and what to do) instead of
 getting SQLAlchemy's ``OperationalError``, nothing is recorded, and sending the
-same event again once the lock is free records it.
+same event again once the lock is free records it. Opening a store only reads
+its schema's revision, so it never waits for that other writer.
 """
 
 from __future__ import annotations
@@ -39,3 +40,16 @@ def test_a_send_that_outwaits_the_busy_timeout_is_a_store_error(tmp_path: Path) 
         delivery = engine.send("confirmed", {"code": "x"}, instance_id=run.id, event_id="ev-1")
         assert delivery.status is DeliveryStatus.ACCEPTED
         assert not delivery.duplicate
+
+
+def test_a_store_opens_while_another_process_holds_the_write_lock(tmp_path: Path) -> None:
+    path = tmp_path / "busy.db"
+    SqlStore(f"sqlite:///{path}").close()  # the schema is there
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        with Engine(SqlStore(f"sqlite:///{path}", busy_timeout=0.1), sagas=[Waiting]) as engine:
+            assert engine.list() == []  # opened and read without waiting for the writer
+        other.execute("ROLLBACK")
+    finally:
+        other.close()

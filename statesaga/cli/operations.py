@@ -313,12 +313,13 @@ def db_upgrade(
         engine = sa.create_engine(url)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as error:
         raise StateSagaError(f"--db {url!r} is not a usable SQLAlchemy URL: {error}") from None
-    if settings.schema is not None and engine.dialect.name != "sqlite":
-        _use_schema(engine, settings.schema, settings.app_schemas)
+    schema = None if engine.dialect.name == "sqlite" else settings.schema
+    if schema is not None:
+        _use_schema(engine, schema, settings.app_schemas)
     try:
         with explained(url):
-            upgrade(engine, revision)
-            reached = current_revision(engine)
+            upgrade(engine, revision, schema=schema)
+            reached = current_revision(engine, schema)
     finally:
         engine.dispose()
     consoles.out.print(f"[green]store at revision {reached}[/]")

@@ -106,7 +106,7 @@ class SqlStore:
         self.hook = hook
         if auto_migrate is None:
             auto_migrate = self.is_sqlite
-        ensure_schema(self.engine, upgrade=auto_migrate)
+        ensure_schema(self.engine, upgrade=auto_migrate, schema=schema)
 
     @property
     def hook(self) -> WriteHook | None:

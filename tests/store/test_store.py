@@ -135,6 +135,41 @@ def test_a_postgresql_store_keeps_its_tables_in_the_schema_it_is_given(postgres_
         check.dispose()
 
 
+def test_a_store_in_its_own_schema_is_not_fooled_by_another_store_on_its_search_path(
+    postgres_url: str,
+) -> None:
+    from sagas import Linear, Order
+    from services import POSTGRES_URL
+
+    from statesaga import Engine, Status
+
+    other, mine = f"statesaga_other_{os.getpid()}", f"statesaga_mine_{os.getpid()}"
+    SqlStore(POSTGRES_URL, schema=other, auto_migrate=True).close()  # a store already there
+    check = sa.create_engine(POSTGRES_URL)
+    try:
+        # the other store's schema follows ours on the search path (as `public` does)
+        store = SqlStore(POSTGRES_URL, schema=mine, app_schemas=[other], auto_migrate=True)
+        with Engine(store) as engine:
+            assert engine.start(Linear, Order("s-1")).status is Status.COMPLETED
+        with check.connect() as connection:
+            counts = [
+                connection.exec_driver_sql(
+                    f"SELECT count(*) FROM {name}.statesaga_instances"
+                ).scalar()
+                for name in (mine, other)
+            ]
+            version = connection.exec_driver_sql(
+                f"SELECT version_num FROM {mine}.alembic_version"
+            ).scalar()
+        assert counts == [1, 0]  # the run is in our schema, the other store untouched
+        assert version == HEAD
+    finally:
+        with check.begin() as connection:
+            for name in (mine, other):
+                connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+        check.dispose()
+
+
 def test_a_schema_must_be_a_plain_identifier_and_is_for_postgresql(path: Path) -> None:
     with pytest.raises(StoreError, match="is for PostgreSQL"):
         SqlStore(f"sqlite:///{path}", schema="x")

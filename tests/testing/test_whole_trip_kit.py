@@ -71,7 +71,10 @@ def the_trip_is_whole_or_nothing(outcome: Outcome) -> None:
     children = [r for r in outcome.runs if r.parent_id == run.id]
     held = suppliers.holdings("t-1")
     if run.status is Status.COMPLETED:
-        assert held == EVERYTHING, f"a completed trip holds every booking: {held}"
+        assert held == EVERYTHING, (
+            f"a completed trip holds every booking: {held}; supplier calls "
+            f"{suppliers.calls}, held {suppliers.held}, spent keys {sorted(suppliers.spent_keys)}"
+        )
         assert list(suppliers.charges.values()) == [1500], (
             f"a completed trip is charged exactly once: {suppliers.charges}"
         )

@@ -25,7 +25,8 @@ re-derives them.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import attrs
 
@@ -292,19 +293,27 @@ class Rules:
         return min(times) if times else None
 
 
-def due_when_let_go(status: Status, due_at: float | None, now: float) -> float | None:
+def due_when_let_go(
+    status: Status, due_at: float | None, now: float, machine: Mapping[str, Any] | None = None
+) -> float | None:
     """When a claimed run let go undriven (no snapshot decided) next needs an engine.
 
     The liveness rule without a definition at hand: it keeps its due time; a run
-    that had none while it was being driven is due at once, for another engine;
-    a wait without one waits for an event (its inbox finds it), an ended run never.
+    that had none while it was being driven is due at once, for another engine,
+    and so is a wait whose timeout is still to be measured (``machine``, the
+    row's bookkeeping, says so); a wait without one waits for an event (its
+    inbox finds it), an ended run never.
 
     >>> due_when_let_go(Status.RUNNING, None, 10.0), due_when_let_go(Status.WAITING, None, 10.0)
     (10.0, None)
+    >>> due_when_let_go(Status.WAITING, None, 10.0, {"measure": True})
+    10.0
     """
     if status.is_terminal:
         return None
     if due_at is None and status in (Status.RUNNING, Status.COMPENSATING):
+        return now
+    if due_at is None and status is Status.WAITING and machine and machine.get("measure"):
         return now
     return due_at
 

@@ -148,7 +148,9 @@ class Migrations:
         try:
             self._write(rule, claimed, snapshot, data)
         except Exception as error:
-            due = due_when_let_go(Status(claimed.status), claimed.due_at, self.clock())
+            due = due_when_let_go(
+                Status(claimed.status), claimed.due_at, self.clock(), claimed.machine
+            )
             self.store.release_lease(claimed.id, claimed.epoch, due)
             return entry("failed", fit.state, f"{type(error).__name__}: {error}")
         log.info(

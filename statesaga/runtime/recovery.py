@@ -134,5 +134,5 @@ class Recovery:
     def _let_go(self, row: InstanceRow) -> None:
         """Release a claimed run undriven; when it is next due, the core says."""
         self.drive.keeper.forget_claimed(row.id)
-        due = due_when_let_go(Status(row.status), row.due_at, self.clock())
+        due = due_when_let_go(Status(row.status), row.due_at, self.clock(), row.machine)
         self.claims.store.release_lease(row.id, row.epoch, due)

@@ -197,3 +197,33 @@ def test_the_kit_finds_a_void_that_voids_nothing() -> None:
 
     assert "a compensated trip keeps no money" in str(caught.value)
     assert "charge: effect_then_raise x3" in str(caught.value)
+
+
+def test_a_run_let_go_before_its_confirmation_window_is_measured_stays_due(
+    database: str | None,
+) -> None:
+    """Found by the plans above: the process dies right after the package step enters
+    the confirmation wait (its window not measured yet); a recovery pass that claims
+    the run again lets it go undriven. It must stay due, or no worker would ever
+    measure the window (nor time the wait out)."""
+    plan = FaultPlan(
+        faults=(Fault("package", "crash_after_commit", 1), Fault("book.hotel", "lease_loss", 3)),
+        events=(EventPlan("supplier_confirmed", "while_locked"),),
+        lock_held=1,
+    )
+
+    outcome = run_plan(
+        BookWholeTrip,
+        plan,
+        input=TRIP,
+        database=database,
+        setup=fresh_suppliers,
+        resources=lambda world: [world],
+        payloads=PAYLOADS,
+        key="trip:t-1",
+    )
+
+    assert outcome.notes == ()  # never left waiting with neither a lease nor a due time
+    check_saga_invariants(outcome)
+    the_trip_is_whole_or_nothing(outcome)
+    assert outcome.run.status is Status.COMPLETED

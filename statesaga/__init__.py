@@ -46,6 +46,7 @@ from statesaga.errors import (
     SettingsError,
     StateSagaError,
     StepTimeout,
+    StoreBusy,
     StoreError,
 )
 from statesaga.migration import Migration, MigrationEntry, MigrationReport
@@ -113,6 +114,7 @@ __all__ = [
     "FencedOut",
     "LeaseLost",
     "EngineOverloaded",
+    "StoreBusy",
     "StoreError",
     "ConnectionLost",
     "LocksUnavailable",

@@ -22,6 +22,7 @@
     │   ├── LeaseLost            the lease expired or was taken while work was running
     │   └── EngineOverloaded     the engine holds all the runs it can (``max_in_flight``)
     ├── StoreError               the store could not be used (schema missing, unreachable)
+    │   ├── StoreBusy            SQLite stayed locked by another writer past the busy timeout
     │   └── ConnectionLost       the database connection died mid-transaction (not committed)
     ├── LocksUnavailable         the entity-lock service (Redis, PostgreSQL) cannot be reached
     ├── SettingsError            a setting (argument, STATESAGA_* variable, TOML) does not fit
@@ -67,6 +68,7 @@ __all__ = [
     "SettingsError",
     "StateSagaError",
     "StepTimeout",
+    "StoreBusy",
     "StoreError",
 ]
 
@@ -281,6 +283,16 @@ class EngineOverloaded(ConcurrencyError):
 
 class StoreError(StateSagaError):
     """The store could not be used: its schema is missing or out of date, or it is unreachable."""
+
+
+class StoreBusy(StoreError):
+    """SQLite stayed locked by another writer past the store's ``busy_timeout``.
+
+    Nothing of the write was done. A run it interrupted keeps its last
+    persisted transition and is resumed by a worker once its lease lapses (or
+    by the next call that drives it); a start or send can be repeated (with
+    the same idempotency key or event id).
+    """
 
 
 class ConnectionLost(StoreError):

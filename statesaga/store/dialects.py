@@ -36,7 +36,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from statesaga.errors import StoreError
+from statesaga.errors import StoreBusy, StoreError
 from statesaga.store import claims as _claims
 from statesaga.store.schema import instances
 from statesaga.store.sqlite_writers import Writers, writers_for
@@ -49,6 +49,7 @@ __all__ = [
     "SqliteDialect",
     "dialect_for",
     "is_busy",
+    "store_busy",
     "reading",
     "search_path",
     "use_schema",
@@ -288,8 +289,20 @@ _SQLITE_BUSY_CODES = frozenset({5, 6})
 
 def is_busy(error: BaseException) -> bool:
     """The database stayed locked by another writer past its busy timeout (SQLite)."""
+    if isinstance(error, StoreBusy):
+        return True
     original = getattr(error, "orig", error)
     return getattr(original, "sqlite_errorcode", None) in _SQLITE_BUSY_CODES
+
+
+def store_busy(error: BaseException) -> StoreBusy:
+    """The :class:`StoreBusy` a busy write on the hot path raises."""
+    return StoreBusy(
+        f"the SQLite database stayed locked by another writer past the store's busy_timeout "
+        f"({error}); nothing of this write was done: a run it interrupted is resumed by a "
+        "worker, a start or send can be repeated; raise busy_timeout, or keep long writes of "
+        "other processes off this file"
+    )
 
 
 def _configure_sqlite(

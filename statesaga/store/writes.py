@@ -33,7 +33,7 @@ from statesaga.errors import ConnectionLost, DuplicateStart, EntityBusy, FencedO
 from statesaga.serde import dumps
 from statesaga.store import inbox as _inbox
 from statesaga.store.base import HistoryRow, InstanceRow, Settle, Write
-from statesaga.store.dialects import Dialect, reading
+from statesaga.store.dialects import Dialect, is_busy, reading, store_busy
 from statesaga.store.hooks import StoreWrite, WriteHook, WriteMoment
 from statesaga.store.hot import HotConnection, HotConnections
 from statesaga.store.schema import history, instances
@@ -249,6 +249,8 @@ class HotWrites:
             except BaseException as error:
                 if self._lost(hot, error):
                     raise connection_lost(error) from error
+                if is_busy(error):
+                    raise store_busy(error) from error
                 raise
         return count
 
@@ -340,6 +342,8 @@ class HotWrites:
                     return
                 except BaseException as error:
                     if not self._lost(hot, error):
+                        if is_busy(error):
+                            raise store_busy(error) from error
                         raise
                     if attempt == 2:
                         raise connection_lost(error) from error

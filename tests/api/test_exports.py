@@ -59,6 +59,7 @@ def test_the_package_exports_exactly_these_names() -> None:
             "StepContext",
             "Resources",
             "StepTimeout",
+            "StoreBusy",
             "StoreError",
             "Transition",
             "Branch",

@@ -11,12 +11,25 @@ its schema's revision, so it never waits for that other writer.
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
+import attrs
 import pytest
-from sagas import Order, Waiting
+from sagas import Order, Progress, Waiting
 
-from statesaga import DeliveryStatus, Engine, Status, StoreError
+from statesaga import (
+    DeliveryStatus,
+    Engine,
+    HistoryKind,
+    Saga,
+    State,
+    Status,
+    StepContext,
+    StoreBusy,
+    StoreError,
+)
 from statesaga.store import SqlStore
 
 
@@ -53,3 +66,58 @@ def test_a_store_opens_while_another_process_holds_the_write_lock(tmp_path: Path
         other.execute("ROLLBACK")
     finally:
         other.close()
+
+
+class OtherProcess:
+    """Another process's connection that takes SQLite's write lock while a step runs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.held = threading.Event()
+        self.release = threading.Event()
+
+    def hold_while_the_step_runs(self, ctx: StepContext[Ticket, Progress]) -> Progress:
+        if not self.held.is_set():
+            threading.Thread(target=self._hold, daemon=True).start()
+            self.held.wait(5)
+        return Progress(done=[*ctx.data.done, "issued"])
+
+    def _hold(self) -> None:
+        other = sqlite3.connect(self.path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        self.held.set()
+        self.release.wait(10)
+        other.execute("ROLLBACK")
+        other.close()
+
+
+@attrs.frozen
+class Ticket:
+    ticket_id: str
+
+
+def test_a_transition_that_outwaits_the_busy_timeout_is_store_busy_and_resumes_later(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "busy.db"
+    other = OtherProcess(path)
+
+    class Issue(Saga[Ticket, Progress]):
+        name = "issue-busy"
+        new = State(initial=True)
+        issued = State(final=True)
+        issue = new.to(issued).run(other.hold_while_the_step_runs, read_only=True)
+
+    store = SqlStore(f"sqlite:///{path}", busy_timeout=0.1)
+    with Engine(store, sagas=[Issue], lease_ttl=0.3) as engine:
+        with pytest.raises(StoreBusy, match="stayed locked by another writer") as raised:
+            engine.start(Issue, Ticket("t-1"))
+        assert isinstance(raised.value, StoreError)  # callers catching StoreError see it too
+        (run,) = engine.list(saga="issue-busy")
+        assert run.status is Status.RUNNING  # its start is there, its step's write is not
+        assert [h.kind for h in engine.get(run.id).history] == [HistoryKind.START]
+        other.release.set()
+        time.sleep(0.4)  # past the run's lease: a worker's pass takes it over
+        (done,) = engine.recover()
+        assert done.id == run.id
+        assert done.status is Status.COMPLETED

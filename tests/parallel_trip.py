@@ -167,7 +167,8 @@ class BookTripTogether(Saga[TripOrder, TripPlan]):
     booked = State()
     done = State(final=True)
 
-    budget = new.to(budgeted).run(hold_budget, undo=release_budget)
+    # its hold may land and the call still fail: its release (a no-op for nothing held) too
+    budget = new.to(budgeted).run(hold_budget, undo=release_budget, undo_on_failure=True)
     book = budgeted.to(booked).parallel(
         flight=Branch(
             book_flight, undo=cancel_flight, undo_on_failure=True, retry=FAST, writes="flight"

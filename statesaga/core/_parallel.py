@@ -111,6 +111,7 @@ class Parallel:
         if forking.error is not None:
             if forking.in_flight:  # the running steps report before anything is undone
                 return snapshot, RunBranches(forking.transition, ())
+            snapshot = self._unknown_effects(snapshot, forking, spec)
             return self.rules.stop(snapshot, forking.error, None, records), None
         progress = forking.branches
         if all(p.done == len(b.steps) for p, b in zip(progress, spec.branches, strict=True)):
@@ -142,6 +143,25 @@ class Parallel:
         until = min(later) if later else None
         decision = RunBranches(forking.transition, steps, until)
         return attrs.evolve(snapshot, forking=forking, wake_at=None), decision
+
+    def _unknown_effects(self, snapshot: Snapshot, forking: Forking, spec: ParallelDef) -> Snapshot:
+        """The stopping fork's unfinished branch steps that undo on failure, on the stack.
+
+        Which branch steps were running is kept in memory only: a step whose
+        call took effect just before a crash leaves no trace. As for an
+        ordinary pending step, the compensation of each unfinished branch step
+        declared ``undo_on_failure`` (it tolerates an effect that never
+        happened) runs too, under its idempotency key.
+        """
+        stack = snapshot.stack
+        for p, branch in zip(forking.branches, spec.branches, strict=True):
+            if p.failed or p.done >= len(branch.steps):
+                continue
+            t = branch.steps[p.done]
+            done = Done(t.name, forking.seq)
+            if t.step is not None and t.step.compensate_on_failure and done not in stack:
+                stack = (*stack, done)
+        return attrs.evolve(snapshot, stack=stack)
 
     def _run_step(
         self, snapshot: Snapshot, forking: Forking, branch: BranchDef, index: int

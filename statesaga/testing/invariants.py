@@ -86,6 +86,17 @@ def check_saga_invariants(outcome: Outcome) -> None:
         raise InvariantViolation(problems, outcome)
 
 
+def _branch_steps_of_fork(definition: Definition, name: str) -> set[str]:
+    """The branch steps of the fork ``name`` is (or is a branch step of); empty otherwise."""
+    for fork, t in definition.transitions.items():
+        if t.parallel is None:
+            continue
+        steps = {step.name for _, _, step in t.parallel.positions()}
+        if name == fork or name in steps:
+            return steps
+    return set()
+
+
 def _step_of(definition: Definition, name: str | None) -> TransitionDef | None:
     """The transition, or parallel branch step, a history record names."""
     if name is None:
@@ -148,6 +159,10 @@ def _check_run(definition: Definition, run: Run) -> list[str]:
             # a try that failed, or was cut short by the deadline or a cancel (a crash
             # mid-step leaves its effect unknown): an undo_on_failure step is undone too
             failed_tries.add(t.name)
+            # ...and so is every unfinished branch step of a fork that stops: which of them
+            # were running when a process died is not recorded
+            if h.kind is not HistoryKind.RETRY:
+                failed_tries.update(_branch_steps_of_fork(definition, t.name))
         elif h.kind is HistoryKind.COMPENSATE:
             if pivoted:
                 problems.append(f"compensated {h.transition!r} after a pivot completed")

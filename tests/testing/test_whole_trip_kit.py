@@ -227,3 +227,33 @@ def test_a_run_let_go_before_its_confirmation_window_is_measured_stays_due(
     check_saga_invariants(outcome)
     the_trip_is_whole_or_nothing(outcome)
     assert outcome.run.status is Status.COMPLETED
+
+
+def test_a_branch_step_cut_short_by_a_crash_is_undone_when_its_fork_stops(
+    database: str | None,
+) -> None:
+    """Found by the plans above: the hotel's call takes effect and the process dies
+    before recording it, three times, while the flight fails for good. Which branch
+    steps were running is not recorded, so when the fork stops, the hotel (declared
+    ``undo_on_failure``) is cancelled under its key too: nothing stays booked."""
+    plan = FaultPlan(
+        faults=(Fault("book.flight", "retryable", 3), Fault("book.hotel", "crash_after", 3)),
+    )
+
+    outcome = run_plan(
+        BookWholeTrip,
+        plan,
+        input=TRIP,
+        database=database,
+        setup=fresh_suppliers,
+        resources=lambda world: [world],
+        payloads=PAYLOADS,
+        key="trip:t-1",
+    )
+
+    check_saga_invariants(outcome)
+    the_trip_is_whole_or_nothing(outcome)
+    run = outcome.run
+    assert run.status is Status.COMPENSATED
+    undone = [h.transition for h in run.history if h.kind is HistoryKind.COMPENSATE]
+    assert undone == ["book.hotel", "book.flight"]

@@ -45,6 +45,9 @@ class Agency:
 
     def __init__(self) -> None:
         self.booked: dict[str, set[str]] = {}  # trip -> what is booked for it
+        # keys cancelled: as a real supplier does, a late call under one (a paused holder's,
+        # after the run was compensated) is refused, not booked behind the saga's back
+        self.spent: set[str] = set()
         self.calls: list[str] = []
         self.failures: dict[str, list[BaseException]] = {}
         self.barrier: threading.Barrier | None = None
@@ -67,10 +70,14 @@ class Agency:
         if failures:
             raise failures.pop(0)
 
-    def book(self, trip: str, what: str) -> None:
-        self.booked.setdefault(trip, set()).add(what)
+    def book(self, trip: str, what: str, key: str | None = None) -> None:
+        if key is None or key not in self.spent:
+            self.booked.setdefault(trip, set()).add(what)
 
-    def cancel(self, trip: str, what: str) -> None:
+    def cancel(self, trip: str, what: str, key: str | None = None) -> None:
+        """Release ``what``; ``key``: the step's own key (its undo's, without ``:undo``)."""
+        if key is not None:
+            self.spent.add(key.removesuffix(":undo"))
         self.booked.get(trip, set()).discard(what)
 
     def holdings(self, trip: str) -> set[str]:
@@ -83,20 +90,20 @@ Ctx = StepContext[TripOrder, TripPlan]
 def hold_budget(ctx: Ctx) -> TripPlan:
     agency = ctx.resource(Agency)
     agency.enter(ctx, "hold_budget", first=False)
-    agency.book(ctx.input.trip_id, "budget")
+    agency.book(ctx.input.trip_id, "budget", ctx.idempotency_key)
     return attrs.evolve(ctx.data, budget_held=True)
 
 
 def release_budget(ctx: Ctx) -> None:
     agency = ctx.resource(Agency)
     agency.calls.append("release_budget")
-    agency.cancel(ctx.input.trip_id, "budget")
+    agency.cancel(ctx.input.trip_id, "budget", ctx.idempotency_key)
 
 
 def book_flight(ctx: Ctx) -> TripPlan:
     agency = ctx.resource(Agency)
     agency.enter(ctx, "book_flight", first=True)
-    agency.book(ctx.input.trip_id, "flight")
+    agency.book(ctx.input.trip_id, "flight", ctx.idempotency_key)
     agency.gate("book_flight").set()
     return attrs.evolve(ctx.data, flight=f"F-{ctx.input.trip_id}")
 
@@ -104,13 +111,13 @@ def book_flight(ctx: Ctx) -> TripPlan:
 def cancel_flight(ctx: Ctx) -> None:
     agency = ctx.resource(Agency)
     agency.calls.append("cancel_flight")
-    agency.cancel(ctx.input.trip_id, "flight")
+    agency.cancel(ctx.input.trip_id, "flight", ctx.idempotency_key)
 
 
 def book_hotel(ctx: Ctx) -> TripPlan:
     agency = ctx.resource(Agency)
     agency.enter(ctx, "book_hotel", first=True)
-    agency.book(ctx.input.trip_id, "hotel")
+    agency.book(ctx.input.trip_id, "hotel", ctx.idempotency_key)
     return attrs.evolve(ctx.data, hotel=f"H-{ctx.input.trip_id}")
 
 
@@ -118,26 +125,26 @@ def cancel_hotel(ctx: Ctx) -> None:
     """Cancel the hotel, booked or not (it runs too when the booking failed part-way)."""
     agency = ctx.resource(Agency)
     agency.calls.append("cancel_hotel")
-    agency.cancel(ctx.input.trip_id, "hotel")
+    agency.cancel(ctx.input.trip_id, "hotel", ctx.idempotency_key)
 
 
 def reserve_car(ctx: Ctx) -> TripPlan:
     agency = ctx.resource(Agency)
     agency.enter(ctx, "reserve_car", first=True)
-    agency.book(ctx.input.trip_id, "car")
+    agency.book(ctx.input.trip_id, "car", ctx.idempotency_key)
     return attrs.evolve(ctx.data, car=f"C-{ctx.input.trip_id}")
 
 
 def release_car(ctx: Ctx) -> None:
     agency = ctx.resource(Agency)
     agency.calls.append("release_car")
-    agency.cancel(ctx.input.trip_id, "car")
+    agency.cancel(ctx.input.trip_id, "car", ctx.idempotency_key)
 
 
 def confirm_car(ctx: Ctx) -> TripPlan:
     agency = ctx.resource(Agency)
     agency.enter(ctx, "confirm_car", first=False)
-    agency.book(ctx.input.trip_id, "car-confirmed")
+    agency.book(ctx.input.trip_id, "car-confirmed", ctx.idempotency_key)
     agency.gate("confirm_car").set()
     return attrs.evolve(ctx.data, car_confirmed=True)
 
@@ -145,7 +152,7 @@ def confirm_car(ctx: Ctx) -> TripPlan:
 def unconfirm_car(ctx: Ctx) -> None:
     agency = ctx.resource(Agency)
     agency.calls.append("unconfirm_car")
-    agency.cancel(ctx.input.trip_id, "car-confirmed")
+    agency.cancel(ctx.input.trip_id, "car-confirmed", ctx.idempotency_key)
 
 
 def issue_itinerary(ctx: Ctx) -> TripPlan:

@@ -49,7 +49,6 @@ __all__ = [
     "SqliteDialect",
     "dialect_for",
     "is_busy",
-    "store_busy",
     "reading",
     "search_path",
     "use_schema",
@@ -293,16 +292,6 @@ def is_busy(error: BaseException) -> bool:
         return True
     original = getattr(error, "orig", error)
     return getattr(original, "sqlite_errorcode", None) in _SQLITE_BUSY_CODES
-
-
-def store_busy(error: BaseException) -> StoreBusy:
-    """The :class:`StoreBusy` a busy write on the hot path raises."""
-    return StoreBusy(
-        f"the SQLite database stayed locked by another writer past the store's busy_timeout "
-        f"({error}); nothing of this write was done: a run it interrupted is resumed by a "
-        "worker, a start or send can be repeated; raise busy_timeout, or keep long writes of "
-        "other processes off this file"
-    )
 
 
 def _configure_sqlite(

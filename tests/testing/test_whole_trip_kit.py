@@ -212,16 +212,7 @@ def test_a_run_let_go_before_its_confirmation_window_is_measured_stays_due(
         lock_held=1,
     )
 
-    outcome = run_plan(
-        BookWholeTrip,
-        plan,
-        input=TRIP,
-        database=database,
-        setup=fresh_suppliers,
-        resources=lambda world: [world],
-        payloads=PAYLOADS,
-        key="trip:t-1",
-    )
+    outcome = play(plan, database)
 
     assert outcome.notes == ()  # never left waiting with neither a lease nor a due time
     check_saga_invariants(outcome)
@@ -240,7 +231,19 @@ def test_a_branch_step_cut_short_by_a_crash_is_undone_when_its_fork_stops(
         faults=(Fault("book.flight", "retryable", 3), Fault("book.hotel", "crash_after", 3)),
     )
 
-    outcome = run_plan(
+    outcome = play(plan, database)
+
+    check_saga_invariants(outcome)
+    the_trip_is_whole_or_nothing(outcome)
+    run = outcome.run
+    assert run.status is Status.COMPENSATED
+    undone = [h.transition for h in run.history if h.kind is HistoryKind.COMPENSATE]
+    assert undone == ["book.hotel", "book.flight"]
+
+
+def play(plan: FaultPlan, database: str | None) -> Outcome:
+    """One trip under ``plan``, on its own key, with fresh suppliers."""
+    return run_plan(
         BookWholeTrip,
         plan,
         input=TRIP,
@@ -250,10 +253,3 @@ def test_a_branch_step_cut_short_by_a_crash_is_undone_when_its_fork_stops(
         payloads=PAYLOADS,
         key="trip:t-1",
     )
-
-    check_saga_invariants(outcome)
-    the_trip_is_whole_or_nothing(outcome)
-    run = outcome.run
-    assert run.status is Status.COMPENSATED
-    undone = [h.transition for h in run.history if h.kind is HistoryKind.COMPENSATE]
-    assert undone == ["book.hotel", "book.flight"]

@@ -12,7 +12,10 @@ step, ``BEGIN IMMEDIATE``, UPDATE instance + INSERT history, ``COMMIT``; into
 the same tables and indexes (a database migrated by the store), with
 payloads of the same size, prepared once. What separates the engine from
 the floor is therefore the engine's own work: the interpreter, building
-rows, (de)serialising, and the lock calls of the variants:
+rows, (de)serialising, and the lock calls of the variants. A reference line,
+``sqlite3, engine's SQL``, makes the same commits with the engine's own UPDATE,
+which leaves the indexed columns that did not change (status, due time, lease
+owner, a lease renewed a moment ago) out of its SET list:
 
 - ``engine``: ``Engine(url)``, runs without an entity key (no lock calls);
 - ``engine+key``: each run on its own entity key (the unique open-instance
@@ -130,8 +133,13 @@ def engine_variant(path: Path, locks: str | None, keyed: bool) -> Variant:
     )
 
 
-def floor_variant(path: Path) -> Variant:
-    """The same commits through plain ``sqlite3``, into the store's own tables."""
+def floor_variant(path: Path, lean: bool = False) -> Variant:
+    """The same commits through plain ``sqlite3``, into the store's own tables.
+
+    ``lean``: each step's UPDATE in the engine's own shape, which leaves the
+    indexed columns that did not change (status, due time, lease owner, a lease
+    renewed a moment ago) out of its SET list, so no index entry is rewritten.
+    """
     SqlStore(f"sqlite:///{path}").close()  # the same schema, indexes included
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     connection.execute("PRAGMA journal_mode=WAL")
@@ -158,6 +166,17 @@ def floor_variant(path: Path) -> Variant:
         "lease_expires_at = ?, updated_at = ?, version = version + 1 "
         "WHERE id = ? AND version = ? AND epoch = ?"
     )
+    # the engine's shape: a step that keeps the status, due time and lease sets neither
+    update_lean = (
+        "UPDATE statesaga_instances SET state = ?, context = ?, machine = ?, error = ?, "
+        "output = ?, attempt = ?, updated_at = ?, version = version + 1 "
+        "WHERE id = ? AND version = ? AND epoch = ?"
+    )
+    update_last = (  # the last step ends the run: status and lease change
+        "UPDATE statesaga_instances SET state = ?, status = ?, context = ?, machine = ?, "
+        "error = ?, output = ?, attempt = ?, lease_owner = ?, lease_expires_at = ?, "
+        "updated_at = ?, version = version + 1 WHERE id = ? AND version = ? AND epoch = ?"
+    )
     owner = f"bench:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     machines = [machine_json(seq) for seq in range(STEPS + 1)]
@@ -180,12 +199,24 @@ def floor_variant(path: Path) -> Variant:
             last = seq == STEPS
             now = time.time()
             execute("BEGIN IMMEDIATE")
-            execute(
-                update_instance,
-                (f"s{seq}", "completed" if last else "running", "{}", machines[seq], None,
-                 None, 0 if last else 1, None, None if last else owner,
-                 None if last else now + 30, now, instance_id, seq, 1),
-            )  # fmt: skip
+            if not lean:
+                execute(
+                    update_instance,
+                    (f"s{seq}", "completed" if last else "running", "{}", machines[seq], None,
+                     None, 0 if last else 1, None, None if last else owner,
+                     None if last else now + 30, now, instance_id, seq, 1),
+                )  # fmt: skip
+            elif last:
+                execute(
+                    update_last,
+                    (f"s{seq}", "completed", "{}", machines[seq], None, None, 0, None, None,
+                     now, instance_id, seq, 1),
+                )  # fmt: skip
+            else:
+                execute(
+                    update_lean,
+                    (f"s{seq}", "{}", machines[seq], None, None, 1, now, instance_id, seq, 1),
+                )  # fmt: skip
             execute(
                 insert_history,
                 (instance_id, seq + 1, "forward", f"t{seq}", f"t{seq}", f"s{seq - 1}",
@@ -197,11 +228,13 @@ def floor_variant(path: Path) -> Variant:
         for _ in range(n):
             one_saga()
 
-    return Variant("sqlite3 floor", COMMITS_PER_SAGA, run, connection.close)
+    name = "sqlite3, engine's SQL" if lean else "sqlite3 floor"
+    return Variant(name, COMMITS_PER_SAGA, run, connection.close)
 
 
 VARIANTS: dict[str, Callable[[Path], Variant]] = {
     "floor": floor_variant,
+    "floor_lean": lambda path: floor_variant(path, lean=True),
     "engine": lambda path: engine_variant(path, None, keyed=False),
     "engine_key": lambda path: engine_variant(path, None, keyed=True),
     "in_process_locks": lambda path: engine_variant(path, "memory", keyed=True),
@@ -248,6 +281,8 @@ def summary(
         "target_ratio": TARGET_RATIO,
         "ratio_engine_to_floor": round(medians["engine"] / floor, 3),
         "paired_ratio_engine_to_floor": round(paired["engine"], 3),
+        # beside plain sqlite3 sending the engine's own statements (see floor_variant)
+        "ratio_engine_to_engine_sql": round(medians["engine"] / medians["floor_lean"], 3),
         "within_target": medians["engine"] / floor >= TARGET_RATIO,
         "sagas_per_repeat": sagas,
         "repeats": repeats,
@@ -312,7 +347,8 @@ def show(document: dict[str, Any], console: Console) -> None:
     console.print(
         f"target: engine >= {TARGET_RATIO:.0%} of the sqlite3 floor: {verdict} "
         f"({document['ratio_engine_to_floor']:.0%}; median of the per-repeat ratios "
-        f"{document['paired_ratio_engine_to_floor']:.0%})"
+        f"{document['paired_ratio_engine_to_floor']:.0%}); beside plain sqlite3 sending "
+        f"the engine's own statements: {document['ratio_engine_to_engine_sql']:.0%}"
     )
     env = document["environment"]
     console.print(

@@ -154,6 +154,7 @@ def held_of(row: InstanceRow, definition: Definition, core: Interpreter, now: fl
         inbox_pending=row.inbox_pending,
         trace_context=row.trace_context,
         idempotency_key=row.idempotency_key,
+        stored=(row.status, row.due_at, row.lease_owner),
     )
 
 
@@ -176,9 +177,10 @@ def write_of(
     if data is not run.encoded_data:
         run.encoded_context = encode(converter.unstructure(data, definition.context_type))
         run.encoded_data = data
+    status = snapshot.status.value
     return Write(
         state=snapshot.state,
-        status=snapshot.status.value,
+        status=status,
         context=run.encoded_context,
         machine=encode(machine_of(snapshot, definition)),
         error=None if snapshot.error is None else encode(encode_error(snapshot.error)),
@@ -188,7 +190,44 @@ def write_of(
         lease_owner=owner,
         lease_expires_at=expires,
         updated_at=now,
+        keep=_keep(run, status, due, owner, now, leasing.lease_ttl),
     )
+
+
+#: a lease younger than this share of its ttl is not renewed by a transition (the keeper
+#: renews it in its batches): an ordinary transition then rewrites no index entry
+RENEW_AFTER = 1 / 6
+
+
+def _keep(
+    run: HeldRun, status: str, due: float | None, owner: str | None, now: float, ttl: float
+) -> frozenset[str]:
+    """The indexed columns a write may leave as the row holds them (see ``Write.keep``)."""
+    stored = run.stored
+    if stored is None:
+        return _KEEP_NOTHING
+    same_status, same_due, same_owner = stored[0] == status, stored[1] == due, stored[2] == owner
+    fresh = same_owner and owner is not None and now - run.renewed_at < ttl * RENEW_AFTER
+    return _KEEPS[same_status, same_due, same_owner, fresh]
+
+
+_KEEP_NOTHING: frozenset[str] = frozenset()
+_KEEPS = {
+    (status, due, owner, fresh): frozenset(
+        name
+        for name, kept in (
+            ("status", status),
+            ("due_at", due),
+            ("lease_owner", owner),
+            ("lease_expires_at", fresh),
+        )
+        if kept
+    )
+    for status in (False, True)
+    for due in (False, True)
+    for owner in (False, True)
+    for fresh in (False, True)
+}
 
 
 def new_row(

@@ -50,6 +50,9 @@ class HeldRun:
     judging: InboxRow | None = None
     #: the key it was started with (a child run's names its parent: ``core.parent_of``)
     idempotency_key: str | None = None
+    #: (status, due_at, lease_owner) as the instance row holds them since this holder's
+    #: insert, claim or last write (``None``: not known): a write keeps what did not change
+    stored: tuple[str, float | None, str | None] | None = None
 
     @property
     def lock_key(self) -> str:
@@ -69,6 +72,7 @@ class Kept:
     output: Any
     encoded_data: Any
     encoded_context: str
+    stored: tuple[str, float | None, str | None] | None
 
     @classmethod
     def of(cls, run: HeldRun) -> Kept:
@@ -82,6 +86,7 @@ class Kept:
             run.output,
             run.encoded_data,
             run.encoded_context,
+            run.stored,
         )
 
     def restore(self, run: HeldRun) -> None:
@@ -89,3 +94,4 @@ class Kept:
         run.version, run.snapshot, run.leased = self.version, self.snapshot, self.leased
         run.updated_at, run.renewed_at, run.output = self.updated_at, self.renewed_at, self.output
         run.encoded_data, run.encoded_context = self.encoded_data, self.encoded_context
+        run.stored = self.stored

@@ -307,6 +307,7 @@ class Runtime:
                         raise
                     self.reporter.end_trace(run, None)
                     return _Existing(claims.existing(existing, input_json))
+                run.stored = (row.status, row.due_at, row.lease_owner)
                 self.reporter.started(run)
                 result: Run = yield from self.drive.hold(run, nxt, operation="start")
                 return result

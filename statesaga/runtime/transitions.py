@@ -78,7 +78,10 @@ class Transitions:
         run.version += 1
         run.snapshot = nxt.snapshot
         run.leased = write.lease_owner is not None
-        run.renewed_at = run.updated_at = now
+        run.stored = (write.status, write.due_at, write.lease_owner)
+        run.updated_at = now
+        if "lease_expires_at" not in write.keep:
+            run.renewed_at = now  # the write renewed the lease
         if nxt.snapshot.status is not Status.COMPLETED:
             run.output = None
         self.reporter.transitions(run, nxt)
@@ -145,7 +148,9 @@ class Transitions:
             lease_owner=None,
             lease_expires_at=not_before,
             due_at=due,
+            keep=frozenset(),
         )
         self.store.transition(run.id, run.version, run.epoch, write, [])
         run.version += 1
         run.leased = False
+        run.stored = (write.status, write.due_at, None)

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import attrs
 
-__all__ = ["HistoryRow", "InboxRow", "InstanceRow", "Settle", "Store", "Write"]
+__all__ = ["KEEPABLE", "HistoryRow", "InboxRow", "InstanceRow", "Settle", "Store", "Write"]
 
 
 @attrs.frozen
@@ -76,9 +76,21 @@ class HistoryRow:
         return self.finished_at - self.started_at
 
 
+#: the columns of a :class:`Write` a writer may ask the store to leave as they are
+KEEPABLE = frozenset({"status", "due_at", "lease_owner", "lease_expires_at"})
+
+
 @attrs.frozen
 class Write:
-    """The columns a transition changes (JSON columns as already-encoded text)."""
+    """The columns a transition changes (JSON columns as already-encoded text).
+
+    ``keep`` names columns (among :data:`KEEPABLE`, the indexed ones) that the
+    store leaves as they are: their values here are ignored. A holder keeps
+    what it knows it wrote last (a status, due time or lease owner that did not
+    change), and a lease expiry it renewed a moment ago, so that an ordinary
+    transition rewrites no index entry: on SQLite no index page is written, on
+    PostgreSQL the update can stay on its heap page.
+    """
 
     state: str
     status: str
@@ -91,6 +103,7 @@ class Write:
     lease_owner: str | None
     lease_expires_at: float | None
     updated_at: float
+    keep: frozenset[str] = frozenset()
 
 
 @attrs.frozen

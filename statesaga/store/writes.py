@@ -71,11 +71,7 @@ class _Statements:
     """The hot path's statements, written once for the DBAPI's parameter marker."""
 
     def __init__(self, mark: str) -> None:
-        assigns = ", ".join(f"{c} = {mark}" for c in _WRITE_COLUMNS)
-        self.update = (
-            f"UPDATE statesaga_instances SET {assigns}, version = version + 1 "
-            f"WHERE id = {mark} AND version = {mark} AND epoch = {mark}"
-        )
+        self.mark = mark
         self.insert_instance = (
             f"INSERT INTO statesaga_instances ({', '.join(_INSTANCE_COLUMNS)}) "
             f"VALUES ({', '.join([mark] * len(_INSTANCE_COLUMNS))})"
@@ -86,20 +82,39 @@ class _Statements:
         )
         # one history row joined to the instance's write; typed, as a SELECT list is not an
         # INSERT's VALUES (to text, not varchar(n): a cast would truncate what is too long)
-        history_select = (
+        self.history_select = (
             f"INSERT INTO statesaga_history ({', '.join(_HISTORY_COLUMNS)}) "
             f"SELECT {', '.join(f'{mark}::{_pg_type(c)}' for c in _HISTORY_COLUMNS)}"
         )
-        self.transition = f"WITH moved AS ({self.update} RETURNING id) {history_select} FROM moved"
+        # by the columns a write keeps: (its UPDATE, its one-statement form)
+        self._updates: dict[frozenset[str], tuple[str, str]] = {}
+        self.update, self.transition = self.updating(frozenset())
         # a migration moves the run onto another version of its saga, in the same compare-and-set
-        self.migrate = (
-            f"UPDATE statesaga_instances SET saga_version = {mark}, graph_hash = {mark}, "
-            f"{assigns}, version = version + 1 "
-            f"WHERE id = {mark} AND version = {mark} AND epoch = {mark}"
+        self.migrate = self.update.replace(
+            "SET ", f"SET saga_version = {mark}, graph_hash = {mark}, ", 1
         )
         self.start = (
-            f"WITH started AS ({self.insert_instance} RETURNING id) {history_select} FROM started"
+            f"WITH started AS ({self.insert_instance} RETURNING id) "
+            f"{self.history_select} FROM started"
         )
+
+    def updating(self, keep: frozenset[str]) -> tuple[str, str]:
+        """The compare-and-set UPDATE that leaves ``keep`` as they are, and its one-statement
+        form with a history row (``WITH moved AS (UPDATE ...) INSERT ...``)."""
+        found = self._updates.get(keep)
+        if found is None:
+            mark = self.mark
+            assigns = ", ".join(f"{c} = {mark}" for c in _WRITE_COLUMNS if c not in keep)
+            update = (
+                f"UPDATE statesaga_instances SET {assigns}, version = version + 1 "
+                f"WHERE id = {mark} AND version = {mark} AND epoch = {mark}"
+            )
+            found = (
+                update,
+                f"WITH moved AS ({update} RETURNING id) {self.history_select} FROM moved",
+            )
+            self._updates[keep] = found
+        return found
 
 
 class HotWrites:
@@ -167,12 +182,13 @@ class HotWrites:
     ) -> None:
         """Compare-and-set on (version, epoch), append history, settle inbox entries."""
         params = (*_write_values(write), instance_id, version, epoch)
+        update, one_statement = self.sql.updating(write.keep)
         rows = [_history_values(h) for h in history_rows]
         hook = self.hook
         if connection is not None:
             if hook is not None:
                 self._announce_joined(hook, connection, instance_id, history_rows)
-            self._join(connection, instance_id, version, epoch, params, rows, settle)
+            self._join(connection, instance_id, version, epoch, write.keep, params, rows, settle)
             return
         seen = None if hook is None else _announce(hook, instance_id, history_rows)
 
@@ -182,9 +198,9 @@ class HotWrites:
                 # one statement: the compare-and-set and its history row commit together;
                 # fenced out, it moves nothing and so inserts nothing
                 if rows:
-                    sql, values = self.sql.transition, (*params, *rows[0])
+                    sql, values = one_statement, (*params, *rows[0])
                 else:
-                    sql, values = self.sql.update, params
+                    sql, values = update, params
                 if seen is not None:
                     seen.before_commit(raw)
                 cursor.execute(sql, values)
@@ -192,7 +208,7 @@ class HotWrites:
                     raise fenced(instance_id, version, epoch)
                 return
             self.dialect.begin(raw, cursor)
-            cursor.execute(self.sql.update, params)
+            cursor.execute(update, params)
             if cursor.rowcount != 1:
                 raise fenced(instance_id, version, epoch)
             self._write_history(cursor, rows)
@@ -215,7 +231,14 @@ class HotWrites:
         history_rows: Sequence[HistoryRow],
     ) -> None:
         """Move a claimed run onto saga version and graph hash ``saga``: one compare-and-set."""
-        params = (*saga, *_write_values(write), instance_id, version, epoch)
+        # a migration writes every column (the statement has no kept ones)
+        params = (
+            *saga,
+            *_write_values(attrs.evolve(write, keep=frozenset())),
+            instance_id,
+            version,
+            epoch,
+        )
         rows = [_history_values(h) for h in history_rows]
 
         def work(hot: HotConnection) -> None:
@@ -308,22 +331,24 @@ class HotWrites:
         instance_id: str,
         version: int,
         epoch: int,
+        keep: frozenset[str],
         params: tuple[Any, ...],
         rows: list[tuple[Any, ...]],
         settle: Sequence[Settle],
     ) -> None:
         """The transition's writes inside a step's own transaction (it commits them)."""
+        update, one_statement = self.sql.updating(keep)
         dbapi_connection = connection.connection.dbapi_connection
         cursor = dbapi_connection.cursor()
         try:
             if self._one_statement and len(rows) == 1:
                 # the compare-and-set and its history row in one round trip (fenced out,
                 # it moves nothing and so inserts nothing)
-                cursor.execute(self.sql.transition, (*params, *rows[0]))
+                cursor.execute(one_statement, (*params, *rows[0]))
                 if cursor.rowcount != 1:
                     raise fenced(instance_id, version, epoch)
             else:
-                cursor.execute(self.sql.update, params)
+                cursor.execute(update, params)
                 if cursor.rowcount != 1:
                     raise fenced(instance_id, version, epoch)
                 self._write_history(cursor, rows)
@@ -476,7 +501,8 @@ def _pg_type(column: str) -> str:
 
 
 def _write_values(write: Write) -> tuple[Any, ...]:
-    return (
+    """The UPDATE's parameters: the write's columns but those it keeps, in statement order."""
+    values = (
         write.state,
         write.status,
         write.context,
@@ -489,6 +515,10 @@ def _write_values(write: Write) -> tuple[Any, ...]:
         write.lease_expires_at,
         write.updated_at,
     )
+    keep = write.keep
+    if keep:
+        return tuple(v for c, v in zip(_WRITE_COLUMNS, values, strict=True) if c not in keep)
+    return values
 
 
 def _history_values(row: HistoryRow) -> tuple[Any, ...]:

@@ -17,7 +17,7 @@ from alembic.script import ScriptDirectory
 from statesaga import FencedOut, StoreError
 from statesaga.locks import InProcessLocks, SqlLocks
 from statesaga.store import SqlStore
-from statesaga.store.base import HistoryRow, InstanceRow, Write
+from statesaga.store.base import KEEPABLE, HistoryRow, InstanceRow, Write
 from statesaga.store.migrate import HEAD, MIGRATIONS, current_revision, upgrade
 from statesaga.store.schema import metadata
 
@@ -238,6 +238,40 @@ def test_a_transition_writes_its_history_rows_with_the_instance_or_nothing(db: s
         ]  # fmt: skip
         assert history[1] == attrs.evolve(_history_row("i1", 2), id=history[1].id)
         assert [h.transition for h in store.history("i2")] == ["t", "u"]
+    finally:
+        store.close()
+
+
+def test_a_write_leaves_the_columns_it_keeps_as_the_row_holds_them(db: str) -> None:
+    store = SqlStore(db, auto_migrate=True)
+    try:
+        store.insert(_instance_row("i1"), [_history_row("i1", 1, "start")])
+        lean = attrs.evolve(
+            _write("b"),
+            status="compensating",
+            due_at=5.0,
+            lease_owner="someone else",
+            lease_expires_at=1.0,
+            keep=KEEPABLE,
+        )
+        store.transition("i1", 1, 1, lean, [_history_row("i1", 2)])  # one statement on PG
+        store.transition("i1", 2, 1, attrs.evolve(lean, state="c"), [])  # an UPDATE alone
+        with store.transaction() as connection:  # inside a step's own transaction
+            store.transition("i1", 3, 1, attrs.evolve(lean, state="d"), [], connection)
+        row = store.get("i1")
+        assert row is not None
+        assert (row.state, row.version, row.updated_at) == ("d", 4, 3.0)
+        kept = (row.status, row.due_at, row.lease_owner, row.lease_expires_at)
+        assert kept == ("running", None, "me", 100.0), "a kept column was written"
+        # only what it names is kept: a write keeping the owner writes the rest
+        some = attrs.evolve(lean, keep=frozenset({"lease_owner"}))
+        store.transition("i1", 4, 1, some, [_history_row("i1", 5)])
+        row = store.get("i1")
+        assert row is not None
+        written = (row.status, row.due_at, row.lease_owner, row.lease_expires_at)
+        assert written == ("compensating", 5.0, "me", 1.0)
+        with pytest.raises(FencedOut):  # kept or not, the compare-and-set holds
+            store.transition("i1", 4, 1, lean, [_history_row("i1", 5)])
     finally:
         store.close()
 

@@ -208,7 +208,33 @@ def unstructure(value: Any, type_: Any = None) -> Any:
     return converter.unstructure(value, type_)
 
 
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
+
+
+def _encoder() -> Callable[[Any], str]:
+    """``json.JSONEncoder(separators=(",", ":")).encode``, built once.
+
+    The encoder makes a new C encoder on every call; made once here, what a
+    transition pays for its JSON halves (values are unstructured primitives,
+    so there is no cycle to watch for).
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has the C encoder
+        return json.JSONEncoder(separators=(",", ":")).encode
+    ascii_strings = json.encoder.encode_basestring_ascii
+    encode = make(None, _not_json, ascii_strings, None, ":", ",", False, False, True)
+    join = "".join
+
+    def encoded(value: Any) -> str:
+        if isinstance(value, str):
+            return ascii_strings(value)
+        return join(encode(value, 0))
+
+    return encoded
+
+
+_encode = _encoder()
 
 
 def dumps(value: Any) -> str:

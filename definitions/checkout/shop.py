@@ -51,6 +51,7 @@ from definitions.checkout.webhooks import WebhookReceipt, declined_by_customer, 
 from statesaga import EntityBusy, Run, Status
 from statesaga.engine import Engine
 from statesaga.settings import Settings
+from statesaga.store import SqlStore
 
 __all__ = ["CheckoutResult", "Shop", "StockLevel", "WebhookReceipt", "cart_key"]
 
@@ -108,7 +109,8 @@ class Shop:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.database: sa.Engine = engine.store.engine  # type: ignore[attr-defined]
+        self.store: SqlStore = engine.store  # type: ignore[assignment]
+        self.database: sa.Engine = self.store.engine
         engine.register(CompleteCart)
 
     @classmethod
@@ -221,7 +223,8 @@ class Shop:
 
     def stock(self, sku: str) -> StockLevel:
         """A SKU's stock level."""
-        with Session(self.database) as session:
+        # reads take no write lock (on SQLite a plain session's would queue behind writers)
+        with self.store.reading() as connection, Session(connection) as session:
             item = session.get_one(InventoryItem, sku)
             return StockLevel(item.stocked, item.reserved)
 
@@ -231,7 +234,10 @@ class Shop:
         Raises:
             CartNotFound: no such cart.
         """
-        with Session(self.database, expire_on_commit=False) as session:
+        with (
+            self.store.reading() as connection,
+            Session(connection, expire_on_commit=False) as session,
+        ):
             cart = session.scalars(
                 sa.select(Cart).where(Cart.id == cart_id).options(selectinload(Cart.lines))
             ).one_or_none()
@@ -258,7 +264,10 @@ class Shop:
         query = sa.select(model).order_by(model.id)
         if cart_id is not None:
             query = query.where(model.cart_id == cart_id)
-        with Session(self.database, expire_on_commit=False) as session:
+        with (
+            self.store.reading() as connection,
+            Session(connection, expire_on_commit=False) as session,
+        ):
             rows = list(session.scalars(query))
             session.expunge_all()
             return rows

@@ -32,7 +32,7 @@ from statesaga.store import inbox as _inbox
 from statesaga.store import leases as _leases
 from statesaga.store import reads as _reads
 from statesaga.store.base import HistoryRow, InboxRow, InstanceRow, Settle, Write
-from statesaga.store.dialects import APP_SCHEMAS, dialect_for, is_busy, use_schema
+from statesaga.store.dialects import APP_SCHEMAS, dialect_for, is_busy, reading, use_schema
 from statesaga.store.hooks import StoreWrite, WriteHook
 from statesaga.store.hot import HotConnections
 from statesaga.store.migrate import ensure_schema
@@ -195,6 +195,24 @@ class SqlStore:
             raise connection_lost(error.orig) from error
         if joined:
             self._writes.committed(joined)
+
+    def reading(self) -> sa.Connection:
+        """A connection for the application's own reads on the store's database.
+
+        On SQLite a plain ``engine.connect()`` begins with ``BEGIN IMMEDIATE`` (the
+        write lock, so that two writers never deadlock), and a read then waits its
+        turn behind every writer; this connection's transaction takes no write lock
+        and, under WAL, never waits for a writer. On PostgreSQL it is an ordinary
+        connection. Use it as a context manager; write through ``engine.begin()``.
+
+        >>> from statesaga.store import SqlStore
+        >>> store = SqlStore("sqlite://")
+        >>> with store.reading() as connection:
+        ...     connection.exec_driver_sql("SELECT count(*) FROM statesaga_instances").scalar()
+        0
+        >>> store.close()
+        """
+        return reading(self.engine)
 
     # -- claims and leases (see store.leases) ---------------------------------------------
 

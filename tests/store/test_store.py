@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import attrs
@@ -331,5 +332,30 @@ def test_extend_leases_renews_every_lease_whose_epoch_matches_in_one_call(db: st
         assert expiries["r00001"] == 500.0  # the thief's lease, untouched
         assert {expiries[i] for i in ids if i != "r00001"} == {300.0}
         assert store.extend_leases([("r00001", 2), ("r00002", 2)], 600.0) == {"r00001"}
+    finally:
+        store.close()
+
+
+# -- the application's own reads --------------------------------------------------------------
+
+
+def test_a_read_through_reading_does_not_wait_for_a_writer(path: Path) -> None:
+    store = SqlStore(f"sqlite:///{path}", busy_timeout=5.0)
+    try:
+        store.insert(_instance_row("i1"), [_history_row("i1", 1, "start")])
+        count = "SELECT count(*) FROM statesaga_instances"
+        with store.transaction() as writer:  # holds the write lock till the block ends
+            writer.exec_driver_sql("DELETE FROM statesaga_history")
+            started = time.monotonic()
+            with store.reading() as connection:
+                seen = connection.exec_driver_sql("SELECT count(*) FROM statesaga_history")
+                assert seen.scalar() == 1  # what was committed, not the writer's delete
+                assert connection.exec_driver_sql(count).scalar() == 1
+            assert time.monotonic() - started < 1.0, "the read queued behind the writer"
+            # a plain connection's transaction would take the write lock and wait
+        with store.reading() as connection:
+            assert (
+                connection.exec_driver_sql("SELECT count(*) FROM statesaga_history").scalar() == 0
+            )
     finally:
         store.close()

@@ -475,7 +475,7 @@ def _answer(request: Call) -> Response:
             value = _in_a_thread(request)
         else:
             value = request.function(request.ctx)
-        if inspect.isawaitable(value):
+        if value is not None and inspect.isawaitable(value):
             value = asyncio.run(_bounded(value, request))
     except Exception as error:
         return Response(error=error)

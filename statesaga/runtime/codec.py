@@ -75,13 +75,19 @@ class Leasing:
         The lease is let go when the run waits, ends, or sleeps longer than
         ``max_inline_sleep`` (then ``due_at`` tells ``recover`` when to wake it).
         """
-        release = isinstance(decision, Wait | Finish) or (
-            isinstance(decision, Sleep) and decision.until - now > self.max_inline_sleep
-        )
-        due = decision.until if isinstance(decision, Sleep | Wait) else None
+        if isinstance(decision, _WAIT_OR_FINISH):
+            return None, None, decision.until if isinstance(decision, Wait) else None
+        if isinstance(decision, Sleep):
+            due = decision.until
+            release = due - now > self.max_inline_sleep
+        else:
+            due, release = None, False
         if release:
             return None, None, due
         return self.owner, now + self.lease_ttl, due
+
+
+_WAIT_OR_FINISH = (Wait, Finish)
 
 
 def machine_of(snapshot: Snapshot, definition: Definition) -> dict[str, Any]:
@@ -276,30 +282,35 @@ def history_rows(
     """One history row per record of ``nxt``, written with instance version ``version``."""
     rows = []
     definition = run.definition
+    instance_id, epoch, correlation_id = run.id, run.epoch, run.correlation_id
     for record in nxt.records:
+        kind = record.kind
         step_name = None
         t = _step_of(definition, record.transition)
-        if t is not None and t.step is not None and not record.kind.by_operator:
+        if t is not None and t.step is not None and kind not in _OPERATOR_KINDS:
             step_name = t.step.rollback_name if record.undo else t.step.function_name
         rows.append(
             HistoryRow(
-                instance_id=run.id,
-                version=version,
-                kind=record.kind.value,
-                transition=record.transition,
-                step=step_name,
-                from_state=record.from_state,
-                to_state=record.to_state,
-                attempt=record.attempt,
-                event=record.event,
-                error=_error_column(record),
-                epoch=run.epoch,
-                correlation_id=run.correlation_id,
-                started_at=started,
-                finished_at=now,
+                instance_id,
+                version,
+                kind.value,
+                record.transition,
+                step_name,
+                record.from_state,
+                record.to_state,
+                record.attempt,
+                record.event,
+                _error_column(record),
+                epoch,
+                correlation_id,
+                started,
+                now,
             )
         )
     return rows
+
+
+_OPERATOR_KINDS = frozenset(kind for kind in HistoryKind if kind.by_operator)
 
 
 def _step_of(definition: Definition, name: str | None) -> Any:

@@ -43,78 +43,12 @@ from statesaga.store.base import HistoryRow, InstanceRow, Settle, Write
 from statesaga.store.dialects import Dialect, is_busy, reading
 from statesaga.store.hooks import StoreWrite, WriteHook, WriteMoment
 from statesaga.store.hot import HotConnection, HotConnections
-from statesaga.store.schema import history, instances
+from statesaga.store.schema import instances
+from statesaga.store.statements import INSTANCE_COLUMNS, JSON_INSTANCE, WRITE_COLUMNS, Statements
 
 __all__ = ["HotWrites", "connection_lost", "dump_json", "fenced", "store_busy"]
 
 log = logging.getLogger("statesaga.store")
-
-_WRITE_COLUMNS = (
-    "state",
-    "status",
-    "context",
-    "machine",
-    "error",
-    "output",
-    "attempt",
-    "due_at",
-    "lease_owner",
-    "lease_expires_at",
-    "updated_at",
-)
-_INSTANCE_COLUMNS = tuple(c.name for c in instances.columns)
-_HISTORY_COLUMNS = tuple(c.name for c in history.columns if c.name != "id")
-_JSON_INSTANCE = frozenset({"input", "context", "output", "machine", "error"})
-
-
-class _Statements:
-    """The hot path's statements, written once for the DBAPI's parameter marker."""
-
-    def __init__(self, mark: str) -> None:
-        self.mark = mark
-        self.insert_instance = (
-            f"INSERT INTO statesaga_instances ({', '.join(_INSTANCE_COLUMNS)}) "
-            f"VALUES ({', '.join([mark] * len(_INSTANCE_COLUMNS))})"
-        )
-        self.insert_history = (
-            f"INSERT INTO statesaga_history ({', '.join(_HISTORY_COLUMNS)}) "
-            f"VALUES ({', '.join([mark] * len(_HISTORY_COLUMNS))})"
-        )
-        # one history row joined to the instance's write; typed, as a SELECT list is not an
-        # INSERT's VALUES (to text, not varchar(n): a cast would truncate what is too long)
-        self.history_select = (
-            f"INSERT INTO statesaga_history ({', '.join(_HISTORY_COLUMNS)}) "
-            f"SELECT {', '.join(f'{mark}::{_pg_type(c)}' for c in _HISTORY_COLUMNS)}"
-        )
-        # by the columns a write keeps: (its UPDATE, its one-statement form)
-        self._updates: dict[frozenset[str], tuple[str, str]] = {}
-        self.update, self.transition = self.updating(frozenset())
-        # a migration moves the run onto another version of its saga, in the same compare-and-set
-        self.migrate = self.update.replace(
-            "SET ", f"SET saga_version = {mark}, graph_hash = {mark}, ", 1
-        )
-        self.start = (
-            f"WITH started AS ({self.insert_instance} RETURNING id) "
-            f"{self.history_select} FROM started"
-        )
-
-    def updating(self, keep: frozenset[str]) -> tuple[str, str]:
-        """The compare-and-set UPDATE that leaves ``keep`` as they are, and its one-statement
-        form with a history row (``WITH moved AS (UPDATE ...) INSERT ...``)."""
-        found = self._updates.get(keep)
-        if found is None:
-            mark = self.mark
-            assigns = ", ".join(f"{c} = {mark}" for c in _WRITE_COLUMNS if c not in keep)
-            update = (
-                f"UPDATE statesaga_instances SET {assigns}, version = version + 1 "
-                f"WHERE id = {mark} AND version = {mark} AND epoch = {mark}"
-            )
-            found = (
-                update,
-                f"WITH moved AS ({update} RETURNING id) {self.history_select} FROM moved",
-            )
-            self._updates[keep] = found
-        return found
 
 
 class HotWrites:
@@ -133,15 +67,15 @@ class HotWrites:
         self.hook: WriteHook | None = None
         # a hook's joined writes by their transaction's connection, till it commits
         self.joined: dict[int, list[StoreWrite]] = {}
-        self.sql = _Statements(dialect.mark)
+        self.sql = Statements(dialect.mark)
         # one statement is one transaction only where the connection autocommits
         self._one_statement = dialect.one_statement
 
     def insert(self, row: InstanceRow, history_rows: Sequence[HistoryRow]) -> None:
         """Insert a new instance and its first history rows in one transaction."""
         values = [
-            dump_json(getattr(row, c)) if c in _JSON_INSTANCE else getattr(row, c)
-            for c in _INSTANCE_COLUMNS
+            dump_json(getattr(row, c)) if c in JSON_INSTANCE else getattr(row, c)
+            for c in INSTANCE_COLUMNS
         ]
         rows = [_history_values(h) for h in history_rows]
         hook = self.hook
@@ -486,20 +420,6 @@ def fenced(instance_id: str, version: int, epoch: int | None) -> FencedOut:
     )
 
 
-def _pg_type(column: str) -> str:
-    """The PostgreSQL type a parameter for history ``column`` is cast to."""
-    kind = history.c[column].type
-    if isinstance(kind, sa.String):
-        return "text"  # assigned to varchar(n) afterwards: too long is an error, not cut
-    if isinstance(kind, sa.Integer):
-        return "integer"
-    if isinstance(kind, sa.Float):
-        return "double precision"
-    if isinstance(kind, sa.JSON):
-        return "jsonb"
-    raise AssertionError(f"no PostgreSQL cast for history column {column}")  # pragma: no cover
-
-
 def _write_values(write: Write) -> tuple[Any, ...]:
     """The UPDATE's parameters: the write's columns but those it keeps, in statement order."""
     values = (
@@ -517,7 +437,7 @@ def _write_values(write: Write) -> tuple[Any, ...]:
     )
     keep = write.keep
     if keep:
-        return tuple(v for c, v in zip(_WRITE_COLUMNS, values, strict=True) if c not in keep)
+        return tuple(v for c, v in zip(WRITE_COLUMNS, values, strict=True) if c not in keep)
     return values
 
 

@@ -245,6 +245,8 @@ def _refuse(h: _Harness, engine: Engine, event: str, payload: Any, row: Any) -> 
     after = engine.store.get(row.id)
     if after is None or after.status != Status.WAITING.value or after.state != row.state:
         return  # not refused after all (a fallback took it, or time won)
+    if row.machine.get("measure"):
+        return  # its timeout was still to be measured (a crash right after it began waiting)
     if after.due_at != row.due_at:
         h.notes.append(
             f"run {row.id[:8]}: a refused {event!r} moved its due time from {row.due_at} to "

@@ -241,6 +241,29 @@ def test_a_branch_step_cut_short_by_a_crash_is_undone_when_its_fork_stops(
     assert undone == ["book.hotel", "book.flight"]
 
 
+def test_a_refusal_that_finds_the_window_unmeasured_is_not_a_moved_timeout(
+    database: str | None,
+) -> None:
+    """Found by a 300-plan sweep: the process dies right after the package is booked, so
+    the trip waits with its confirmation window still to be measured, due at once. The
+    refused confirmation's holder measures it then: the due time moves from "at once"
+    to the window's end, which is no wait restarted by a refusal (the kit said it was)."""
+    plan = FaultPlan(
+        faults=(Fault("package", "crash_after_commit", 1),),
+        events=(EventPlan("supplier_confirmed", "refused"),),
+        lock_held=1,
+    )
+
+    outcome = play(plan, database)
+
+    assert outcome.notes == ()
+    check_saga_invariants(outcome)
+    the_trip_is_whole_or_nothing(outcome)
+    kinds = [h.kind for h in outcome.run.history]
+    assert kinds.index(HistoryKind.WAIT) < kinds.index(HistoryKind.REJECTED)
+    assert outcome.run.status is Status.COMPLETED
+
+
 def play(plan: FaultPlan, database: str | None) -> Outcome:
     """One trip under ``plan``, on its own key, with fresh suppliers."""
     return run_plan(

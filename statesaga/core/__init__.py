@@ -37,6 +37,7 @@ from statesaga.core._children import (
     child_event,
     child_event_id,
     child_key,
+    child_transition,
     parent_of,
 )
 from statesaga.core._interpreter import Interpreter
@@ -105,6 +106,7 @@ __all__ = [
     "child_event",
     "child_event_id",
     "child_key",
+    "child_transition",
     "parent_of",
     "CancelRequested",
     "ChooseBranch",

@@ -33,6 +33,7 @@ from statesaga.core import (
     RunStep,
     Status,
     StepFailed,
+    Wait,
     child_event,
     child_event_id,
     child_key,
@@ -137,7 +138,17 @@ class Children:
                         child = self.reads.run_of(row)
                 outcome = yield from self._outcome(run, t, step.child, child, ctx, decision)
         nxt = run.core.next(run.snapshot, outcome, self.clock())
-        return self.drive.transitions.persist(run, nxt, started)
+        done = self.drive.transitions.persist(run, nxt, started)
+        if isinstance(outcome, ChildWaiting) and isinstance(done.decision, Wait):
+            # the child may have ended since it was read, in an engine that started it
+            # inline for a holder that lost the run and so told no parent: look once the
+            # wait is written (the child's end looks at the parent once it is written, so
+            # one of the two sees the other); the end, in the inbox, is taken once this
+            # engine lets the run go (``Inbox.after_release``), or by a worker
+            row = self.store.get(outcome.child_id)
+            if row is not None and Status(row.status).is_terminal:
+                self._tell(run.id, t.name, row.id, run.correlation_id)
+        return done
 
     def _outcome(
         self,
@@ -221,7 +232,7 @@ class Children:
     def ended(self, run: HeldRun, result: Run) -> Generator[Request, Any, None]:
         """``run`` (a child) has ended: wake its parent if the parent still waits for it."""
         parent = parent_of(run.idempotency_key)
-        if parent is None or run.idempotency_key in self.inline:
+        if parent is None:
             return
         parent_id, step = parent
         row = self.store.get(parent_id)
@@ -231,21 +242,30 @@ class Children:
             or row.status not in (Status.WAITING.value, Status.RUNNING.value)
         ):
             return  # the parent moved on (or compensates): nothing waits for this end
+        if run.idempotency_key in self.inline and row.status == Status.RUNNING.value:
+            # started inline by the parent's step: its holder reads this end itself (a
+            # holder that lost the run meanwhile leaves a wait whose writer looks again)
+            return
+        if self._tell(parent_id, step, result.id, row.correlation_id):
+            # the parent takes it now if it is free; else its holder, or a worker
+            yield from self.inbox.consume(parent_id, 0.0)
+
+    def _tell(self, parent_id: str, step: str, child_id: str, correlation_id: str) -> bool:
+        """Record a child's end in its parent's inbox; ``False`` if it was already there."""
         _, duplicate = self.store.receive(
             InboxRow(
                 instance_id=parent_id,
-                event_id=child_event_id(result.id),
+                event_id=child_event_id(child_id),
                 kind="event",
                 event=child_event(step),
                 payload=None,
                 status=DeliveryStatus.PENDING.value,
                 reason=None,
-                correlation_id=row.correlation_id,
+                correlation_id=correlation_id,
                 received_at=self.clock(),
             )
         )
-        if not duplicate:  # the parent takes it now if it is free; else its holder, or a worker
-            yield from self.inbox.consume(parent_id, 0.0)
+        return not duplicate
 
     def _context(self, run: HeldRun, name: str, attempt: int, key: str) -> StepContext[Any, Any]:
         return StepContext(

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
+from statesaga.core import child_transition
 from statesaga.definition import Definition
 from statesaga.delivery import Delivery, DeliveryStatus
 from statesaga.errors import EntityBusy, EventNotAllowed, FencedOut
@@ -189,7 +190,13 @@ class Inbox:
             return False
         definition = self.claims.registry.get(result.saga, result.version)
         takes = set() if definition is None else set(definition.events_in(result.state))
-        return any(entry.kind == "cancel" or entry.event in takes for entry in pending)
+        return any(
+            entry.kind == "cancel"
+            or entry.event in takes
+            # a child's end: the core tells whether the run still waits for it
+            or (entry.event is not None and child_transition(entry.event) is not None)
+            for entry in pending
+        )
 
     def after_release(self, result: Run) -> Generator[Request, Any, Run]:
         """After letting a run go: take the events that came while it was held."""

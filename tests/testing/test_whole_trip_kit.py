@@ -264,6 +264,31 @@ def test_a_refusal_that_finds_the_window_unmeasured_is_not_a_moved_timeout(
     assert outcome.run.status is Status.COMPLETED
 
 
+def test_a_parent_taken_over_while_its_child_ran_inline_is_told_the_child_ended(
+    database: str | None,
+) -> None:
+    """Found by a 300-plan sweep, one play in six: the trip's holder is paused past its
+    lease three times, so two engines run its package step. The paused one starts the
+    child and drives it to its end inline, which tells no parent (its own step reads
+    the end), then finds the trip taken over; the other found the child still running
+    and wrote the trip's wait for it. Nobody told the waiting trip: it stayed waiting
+    for ever. Now whoever writes last of the child's end and the parent's wait looks at
+    the other, so the trip always goes on."""
+    plan = FaultPlan(
+        faults=(Fault("book.flight", "lease_loss", 3),),
+        events=(EventPlan("supplier_confirmed", "refused"),),
+    )
+
+    # the race is the engines' to run, one play in 6 to 40 on a busy or a quiet machine
+    # before the fix: play it many times
+    for _ in range(60 if database is None else 25):
+        outcome = play(plan, database)
+
+        check_saga_invariants(outcome)
+        the_trip_is_whole_or_nothing(outcome)
+        assert outcome.run.status is Status.COMPLETED
+
+
 def play(plan: FaultPlan, database: str | None) -> Outcome:
     """One trip under ``plan``, on its own key, with fresh suppliers."""
     return run_plan(

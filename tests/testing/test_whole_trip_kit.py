@@ -192,7 +192,10 @@ def test_the_kit_finds_a_void_that_voids_nothing() -> None:
             plans=fault_plans(
                 LeakyWholeTrip.definition, max_faults=1, kinds=("effect_then_raise",), undo_kinds=()
             ),
-            settings=Settings(max_examples=200),
+            # about one plan in forty reaches the leak (the charge's effect lost on all three
+            # tries, with a confirmation that lets the trip get there): 200 plans missed it
+            # once in a CI run; the search stops at the first failure, so more costs nothing
+            settings=Settings(max_examples=600),
         )
 
     assert "a compensated trip keeps no money" in str(caught.value)

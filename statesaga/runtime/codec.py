@@ -287,7 +287,7 @@ def history_rows(
         kind = record.kind
         step_name = None
         t = _step_of(definition, record.transition)
-        if t is not None and t.step is not None and kind not in _OPERATOR_KINDS:
+        if t is not None and t.step is not None and not kind.by_operator:
             step_name = t.step.rollback_name if record.undo else t.step.function_name
         rows.append(
             HistoryRow(
@@ -308,9 +308,6 @@ def history_rows(
             )
         )
     return rows
-
-
-_OPERATOR_KINDS = frozenset(kind for kind in HistoryKind if kind.by_operator)
 
 
 def _step_of(definition: Definition, name: str | None) -> Any:

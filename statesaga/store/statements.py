@@ -63,9 +63,8 @@ class Statements:
         )
         # by the columns a write keeps: (its UPDATE, its one-statement form)
         self._updates: dict[frozenset[str], tuple[str, str]] = {}
-        self.update, self.transition = self.updating(frozenset())
         # a migration moves the run onto another version of its saga, in the same compare-and-set
-        self.migrate = self.update.replace(
+        self.migrate = self.updating(frozenset())[0].replace(
             "SET ", f"SET saga_version = {mark}, graph_hash = {mark}, ", 1
         )
         self.start = (

@@ -51,6 +51,7 @@ __all__ = [
     "is_busy",
     "reading",
     "search_path",
+    "store_busy",
     "use_schema",
 ]
 
@@ -294,6 +295,16 @@ def is_busy(error: BaseException) -> bool:
     return getattr(original, "sqlite_errorcode", None) in _SQLITE_BUSY_CODES
 
 
+def store_busy(error: BaseException) -> StoreBusy:
+    """The :class:`StoreBusy` a write that outwaited SQLite's busy timeout raises."""
+    return StoreBusy(
+        f"the SQLite database stayed locked by another writer past the store's busy_timeout "
+        f"({getattr(error, 'orig', None) or error}); nothing of this write was done: a run "
+        "it interrupted is resumed by a worker, a start or send can be repeated; raise "
+        "busy_timeout, or keep long writes of other processes off this file"
+    )
+
+
 def _configure_sqlite(
     engine: sa.Engine, synchronous: str, busy_timeout: float, writers: Writers | None
 ) -> None:
@@ -329,12 +340,19 @@ def _configure_sqlite(
         try:
             writers.acquire(owner=owner, timeout=busy_timeout)
         except sqlite3.OperationalError as busy:
-            raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, busy) from busy
+            raise store_busy(busy) from busy
         try:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         except BaseException:
             writers.release(owner=owner)
             raise
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: sa.engine.ExceptionContext) -> None:
+        # every statement through SQLAlchemy (claims, leases, a step's own writes) that
+        # outwaited the busy timeout is the store being busy, as on the hot path
+        if is_busy(context.original_exception):
+            raise store_busy(context.original_exception) from context.original_exception
 
     if writers is not None:
         _release_writers_on_end(engine, writers)

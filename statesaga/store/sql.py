@@ -26,7 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from statesaga.errors import StoreError
+from statesaga.errors import StoreBusy, StoreError
 from statesaga.serde import dumps, loads
 from statesaga.store import inbox as _inbox
 from statesaga.store import leases as _leases
@@ -361,7 +361,7 @@ class SqlStore:
         """
         try:
             return _inbox.receive(self.engine, entry)
-        except sa.exc.OperationalError as error:
+        except (sa.exc.OperationalError, StoreBusy) as error:
             if not is_busy(error):
                 raise
             raise StoreError(

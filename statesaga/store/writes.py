@@ -34,13 +34,12 @@ from statesaga.errors import (
     DuplicateStart,
     EntityBusy,
     FencedOut,
-    StoreBusy,
     StoreError,
 )
 from statesaga.serde import dumps
 from statesaga.store import inbox as _inbox
 from statesaga.store.base import HistoryRow, InstanceRow, Settle, Write
-from statesaga.store.dialects import Dialect, is_busy, reading
+from statesaga.store.dialects import Dialect, is_busy, reading, store_busy
 from statesaga.store.hooks import StoreWrite, WriteHook, WriteMoment
 from statesaga.store.hot import HotConnection, HotConnections
 from statesaga.store.schema import instances
@@ -389,16 +388,6 @@ def _announce(
 def dump_json(value: Any) -> str | None:
     """``value`` as compact JSON text (``None`` stays SQL NULL)."""
     return None if value is None else dumps(value)
-
-
-def store_busy(error: BaseException) -> StoreBusy:
-    """The :class:`StoreBusy` a busy write on the hot path raises."""
-    return StoreBusy(
-        f"the SQLite database stayed locked by another writer past the store's busy_timeout "
-        f"({error}); nothing of this write was done: a run it interrupted is resumed by a "
-        "worker, a start or send can be repeated; raise busy_timeout, or keep long writes of "
-        "other processes off this file"
-    )
 
 
 def connection_lost(error: BaseException | None) -> ConnectionLost:

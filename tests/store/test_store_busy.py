@@ -121,3 +121,53 @@ def test_a_transition_that_outwaits_the_busy_timeout_is_store_busy_and_resumes_l
         (done,) = engine.recover()
         assert done.id == run.id
         assert done.status is Status.COMPLETED
+
+
+def test_a_recovery_pass_that_outwaits_the_busy_timeout_is_store_busy_and_takes_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "busy.db"
+    other = OtherProcess(path)
+
+    class Issue(Saga[Ticket, Progress]):
+        name = "issue-busy-claim"
+        new = State(initial=True)
+        issued = State(final=True)
+        issue = new.to(issued).run(other.hold_while_the_step_runs, read_only=True)
+
+    store = SqlStore(f"sqlite:///{path}", busy_timeout=0.1)
+    with Engine(store, sagas=[Issue], lease_ttl=0.3) as engine:
+        with pytest.raises(StoreBusy):
+            engine.start(Issue, Ticket("t-1"))
+        (run,) = engine.list(saga="issue-busy-claim")
+        time.sleep(0.4)  # past the run's lease, the other process still writing
+        # the claim is written through SQLAlchemy, not the hot path: the same clear error
+        with pytest.raises(StoreBusy, match="busy_timeout") as raised:
+            engine.recover()
+        assert not isinstance(raised.value.__cause__, StoreBusy)  # the database's own error
+        assert engine.get(run.id).history[-1].kind is HistoryKind.START  # nothing taken
+        other.release.set()
+        time.sleep(0.1)
+        (done,) = engine.recover()
+        assert done.status is Status.COMPLETED
+
+
+def test_a_transaction_for_a_step_that_outwaits_the_busy_timeout_is_store_busy(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "busy.db"
+    store = SqlStore(f"sqlite:///{path}", busy_timeout=0.1)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        with pytest.raises(StoreBusy, match="busy_timeout"), store.transaction():
+            pytest.fail("the transaction began although another process held the lock")
+        # the application's own writes on the store's engine get the same error
+        with pytest.raises(StoreBusy), store.engine.begin() as connection:
+            connection.exec_driver_sql("DELETE FROM statesaga_instances")
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    with store.transaction() as connection:  # free again: it begins at once
+        assert connection.exec_driver_sql("SELECT count(*) FROM statesaga_instances").scalar() == 0
+    store.close()

@@ -183,7 +183,7 @@ def write_of(
     if data is not run.encoded_data:
         run.encoded_context = encode(converter.unstructure(data, definition.context_type))
         run.encoded_data = data
-    status = snapshot.status.value
+    status = snapshot.status._value_  # (a plain attribute: .value is a descriptor)
     return Write(
         state=snapshot.state,
         status=status,
@@ -257,7 +257,7 @@ def new_row(
         idempotency_key=idempotency_key,
         correlation_id=run.correlation_id,
         state=snapshot.state,
-        status=snapshot.status.value,
+        status=snapshot.status._value_,
         input=input_json,
         context=converter.unstructure(snapshot.data, definition.context_type),
         output=None,
@@ -293,7 +293,7 @@ def history_rows(
             HistoryRow(
                 instance_id,
                 version,
-                kind.value,
+                kind._value_,
                 record.transition,
                 step_name,
                 record.from_state,

@@ -83,13 +83,17 @@ class HotConnections:
     @contextmanager
     def connection(self) -> Iterator[HotConnection]:
         """A connection for one transaction; back to the pool after (dropped if broken)."""
-        hot = self._take()
+        hot = self.take()
         try:
             yield hot
         finally:
-            self._give_back(hot)
+            self.give_back(hot)
 
-    def _take(self) -> HotConnection:
+    def take(self) -> HotConnection:
+        """A connection for one transaction (:meth:`connection` without the context manager).
+
+        Every one taken is handed to :meth:`give_back` once its transaction is over.
+        """
         with self._ready:
             while True:
                 if self._idle:
@@ -125,7 +129,8 @@ class HotConnections:
             self._every.append(hot)
         return hot
 
-    def _give_back(self, hot: HotConnection) -> None:
+    def give_back(self, hot: HotConnection) -> None:
+        """Return a connection :meth:`take` gave (dropped, with the idle ones, if broken)."""
         if self._returned is not None:
             self._returned(hot.raw)
         dropped: list[HotConnection] = []

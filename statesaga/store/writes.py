@@ -22,6 +22,7 @@ crash and fault tests act through (see :mod:`statesaga.store.hooks`).
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -300,19 +301,22 @@ class HotWrites:
         unless ``committed()`` says the first try made it after all (the
         connection died after the commit, before its answer arrived).
         """
+        pool = self.hot
         for attempt in (1, 2):
-            with self.hot.connection() as hot:
-                try:
-                    work(hot)
-                    return
-                except BaseException as error:
-                    if not self._lost(hot, error):
-                        if is_busy(error):
-                            raise store_busy(error) from error
-                        raise
-                    if attempt == 2:
-                        raise connection_lost(error) from error
-                    log.warning("the database connection was lost (%s); trying again", error)
+            hot = pool.take()  # (not ``pool.connection()``: this is every write's path)
+            try:
+                work(hot)
+                return
+            except BaseException as error:
+                if not self._lost(hot, error):
+                    if is_busy(error):
+                        raise store_busy(error) from error
+                    raise
+                if attempt == 2:
+                    raise connection_lost(error) from error
+                log.warning("the database connection was lost (%s); trying again", error)
+            finally:
+                pool.give_back(hot)
             if committed():
                 return
 
@@ -426,8 +430,24 @@ def _write_values(write: Write) -> tuple[Any, ...]:
     )
     keep = write.keep
     if keep:
-        return tuple(v for c, v in zip(WRITE_COLUMNS, values, strict=True) if c not in keep)
+        pick = _PICKS.get(keep)
+        if pick is None:
+            pick = _PICKS[keep] = _picking(keep)
+        return pick(values)
     return values
+
+
+#: per kept set, the UPDATE's parameters picked out of all the write's values (in C)
+_PICKS: dict[frozenset[str], Callable[[tuple[Any, ...]], tuple[Any, ...]]] = {}
+
+
+def _picking(keep: frozenset[str]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """What picks the values of the columns a write sets (those it does not keep)."""
+    indexes = [i for i, column in enumerate(WRITE_COLUMNS) if column not in keep]
+    if len(indexes) == 1:  # (itemgetter of one index gives the item, not a tuple)
+        only = indexes[0]
+        return lambda values: (values[only],)
+    return operator.itemgetter(*indexes)
 
 
 def _history_values(row: HistoryRow) -> tuple[Any, ...]:

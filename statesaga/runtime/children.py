@@ -14,6 +14,7 @@ a completed child (``core.CompensateRequested``) or cancels an open one.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Generator
 from typing import Any, Protocol
 
@@ -39,7 +40,7 @@ from statesaga.core import (
     child_key,
     parent_of,
 )
-from statesaga.definition import ChildDef, Definition, TransitionDef
+from statesaga.definition import ChildDef, Definition, TransitionDef, children_of
 from statesaga.delivery import DeliveryStatus
 from statesaga.errors import EntityBusy, FencedOut, StateSagaError
 from statesaga.failures import capture
@@ -52,6 +53,8 @@ from statesaga.runtime.requests import Call, Driver, Request, Response
 from statesaga.store.base import InboxRow
 
 __all__ = ["Children"]
+
+log = logging.getLogger("statesaga.runtime")
 
 
 class _Start(Protocol):
@@ -237,6 +240,15 @@ class Children:
         parent_id, step = parent
         row = self.store.get(parent_id)
         if (
+            row is not None
+            and row.status == Status.COMPENSATED.value
+            and result.status is Status.COMPLETED
+        ):
+            # started by a holder that had lost its parent, which then compensated without
+            # counting it: undo it (the parent's end looks at its children too, once written)
+            yield from self._undo_orphan(result.id, Status.COMPLETED, run.idempotency_key, row.id)
+            return
+        if (
             row is None
             or row.machine.get("pending") != step
             or row.status not in (Status.WAITING.value, Status.RUNNING.value)
@@ -249,6 +261,40 @@ class Children:
         if self._tell(parent_id, step, result.id, row.correlation_id):
             # the parent takes it now if it is free; else its holder, or a worker
             yield from self.inbox.consume(parent_id, 0.0)
+
+    def orphans(self, run: HeldRun) -> Generator[Request, Any, None]:
+        """``run`` ended compensated: undo a child of its it never counted.
+
+        A holder that lost the run can still run a child step it had begun, and start
+        the child after the engine that took the run over compensated it without that
+        step; the child's end looks at the parent too, so whichever ends last sees the
+        other.
+        """
+        if not children_of(run.definition):
+            return
+        for row in self.store.list(correlation_id=run.correlation_id, limit=10_000):
+            parent = parent_of(row.idempotency_key)
+            if parent is not None and parent[0] == run.id:
+                status = Status(row.status)
+                yield from self._undo_orphan(row.id, status, row.idempotency_key, run.id)
+
+    def _undo_orphan(
+        self, child_id: str, status: Status, key: str | None, parent_id: str
+    ) -> Generator[Request, Any, None]:
+        """Compensate a completed child of a compensated parent, or cancel an open one."""
+        reason = f"its parent {parent_id} was compensated without it"
+        details = {"parent_id": parent_id}
+        try:
+            if status is Status.COMPLETED:
+                request = CompensateRequested(reason, details)
+                yield from self.operate(child_id, request, 0.0, "compensate")
+            elif status in (Status.RUNNING, Status.WAITING):
+                # the same event id as the parent's own undo of the step: one cancel
+                yield from self.inbox.cancel(
+                    child_id, reason, details, f"parent-compensates:{key}", 0.0
+                )
+        except StateSagaError as error:  # another engine undoes it, or it moved on
+            log.info("child %s of %s left as it is: %s", child_id, parent_id, error)
 
     def _tell(self, parent_id: str, step: str, child_id: str, correlation_id: str) -> bool:
         """Record a child's end in its parent's inbox; ``False`` if it was already there."""

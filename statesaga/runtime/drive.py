@@ -31,6 +31,7 @@ from statesaga.core import (
     RunCompensation,
     RunStep,
     Sleep,
+    Status,
     StepFailed,
     StepSucceeded,
     TimeoutMeasured,
@@ -78,6 +79,8 @@ class ChildSteps(Protocol):
     ) -> Generator[Request, Any, Next]: ...
 
     def ended(self, run: HeldRun, result: Run) -> Generator[Request, Any, None]: ...
+
+    def orphans(self, run: HeldRun) -> Generator[Request, Any, None]: ...
 
 
 class Drive:
@@ -127,8 +130,12 @@ class Drive:
         finally:
             self.keeper.untrack(run)
         reporter.end_trace(run, None)
-        if run.idempotency_key is not None and result.is_terminal and self.children is not None:
-            yield from self.children.ended(run, result)  # a child's parent may wait for it
+        children = self.children
+        if result.is_terminal and children is not None:
+            if run.idempotency_key is not None:
+                yield from children.ended(run, result)  # a child's parent may wait for it
+            if result.status is Status.COMPENSATED:
+                yield from children.orphans(run)  # a child it never counted is undone
         return result
 
     def _drive(

@@ -5,7 +5,9 @@ Through the public API, on SQLite and PostgreSQL, with both engines."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from child_sagas import (
@@ -13,13 +15,20 @@ from child_sagas import (
     BookPackage,
     CarConfirmed,
     Crash,
+    HolidayCtx,
+    HolidayData,
     HolidayRequest,
     Holidays,
     Package,
+    PackageRequest,
+    charge_card,
+    package_request,
+    refund_card,
+    take_package,
 )
 from trip_sagas import Clock, Engines
 
-from statesaga import HistoryKind, Status
+from statesaga import Engine, HistoryKind, NonRetryableError, Saga, State, Status
 from statesaga.delivery import DeliveryStatus
 
 
@@ -180,3 +189,84 @@ def test_a_child_that_ended_while_its_parent_was_down_still_reaches_it(
     parent = engines.get(run.id)
     assert parent.status is Status.COMPLETED
     assert parent.data.package == Package(hotel="h-t-7", car="car-9")
+
+
+class Gate:
+    """A package step whose first call (the run's holder) pauses until told to go on, and
+    whose next call (the engine that took the run over meanwhile) fails for good."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.first_in, self.first_go = threading.Event(), threading.Event()
+        self.second_in, self.second_go = threading.Event(), threading.Event()
+
+
+def gated_package_request(ctx: HolidayCtx) -> PackageRequest:
+    gate = ctx.resource(Gate)
+    gate.calls += 1
+    if gate.calls == 1:
+        gate.first_in.set()
+        gate.first_go.wait(10)
+        return package_request(ctx)
+    gate.second_in.set()
+    gate.second_go.wait(10)
+    raise NonRetryableError("no package for these dates")
+
+
+class ChargeThenPackage(Saga[HolidayRequest, HolidayData]):
+    name = "charge-then-package"
+
+    new = State(initial=True)
+    charged = State()
+    packaged = State(final=True)
+
+    charge = new.to(charged).run(charge_card, undo=refund_card)
+    book_package = charged.to(packaged).child(
+        BookPackage, input=gated_package_request, output=take_package
+    )
+
+
+def test_a_child_a_lost_holder_completed_before_its_parent_compensated_is_compensated(
+    db: str, world: Holidays, clock: Clock
+) -> None:
+    """A holder paused past its lease in a child step starts the child after all, and the
+    child completes, while the engine that took the parent over fails that step for good
+    and compensates the parent without it: the parent's end finds the child and
+    compensates it (a child that ends after its parent compensated is the other order,
+    played by the testing kit in tests/testing/test_whole_trip_kit.py)."""
+    gate = Gate()
+    options: dict[str, Any] = {
+        "clock": clock,
+        "resources": [world, gate],
+        "sagas": [ChargeThenPackage],
+        "lease_ttl": 3600,  # only the test's clock lets a lease lapse
+    }
+    with Engine(db, **options) as holder, Engine(db, **options) as other:
+        ended: list[object] = []
+
+        def hold() -> None:
+            try:
+                ended.append(holder.start(ChargeThenPackage, HolidayRequest("t-8")))
+            except Exception as error:  # its write of the parent is fenced out
+                ended.append(error)
+
+        first = threading.Thread(target=hold)
+        first.start()
+        assert gate.first_in.wait(10)  # the holder is in the package step, paused
+        clock.advance(3601)  # past its lease
+        second = threading.Thread(target=other.recover)
+        second.start()
+        assert gate.second_in.wait(10)  # the other engine took the parent over
+        (parent,) = other.list(saga="charge-then-package")
+        gate.first_go.set()  # the paused holder goes on: it starts the child, which completes
+        first.join(10)
+        (child,) = other.children(parent.id)
+        assert child.status is Status.COMPLETED
+        gate.second_go.set()  # the step fails for good there: the parent compensates
+        second.join(10)
+
+        assert other.get(parent.id).status is Status.COMPENSATED
+        assert other.get(child.id).status is Status.COMPENSATED
+        assert world.booked() == (0, 0)
+        assert world.charges == set()
+        assert world.calls.count("cancel_car") == 1

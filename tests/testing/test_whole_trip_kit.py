@@ -292,6 +292,30 @@ def test_a_parent_taken_over_while_its_child_ran_inline_is_told_the_child_ended(
         assert outcome.run.status is Status.COMPLETED
 
 
+def test_a_child_started_by_a_holder_that_lost_its_parent_is_undone_with_the_parent(
+    database: str | None,
+) -> None:
+    """Found by a 1,500-plan sweep on PostgreSQL: the trip's holder is paused past its
+    lease before its package step, and the engine that takes the trip over finds the step
+    failing for good, so the trip compensates; the paused holder then runs the step after
+    all and starts the package child, which completes (its write of the trip is fenced
+    out). The trip never counted that step done, so its compensation left the child
+    alone: a booked car for a compensated trip. Now whichever of the two ends last, the
+    child or the parent, looks at the other, and a completed child of a compensated
+    parent is compensated."""
+    plan = FaultPlan(
+        faults=(Fault("package", "fatal", 1), Fault("package", "lease_loss", 1)),
+        events=(EventPlan("supplier_confirmed", "on_time"),),
+    )
+
+    for _ in range(10):
+        outcome = play(plan, database)
+
+        check_saga_invariants(outcome)
+        the_trip_is_whole_or_nothing(outcome)
+        assert outcome.run.status is Status.COMPENSATED
+
+
 def play(plan: FaultPlan, database: str | None) -> Outcome:
     """One trip under ``plan``, on its own key, with fresh suppliers."""
     return run_plan(

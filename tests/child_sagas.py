@@ -25,6 +25,9 @@ class Holidays:
         self.charges: set[str] = set()
         self.calls: list[str] = []
         self.crash_on_car = 0  # how many car bookings crash the process first
+        # as a provider that honours idempotency keys does: a key once cancelled is never
+        # booked again (a holder paused past its lease may call late, after the cancel)
+        self.spent_keys: set[str] = set()
 
     def booked(self) -> tuple[int, int]:
         return len(self.hotels), len(self.cars)
@@ -67,13 +70,15 @@ PackageCtx = StepContext[PackageRequest, PackageData]
 def book_hotel(ctx: PackageCtx) -> PackageData:
     world = ctx.resource(Holidays)
     world.calls.append("book_hotel")
-    world.hotels.add(ctx.input.trip_id)
+    if ctx.idempotency_key not in world.spent_keys:
+        world.hotels.add(ctx.input.trip_id)
     return attrs.evolve(ctx.data, hotel=f"h-{ctx.input.trip_id}")
 
 
 def cancel_hotel(ctx: PackageCtx) -> None:
     world = ctx.resource(Holidays)
     world.calls.append("cancel_hotel")
+    world.spent_keys.add(ctx.idempotency_key.removesuffix(":undo"))
     world.hotels.discard(ctx.input.trip_id)
 
 
@@ -89,7 +94,8 @@ def book_car(ctx: PackageCtx) -> PackageData:
         raise Crash
     if ctx.input.car_fails:
         raise CarUnavailable(f"no car for {ctx.input.trip_id}")
-    world.cars.add(ctx.input.trip_id)
+    if ctx.idempotency_key not in world.spent_keys:
+        world.cars.add(ctx.input.trip_id)
     car = ctx.data.car or f"c-{ctx.input.trip_id}"
     return attrs.evolve(ctx.data, car=car)
 
@@ -97,6 +103,7 @@ def book_car(ctx: PackageCtx) -> PackageData:
 def cancel_car(ctx: PackageCtx) -> None:
     world = ctx.resource(Holidays)
     world.calls.append("cancel_car")
+    world.spent_keys.add(ctx.idempotency_key.removesuffix(":undo"))
     world.cars.discard(ctx.input.trip_id)
 
 
@@ -172,13 +179,15 @@ def charge_card(ctx: HolidayCtx) -> HolidayData:
     world.calls.append("charge_card")
     if ctx.input.card_declined:
         raise CardDeclined(f"card declined for {ctx.input.trip_id}")
-    world.charges.add(ctx.input.trip_id)
+    if ctx.idempotency_key not in world.spent_keys:
+        world.charges.add(ctx.input.trip_id)
     return attrs.evolve(ctx.data, charged=True)
 
 
 def refund_card(ctx: HolidayCtx) -> None:
     world = ctx.resource(Holidays)
     world.calls.append("refund_card")
+    world.spent_keys.add(ctx.idempotency_key.removesuffix(":undo"))
     world.charges.discard(ctx.input.trip_id)
 
 

@@ -14,6 +14,7 @@ from hypothesis import settings as Settings
 
 from statesaga import Status
 from statesaga.testing import (
+    EventPlan,
     Fault,
     FaultPlan,
     InvariantViolation,
@@ -83,6 +84,39 @@ def test_the_holiday_keeps_its_promises_under_fault_plans() -> None:
         payloads=PAYLOADS,
         settings=Settings(max_examples=25),
     )
+
+
+def test_a_car_booked_late_by_a_holder_that_lost_the_child_is_refused_by_its_key() -> None:
+    """Found by a 2,000-plan sweep: the child's holder pauses past its lease before renting
+    the car; the engine that takes the child over finds the rental failing, cancels it
+    (its effect may be unknown) and compensates the holiday; then the paused holder
+    rents the car after all. No engine can stop a call already under way when its holder
+    paused: the rental company must refuse a booking under a key it has cancelled, as the
+    world here now does (docs/runtime.md, "Fencing"), and the car is never held."""
+    plan = FaultPlan(
+        (
+            Fault("book-package/rent_confirmed", "retryable"),
+            Fault("book-package/rent_confirmed", "lease_loss"),
+        ),
+        events=(EventPlan("car_confirmation", "on_time"),),
+    )
+    outcome = run_plan(
+        BookHoliday,
+        plan,
+        input=HOLIDAY,
+        setup=Holidays,
+        resources=lambda world: [world],
+        payloads=PAYLOADS,
+    )
+
+    check_saga_invariants(outcome)
+    everything_or_nothing(outcome)
+    assert outcome.run.status is Status.COMPENSATED
+    late = [e for e in outcome.journal if e.name == "book-package/rent_confirmed" and e.ran]
+    assert [e.result for e in late] == ["ok"]  # the late call did come, and was refused
+    calls = outcome.world.calls
+    booked_last = max(i for i, call in enumerate(calls) if call == "book_car")
+    assert calls.index("cancel_car") < booked_last  # it came after the cancel
 
 
 def test_a_parent_completed_without_its_child_is_reported() -> None:

@@ -20,9 +20,13 @@ from statesaga.run import Run
 from statesaga.testing.plans import FaultPlan
 
 __all__ = [
+    "BRANCH_JOIN_SECONDS",
+    "BRANCH_THREADS",
     "LEASE_TTL",
     "MAX_ROUNDS",
     "OPERATOR_RETRIES",
+    "SETTLE_PASSES",
+    "SETTLE_PAUSE",
     "Crash",
     "FakeClock",
     "InjectedFailure",
@@ -37,6 +41,14 @@ LEASE_TTL = 30.0
 OPERATOR_RETRIES = 3
 #: a bound on the driver's rounds (recoveries, events), so a runaway run ends the test
 MAX_ROUNDS = 200
+#: the name prefix of the engines' parallel-branch threads, which the driver lets end
+BRANCH_THREADS = "statesaga-branch"
+#: how long (real seconds) the driver waits for one such thread
+BRANCH_JOIN_SECONDS = 10.0
+#: the driver's last recovery passes, while an ended run still has an entry pending
+SETTLE_PASSES = 20
+#: seconds (real time) between two of those passes: for another thread to let the run go
+SETTLE_PAUSE = 0.01
 
 
 class Crash(BaseException):

@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -30,9 +31,13 @@ from statesaga.testing._family import family
 from statesaga.testing._faults import instrument
 from statesaga.testing._harness import _Harness
 from statesaga.testing._outcome import (
+    BRANCH_JOIN_SECONDS,
+    BRANCH_THREADS,
     LEASE_TTL,
     MAX_ROUNDS,
     OPERATOR_RETRIES,
+    SETTLE_PASSES,
+    SETTLE_PAUSE,
     Crash,
     FakeClock,
     InjectedFailure,
@@ -189,12 +194,37 @@ def _finish(h: _Harness, engine: Engine) -> tuple[Run, ...]:
             engine = h.engine()
     else:
         h.notes.append(f"the driver gave up after {MAX_ROUNDS} rounds")
-    # a worker's last pass settles what came in as the runs ended (late events, late cancels)
-    with contextlib.suppress(ConcurrencyError, StoreError):
-        engine.recover()
+    # a simulated crash leaves the dead engine's branch threads running (a real crash ends
+    # them with the process): let them end before the last passes and the checks, so that
+    # none acts on the runs after the plan (or on the next plan's, in a shared database)
+    _join_branch_threads()
+    # a worker's last passes settle what came in as the runs ended (late events, late
+    # cancels); as a worker that polls, it looks again while an ended run still has an entry
+    # pending
+    for _ in range(SETTLE_PASSES):
+        with contextlib.suppress(ConcurrencyError, StoreError):
+            engine.recover()
+        if not _pending_after_the_end(engine):
+            break
+        time.sleep(SETTLE_PAUSE)
     runs = [engine.get(r.id) for r in reversed(engine.list(limit=1000))]
     # the plan's own runs first (``Outcome.run``), then the child runs they started
     return tuple(sorted(runs, key=lambda run: run.parent_id is not None))
+
+
+def _join_branch_threads() -> None:
+    """Wait (a bounded while) for every engine's parallel-branch threads to end."""
+    current = threading.current_thread()
+    for thread in threading.enumerate():
+        if thread is not current and thread.name.startswith(BRANCH_THREADS):
+            thread.join(BRANCH_JOIN_SECONDS)
+
+
+def _pending_after_the_end(engine: Engine) -> bool:
+    """Whether an ended run still has an inbox entry nobody settled."""
+    return any(
+        engine.store.pending(run.id) for run in engine.list(limit=1000) if run.status.is_terminal
+    )
 
 
 def _deliver(h: _Harness, engine: Engine, row: Any) -> bool:

@@ -316,6 +316,35 @@ def test_a_child_started_by_a_holder_that_lost_its_parent_is_undone_with_the_par
         assert outcome.run.status is Status.COMPENSATED
 
 
+def test_an_early_event_is_settled_after_a_paused_holders_thread_lets_the_ended_run_go(
+    database: str | None,
+) -> None:
+    """Found by a 3,000-plan sweep, then one play in five to ten: a recovery nested in a
+    paused holder's parallel branch (its thread runs on after the simulated crash, as a
+    killed process's would not) ended the trip compensated with an early event pending,
+    and held the trip while the driver's last recovery pass looked, then let it go.
+    Nobody looked again. On PostgreSQL, where the plays share a schema, such a thread
+    also drove the next play's trip with the previous play's suppliers. The driver now
+    lets the engines' branch threads end first, and its last passes go on, as a polling
+    worker's do, while an ended run still has an entry pending (the engine leaves it
+    claimable), so the event is settled."""
+    plan = FaultPlan(
+        faults=(
+            Fault("book.flight", "fatal", 2),
+            Fault("book.flight.undo", "crash_after_commit", 1),
+            Fault("book.hotel", "lease_loss", 2),
+        ),
+        events=(EventPlan("supplier_confirmed", "early"),),
+    )
+
+    for _ in range(40 if database is None else 10):
+        outcome = play(plan, database)
+
+        check_saga_invariants(outcome)  # among them: no entry pending once the run ended
+        the_trip_is_whole_or_nothing(outcome)
+        assert outcome.run.inbox, "the early event is in the trip's inbox"
+
+
 def play(plan: FaultPlan, database: str | None) -> Outcome:
     """One trip under ``plan``, on its own key, with fresh suppliers."""
     return run_plan(

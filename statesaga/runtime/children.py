@@ -41,7 +41,7 @@ from statesaga.core import (
     parent_of,
 )
 from statesaga.definition import ChildDef, Definition, TransitionDef, children_of
-from statesaga.delivery import DeliveryStatus
+from statesaga.delivery import Delivery, DeliveryStatus
 from statesaga.errors import EntityBusy, FencedOut, StateSagaError
 from statesaga.failures import capture
 from statesaga.run import Run
@@ -209,17 +209,11 @@ class Children:
             status = Status(row.status)
             result: Run | None = None
             try:
-                if status is Status.COMPLETED:
-                    request = CompensateRequested(reason, details)
-                    result = yield from self.operate(row.id, request, 0.0, "compensate")
-                elif status is Status.FAILED and row.machine.get("stack"):
+                if status is Status.FAILED and row.machine.get("stack"):
                     # its compensation kept failing: undoing the parent tries it again
                     result = yield from self.operate(row.id, RetryRequested(), 0.0, "retry")
-                elif status in (Status.RUNNING, Status.WAITING):
-                    delivery = yield from self.inbox.cancel(
-                        row.id, reason, details, f"parent-compensates:{key}", 0.0
-                    )
-                    result = delivery.run
+                elif status in _UNDOABLE:
+                    result = yield from self._undo_child(row.id, status, key, reason, details)
                 else:
                     result = self.reads.run_of(row)
             except StateSagaError as error:
@@ -272,29 +266,37 @@ class Children:
         """
         if not children_of(run.definition):
             return
-        for row in self.store.list(correlation_id=run.correlation_id, limit=10_000):
-            parent = parent_of(row.idempotency_key)
-            if parent is not None and parent[0] == run.id:
-                status = Status(row.status)
-                yield from self._undo_orphan(row.id, status, row.idempotency_key, run.id)
+        for row in self.reads.child_rows(run.id, run.correlation_id):
+            yield from self._undo_orphan(row.id, Status(row.status), row.idempotency_key, run.id)
 
     def _undo_orphan(
         self, child_id: str, status: Status, key: str | None, parent_id: str
     ) -> Generator[Request, Any, None]:
         """Compensate a completed child of a compensated parent, or cancel an open one."""
+        if status not in _UNDOABLE:
+            return
         reason = f"its parent {parent_id} was compensated without it"
-        details = {"parent_id": parent_id}
         try:
-            if status is Status.COMPLETED:
-                request = CompensateRequested(reason, details)
-                yield from self.operate(child_id, request, 0.0, "compensate")
-            elif status in (Status.RUNNING, Status.WAITING):
-                # the same event id as the parent's own undo of the step: one cancel
-                yield from self.inbox.cancel(
-                    child_id, reason, details, f"parent-compensates:{key}", 0.0
-                )
+            yield from self._undo_child(child_id, status, key, reason, {"parent_id": parent_id})
         except StateSagaError as error:  # another engine undoes it, or it moved on
             log.info("child %s of %s left as it is: %s", child_id, parent_id, error)
+
+    def _undo_child(
+        self, child_id: str, status: Status, key: str | None, reason: str, details: dict[str, Any]
+    ) -> Generator[Request, Any, Run | None]:
+        """Compensate a completed child, or cancel an open one (``status`` in ``_UNDOABLE``).
+
+        A cancel has the event id of the parent's undo of the step: one cancel however
+        often it is asked for.
+        """
+        if status is Status.COMPLETED:
+            request = CompensateRequested(reason, details)
+            compensated: Run = yield from self.operate(child_id, request, 0.0, "compensate")
+            return compensated
+        delivery: Delivery = yield from self.inbox.cancel(
+            child_id, reason, details, f"parent-compensates:{key}", 0.0
+        )
+        return delivery.run
 
     def _tell(self, parent_id: str, step: str, child_id: str, correlation_id: str) -> bool:
         """Record a child's end in its parent's inbox; ``False`` if it was already there."""
@@ -325,6 +327,10 @@ class Children:
             correlation_id=run.correlation_id,
             resources=self.resources,
         )
+
+
+#: the children an undo compensates (completed) or cancels (still open)
+_UNDOABLE = (Status.COMPLETED, Status.RUNNING, Status.WAITING)
 
 
 def _undone(child: Run) -> Outcome:

@@ -15,10 +15,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from statesaga.runtime.requests import Call, Gather, Response
 
-__all__ = ["MAX_BRANCH_CALLS", "TaskGather", "ThreadGather"]
+__all__ = ["BRANCH_THREADS", "MAX_BRANCH_CALLS", "TaskGather", "ThreadGather"]
 
 #: the most branch steps one engine call runs at once (threads or tasks)
 MAX_BRANCH_CALLS = 16
+#: the name prefix of the threads that run branch steps
+BRANCH_THREADS = "statesaga-branch"
 
 
 class ThreadGather:
@@ -33,7 +35,7 @@ class ThreadGather:
     def answer(self, request: Gather) -> tuple[str, Response] | None:
         """Start ``request``'s calls, then wait for the first of the running ones to end."""
         if request.calls and self._pool is None:
-            self._pool = ThreadPoolExecutor(self._limit, thread_name_prefix="statesaga-branch")
+            self._pool = ThreadPoolExecutor(self._limit, thread_name_prefix=BRANCH_THREADS)
         for name, call in request.calls:
             assert self._pool is not None
             # the run's logging context goes along into the thread

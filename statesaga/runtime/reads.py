@@ -51,11 +51,15 @@ class Reads:
         its id in their idempotency key.
         """
         row = get_row(self.store, instance_id)
-        family = self.store.list(correlation_id=row.correlation_id, limit=10_000)
+        return [self.run_of(kin) for kin in reversed(self.child_rows(row.id, row.correlation_id))]
+
+    def child_rows(self, instance_id: str, correlation_id: str) -> list[InstanceRow]:
+        """The rows of the run's children, newest first (one indexed read)."""
+        family = self.store.list(correlation_id=correlation_id, limit=10_000)
         return [
-            self.run_of(kin)
-            for kin in reversed(family)
-            if (parent := parent_of(kin.idempotency_key)) is not None and parent[0] == row.id
+            kin
+            for kin in family
+            if (parent := parent_of(kin.idempotency_key)) is not None and parent[0] == instance_id
         ]
 
     def history(self, instance_id: str) -> list[HistoryEntry]:

@@ -32,7 +32,7 @@ from statesaga.store import inbox as _inbox
 from statesaga.store import leases as _leases
 from statesaga.store import reads as _reads
 from statesaga.store.base import HistoryRow, InboxRow, InstanceRow, Settle, Write
-from statesaga.store.dialects import APP_SCHEMAS, dialect_for, is_busy, reading, use_schema
+from statesaga.store.dialects import APP_SCHEMAS, dialect_for, reading, use_schema
 from statesaga.store.hooks import StoreWrite, WriteHook
 from statesaga.store.hot import HotConnections
 from statesaga.store.migrate import ensure_schema
@@ -361,9 +361,7 @@ class SqlStore:
         """
         try:
             return _inbox.receive(self.engine, entry)
-        except (sa.exc.OperationalError, StoreBusy) as error:
-            if not is_busy(error):
-                raise
+        except StoreBusy as error:  # (the engine's handler turns SQLite's busy into it)
             raise StoreError(
                 f"the database stayed busy past its busy timeout while recording "
                 f"{entry.kind} {entry.event_id!r} for run {entry.instance_id}; nothing was "

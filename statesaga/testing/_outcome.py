@@ -21,7 +21,6 @@ from statesaga.testing.plans import FaultPlan
 
 __all__ = [
     "BRANCH_JOIN_SECONDS",
-    "BRANCH_THREADS",
     "LEASE_TTL",
     "MAX_ROUNDS",
     "OPERATOR_RETRIES",
@@ -41,9 +40,7 @@ LEASE_TTL = 30.0
 OPERATOR_RETRIES = 3
 #: a bound on the driver's rounds (recoveries, events), so a runaway run ends the test
 MAX_ROUNDS = 200
-#: the name prefix of the engines' parallel-branch threads, which the driver lets end
-BRANCH_THREADS = "statesaga-branch"
-#: how long (real seconds) the driver waits for one such thread
+#: how long (real seconds) the driver waits for one of the engines' branch threads
 BRANCH_JOIN_SECONDS = 10.0
 #: the driver's last recovery passes, while an ended run still has an entry pending
 SETTLE_PASSES = 20

@@ -27,12 +27,12 @@ from statesaga.definition import Definition
 from statesaga.engine import Engine
 from statesaga.errors import ConcurrencyError, RetryNotAllowed, StoreError
 from statesaga.run import Run
+from statesaga.runtime.gather import BRANCH_THREADS
 from statesaga.testing._family import family
 from statesaga.testing._faults import instrument
 from statesaga.testing._harness import _Harness
 from statesaga.testing._outcome import (
     BRANCH_JOIN_SECONDS,
-    BRANCH_THREADS,
     LEASE_TTL,
     MAX_ROUNDS,
     OPERATOR_RETRIES,

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from statesaga.engine import pump
+from statesaga._pump import pump
 from statesaga.errors import ConcurrencyError, SagaNotRegistered
 from statesaga.run import Run
 

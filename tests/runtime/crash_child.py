@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from crash_saga import ABANDON_AT, CrashCheckout, Order, ensure_effects_table
 
-import statesaga.engine
+import statesaga._pump
 from statesaga import Engine
 from statesaga.store.base import HistoryRow
 from statesaga.store.hooks import StoreWrite, WriteMoment
@@ -68,7 +68,7 @@ def record_name(row: HistoryRow) -> str:
 
 def wrap_steps(before: Callable[[str], None], after: Callable[[str], None]) -> None:
     """Hook every step and compensation call (``ctx.step`` names it) of this process."""
-    original = statesaga.engine._call
+    original = statesaga._pump._call
 
     def call(request: Any) -> Any:
         before(request.ctx.step)
@@ -76,7 +76,7 @@ def wrap_steps(before: Callable[[str], None], after: Callable[[str], None]) -> N
         after(request.ctx.step)
         return response
 
-    statesaga.engine._call = call
+    statesaga._pump._call = call
 
 
 def arm(engine: Engine, boundary: str) -> None:

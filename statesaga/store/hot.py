@@ -4,7 +4,8 @@ A transition is one short transaction on a raw DBAPI connection (checking a
 connection out of SQLAlchemy's pool for each one costs more than a SQLite
 commit). These connections live in a small pool of their own, bounded like
 SQLAlchemy's: a process never holds more than ``size`` of them, however many
-threads drive runs; a thread that finds them all busy waits its turn. A
+threads drive runs; a thread that finds them all busy waits its turn (served
+in the order threads came, so none waits behind later ones). A
 connection that failed with a disconnect is dropped, so the next transaction
 opens a fresh one.
 
@@ -21,6 +22,8 @@ opens a fresh one.
 from __future__ import annotations
 
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -41,6 +44,21 @@ class HotConnection:
         self.raw = raw
         self.cursor = raw.cursor()
         self.broken = False
+
+
+class _Waiter:
+    """A thread waiting for a connection: handed one, or a free place to open one in."""
+
+    __slots__ = ("hot", "ready", "served")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.ready = threading.Condition(lock)
+        self.served = False
+        self.hot: HotConnection | None = None
+
+    def serve(self, hot: HotConnection | None) -> None:
+        self.hot, self.served = hot, True
+        self.ready.notify()
 
 
 class HotConnections:
@@ -76,9 +94,16 @@ class HotConnections:
         self._timeout = timeout
         self._idle: list[HotConnection] = []
         self._every: list[HotConnection] = []
-        self._ready = threading.Condition()
+        self._lock = threading.Lock()
+        self._waiters: deque[_Waiter] = deque()  # threads waiting for a connection, oldest first
         self._keep: Any = None  # the in-memory database's one connection, kept checked out
         self.open = 0
+
+    @property
+    def waiting(self) -> int:
+        """How many threads wait for a connection now."""
+        with self._lock:
+            return len(self._waiters)
 
     @contextmanager
     def connection(self) -> Iterator[HotConnection]:
@@ -93,26 +118,35 @@ class HotConnections:
         """A connection for one transaction (:meth:`connection` without the context manager).
 
         Every one taken is handed to :meth:`give_back` once its transaction is over.
+        Threads that find every connection busy are served in the order they came.
         """
-        with self._ready:
-            while True:
-                if self._idle:
-                    return self._idle.pop()
-                if self.open < self.size:
-                    self.open += 1
-                    break
-                if not self._ready.wait(self._timeout):
-                    raise StoreError(
-                        f"all {self.size} hot-path database connections stayed busy for "
-                        f"{self._timeout:g}s; raise the hot_connections setting, or run fewer "
-                        "threads per process"
-                    )
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+            if self.open < self.size:
+                self.open += 1
+            else:
+                waiter = _Waiter(self._lock)
+                self._waiters.append(waiter)
+                deadline = time.monotonic() + self._timeout
+                while not waiter.served:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self._waiters.remove(waiter)
+                        raise StoreError(
+                            f"all {self.size} hot-path database connections stayed busy for "
+                            f"{self._timeout:g}s; raise the hot_connections setting, or run "
+                            "fewer threads per process"
+                        )
+                    waiter.ready.wait(remaining)
+                if waiter.hot is not None:
+                    return waiter.hot
+                # handed a free place (a broken connection was dropped): open one in it
         try:
             return self._connect()
         except BaseException:
-            with self._ready:
-                self.open -= 1
-                self._ready.notify()
+            with self._lock:
+                self._free_places(1)
             raise
 
     def _connect(self) -> HotConnection:
@@ -125,7 +159,7 @@ class HotConnections:
         if self._prepare is not None:
             self._prepare(raw)
         hot = HotConnection(raw)
-        with self._ready:
+        with self._lock:
             self._every.append(hot)
         return hot
 
@@ -134,7 +168,7 @@ class HotConnections:
         if self._returned is not None:
             self._returned(hot.raw)
         dropped: list[HotConnection] = []
-        with self._ready:
+        with self._lock:
             if hot.broken and not self._static:
                 # what killed this one (a server restart, every backend terminated) most
                 # likely killed the idle ones too: drop them, so a retry opens a fresh one
@@ -142,17 +176,26 @@ class HotConnections:
                 self._idle = []
                 for gone in dropped:
                     self._every.remove(gone)
-                self.open -= len(dropped)
+                self._free_places(len(dropped))
+            elif self._waiters:
+                self._waiters.popleft().serve(hot)  # the longest waiting thread has it
             else:
                 self._idle.append(hot)
-            self._ready.notify_all()
         for gone in dropped:
             with suppress(Exception):
                 gone.raw.close()
 
+    def _free_places(self, count: int) -> None:
+        """``count`` connections are gone: waiting threads may open new ones in their place."""
+        for _ in range(count):
+            if self._waiters:
+                self._waiters.popleft().serve(None)  # stays counted in ``open``: theirs now
+            else:
+                self.open -= 1
+
     def close(self) -> None:
         """Close every connection (those in use are closed too: call it last)."""
-        with self._ready:
+        with self._lock:
             every, self._every, self._idle = self._every, [], []
             self.open = 0
         if not self._static:

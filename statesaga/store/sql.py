@@ -36,6 +36,7 @@ from statesaga.store.dialects import APP_SCHEMAS, dialect_for, reading, use_sche
 from statesaga.store.hooks import StoreWrite, WriteHook
 from statesaga.store.hot import HotConnections
 from statesaga.store.migrate import ensure_schema
+from statesaga.store.pool import FairQueuePool
 from statesaga.store.writes import HotWrites, connection_lost
 
 __all__ = ["SqlStore"]
@@ -401,8 +402,15 @@ def _create_engine(url: str, pool_size: int, max_overflow: int) -> sa.Engine:
         if parsed.get_backend_name() == "postgresql":
             # a sensible pool for many threads; dead connections are replaced, not reused
             return sa.create_engine(
-                url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True, **codec
+                url,
+                poolclass=FairQueuePool,  # threads waiting for a connection, served in order
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_pre_ping=True,
+                **codec,
             )
+        if parsed.get_backend_name() == "sqlite":
+            return sa.create_engine(url, poolclass=FairQueuePool, **codec)
         return sa.create_engine(url, **codec)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as error:
         raise StoreError(

@@ -24,9 +24,11 @@ with its worker thread) in ``--servers`` processes on free ports of
 127.0.0.1, and an httpx client completes carts there, round robin; only
 those processes are stopped afterwards, by pid.
 
-PostgreSQL: each thread in flight holds a connection of its own (the
-engine's hot path), so the levels default to 1, 4 and 16 there (the server
-is shared, 100 connections); SQLite adds 64.
+Levels: 1, 4, 16 and 64 in flight. On PostgreSQL the process holds at most
+``pool_size + max_overflow + hot_connections`` connections (30 by default),
+however many threads are in flight: beyond that, threads wait for a
+connection, served in the order they came. Over HTTP each server process
+runs ``--threads`` (8) requests at once and holds at most 16.
 
 Usage::
 
@@ -84,7 +86,7 @@ from statesaga import StepContext
 from statesaga.context import Resources
 from statesaga.store import SqlStore
 
-LEVELS = {"sqlite": [1, 4, 16, 64], "postgres": [1, 4, 16]}
+LEVELS = {"sqlite": [1, 4, 16, 64], "postgres": [1, 4, 16, 64]}
 PRICE_A, PRICE_B = 1250, 899
 
 
@@ -487,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument(
         "--inflight",
-        help="levels, comma-separated (default: 1,4,16,64 on SQLite, 1,4,16 on PostgreSQL)",
+        help="levels, comma-separated (default: 1,4,16,64)",
     )
     parser.add_argument(
         "--checkouts", type=int, default=300, help="checkouts per level and variant"

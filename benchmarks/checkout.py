@@ -270,7 +270,7 @@ def free_port() -> int:
 
 
 def start_servers(
-    url: str, count: int, log: Any
+    url: str, count: int, log: Any, threads: int | None = None
 ) -> tuple[list[subprocess.Popen[bytes]], list[int]]:
     """``count`` checkout API processes on free ports of 127.0.0.1, answering."""
     import httpx
@@ -286,6 +286,7 @@ def start_servers(
             url,
             "--port",
             str(port),
+            *(["--threads", str(threads)] if threads is not None else []),
         ]
         processes.append(subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=log))
         ports.append(port)
@@ -350,7 +351,7 @@ def over_http(kind: str, url: str, args: argparse.Namespace) -> list[dict[str, A
     results = []
     # the shop here makes the tables and adds the carts; the servers check them out
     with Shop.open(url, provider=SimulatedProvider()) as shop, open(args.server_log, "ab") as log:
-        processes, ports = start_servers(url, args.servers, log)
+        processes, ports = start_servers(url, args.servers, log, args.server_threads)
         try:
             for level in args.levels[kind]:
                 per_thread = max(args.min_per_thread, args.checkouts // level)
@@ -362,7 +363,8 @@ def over_http(kind: str, url: str, args: argparse.Namespace) -> list[dict[str, A
                     results.append(
                         {
                             "backend": kind,
-                            "mode": f"HTTP, {args.servers} servers",
+                            "mode": f"HTTP, {args.servers} servers"
+                            + (f" x {args.server_threads} threads" if args.server_threads else ""),
                             "variant": "engine",
                             "in_flight": level,
                             **figures,
@@ -501,6 +503,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http", action="store_true", help="also complete carts over HTTP")
     parser.add_argument("--http-only", action="store_true", help="only over HTTP")
     parser.add_argument("--servers", type=int, default=3, help="checkout API processes for --http")
+    parser.add_argument(
+        "--server-threads",
+        type=int,
+        help="requests each API process runs at once (its --threads; default: the app's, 8)",
+    )
     parser.add_argument("--server-log", default="/tmp/statesaga-bench-checkout-servers.log")
     parser.add_argument("--profile", action="store_true", help="print where a checkout's time goes")
     parser.add_argument("--profile-checkouts", type=int, default=300)

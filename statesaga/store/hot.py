@@ -129,16 +129,19 @@ class HotConnections:
                 waiter = _Waiter(self._lock)
                 self._waiters.append(waiter)
                 deadline = time.monotonic() + self._timeout
-                while not waiter.served:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        self._waiters.remove(waiter)
-                        raise StoreError(
-                            f"all {self.size} hot-path database connections stayed busy for "
-                            f"{self._timeout:g}s; raise the hot_connections setting, or run "
-                            "fewer threads per process"
-                        )
-                    waiter.ready.wait(remaining)
+                try:
+                    while not waiter.served:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            raise StoreError(
+                                f"all {self.size} hot-path database connections stayed busy "
+                                f"for {self._timeout:g}s; raise the hot_connections setting, "
+                                "or run fewer threads per process"
+                            )
+                        waiter.ready.wait(remaining)
+                except BaseException:  # timed out, or interrupted (Ctrl-C in the main thread)
+                    self._left(waiter)
+                    raise
                 if waiter.hot is not None:
                     return waiter.hot
                 # handed a free place (a broken connection was dropped): open one in it
@@ -184,6 +187,17 @@ class HotConnections:
         for gone in dropped:
             with suppress(Exception):
                 gone.raw.close()
+
+    def _left(self, waiter: _Waiter) -> None:
+        """``waiter`` stopped waiting: out of the line, or what it was handed passed on."""
+        if not waiter.served:
+            self._waiters.remove(waiter)
+        elif waiter.hot is None:
+            self._free_places(1)  # the free place it was handed goes to the next
+        elif self._waiters:
+            self._waiters.popleft().serve(waiter.hot)
+        else:
+            self._idle.append(waiter.hot)
 
     def _free_places(self, count: int) -> None:
         """``count`` connections are gone: waiting threads may open new ones in their place."""

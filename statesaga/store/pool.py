@@ -120,12 +120,22 @@ class FairQueue(QueueCommon[_T]):
             waiter: _Waiter[_T] = _Waiter(self.mutex)
             self._waiters.append(waiter)
             deadline = None if timeout is None else time.monotonic() + timeout
-            while not waiter.served:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
+            try:
+                while not waiter.served:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise Empty
+                    waiter.ready.wait(remaining)
+            except BaseException:  # timed out, or interrupted (Ctrl-C in the main thread)
+                if waiter.served:  # handed one meanwhile: pass it on, never lose it
+                    assert waiter.item is not None
+                    try:
+                        self.put(waiter.item, False)
+                    except Full:  # kept idle one over the size; the pool closes extras later
+                        self._items.append(waiter.item)
+                else:
                     self._waiters.remove(waiter)
-                    raise Empty
-                waiter.ready.wait(remaining)
+                raise
             item = waiter.item
             assert item is not None
             return item

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from _thread import interrupt_main
 from collections.abc import Callable
 from pathlib import Path
 
@@ -194,4 +195,28 @@ def test_a_thread_that_gives_up_on_the_hot_path_leaves_the_line(tmp_path: Path) 
     assert hot.waiting == 0
     hot.give_back(held)
     assert hot.take() is held  # kept idle, not handed to the thread that left
+    hot.close()
+
+
+def test_a_thread_interrupted_while_waiting_leaves_the_line(tmp_path: Path) -> None:
+    engine = one_connection(tmp_path)
+    hot = HotConnections(sa.create_engine(f"sqlite:///{tmp_path / 'hot.db'}"), size=1)
+    held, taken = engine.connect(), hot.take()
+    for wait_for, waiters in (
+        (engine.connect, lambda: waiting(engine)),
+        (hot.take, lambda: hot.waiting),
+    ):
+        interrupter = threading.Thread(
+            target=lambda waiters=waiters: (wait_until(lambda: waiters() == 1), interrupt_main())
+        )
+        interrupter.start()
+        with pytest.raises(KeyboardInterrupt):  # Ctrl-C while the main thread waits
+            wait_for()
+        interrupter.join()
+        assert waiters() == 0
+    held.close()
+    hot.give_back(taken)
+    with engine.connect():  # what was given back went to no one who had left
+        assert hot.take() is taken
+    engine.dispose()
     hot.close()

@@ -9,9 +9,9 @@ again. The store's pool (``FairQueuePool``) and the hot path's connections
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
-from _thread import interrupt_main
 from collections.abc import Callable
 from pathlib import Path
 
@@ -198,6 +198,13 @@ def test_a_thread_that_gives_up_on_the_hot_path_leaves_the_line(tmp_path: Path) 
     hot.close()
 
 
+def ctrl_c() -> None:
+    """Ctrl-C: SIGINT to the main thread, which Python raises there as ``KeyboardInterrupt``."""
+    main = threading.main_thread().ident
+    assert main is not None
+    signal.pthread_kill(main, signal.SIGINT)
+
+
 def test_a_thread_interrupted_while_waiting_leaves_the_line(tmp_path: Path) -> None:
     engine = one_connection(tmp_path)
     hot = HotConnections(sa.create_engine(f"sqlite:///{tmp_path / 'hot.db'}"), size=1)
@@ -207,7 +214,7 @@ def test_a_thread_interrupted_while_waiting_leaves_the_line(tmp_path: Path) -> N
         (hot.take, lambda: hot.waiting),
     ):
         interrupter = threading.Thread(
-            target=lambda waiters=waiters: (wait_until(lambda: waiters() == 1), interrupt_main())
+            target=lambda waiters=waiters: (wait_until(lambda: waiters() == 1), ctrl_c())
         )
         interrupter.start()
         with pytest.raises(KeyboardInterrupt):  # Ctrl-C while the main thread waits

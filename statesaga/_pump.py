@@ -125,20 +125,15 @@ def _in_a_thread(request: Call) -> Any:
     name = f"{threading.current_thread().name}/{request.ctx.step}:{request.ctx.instance_id[:8]}"
     job = STEP_THREADS.submit(request.function, request.ctx, name=name)
     if not job.finished(request.timeout):
-        raise StepTimeout(
-            f"{request.ctx.step} ran longer than its timeout of {request.timeout:g}s; it was "
-            "left running in the background and whatever it returns will be ignored",
-            step=request.ctx.step,
-            timeout=request.timeout,
-            instance_id=request.ctx.instance_id,
+        raise _timeout(
+            request, "it was left running in the background and whatever it returns will be ignored"
         )
     return job.result()
 
 
-def _timeout(request: Call) -> StepTimeout:
+def _timeout(request: Call, what: str = "its result was discarded") -> StepTimeout:
     return StepTimeout(
-        f"{request.ctx.step} ran longer than its timeout of {request.timeout:g}s; its "
-        "result was discarded",
+        f"{request.ctx.step} ran longer than its timeout of {request.timeout:g}s; {what}",
         step=request.ctx.step,
         timeout=request.timeout,
         instance_id=request.ctx.instance_id,

@@ -31,6 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from statesaga.errors import StoreError
+from statesaga.store.pool import Waiter
 
 __all__ = ["HotConnection", "HotConnections"]
 
@@ -44,21 +45,6 @@ class HotConnection:
         self.raw = raw
         self.cursor = raw.cursor()
         self.broken = False
-
-
-class _Waiter:
-    """A thread waiting for a connection: handed one, or a free place to open one in."""
-
-    __slots__ = ("hot", "ready", "served")
-
-    def __init__(self, lock: threading.Lock) -> None:
-        self.ready = threading.Condition(lock)
-        self.served = False
-        self.hot: HotConnection | None = None
-
-    def serve(self, hot: HotConnection | None) -> None:
-        self.hot, self.served = hot, True
-        self.ready.notify()
 
 
 class HotConnections:
@@ -95,7 +81,8 @@ class HotConnections:
         self._idle: list[HotConnection] = []
         self._every: list[HotConnection] = []
         self._lock = threading.Lock()
-        self._waiters: deque[_Waiter] = deque()  # threads waiting for a connection, oldest first
+        # threads waiting for a connection, oldest first (handed ``None``: a place to open one)
+        self._waiters: deque[Waiter[HotConnection | None]] = deque()
         self._keep: Any = None  # the in-memory database's one connection, kept checked out
         self.open = 0
 
@@ -126,24 +113,20 @@ class HotConnections:
             if self.open < self.size:
                 self.open += 1
             else:
-                waiter = _Waiter(self._lock)
+                waiter: Waiter[HotConnection | None] = Waiter(self._lock)
                 self._waiters.append(waiter)
-                deadline = time.monotonic() + self._timeout
                 try:
-                    while not waiter.served:
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            raise StoreError(
-                                f"all {self.size} hot-path database connections stayed busy "
-                                f"for {self._timeout:g}s; raise the hot_connections setting, "
-                                "or run fewer threads per process"
-                            )
-                        waiter.ready.wait(remaining)
+                    if not waiter.wait(time.monotonic() + self._timeout):
+                        raise StoreError(
+                            f"all {self.size} hot-path database connections stayed busy for "
+                            f"{self._timeout:g}s; raise the hot_connections setting, or run "
+                            "fewer threads per process"
+                        )
                 except BaseException:  # timed out, or interrupted (Ctrl-C in the main thread)
                     self._left(waiter)
                     raise
-                if waiter.hot is not None:
-                    return waiter.hot
+                if waiter.item is not None:
+                    return waiter.item
                 # handed a free place (a broken connection was dropped): open one in it
         try:
             return self._connect()
@@ -188,16 +171,16 @@ class HotConnections:
             with suppress(Exception):
                 gone.raw.close()
 
-    def _left(self, waiter: _Waiter) -> None:
+    def _left(self, waiter: Waiter[HotConnection | None]) -> None:
         """``waiter`` stopped waiting: out of the line, or what it was handed passed on."""
         if not waiter.served:
             self._waiters.remove(waiter)
-        elif waiter.hot is None:
+        elif waiter.item is None:
             self._free_places(1)  # the free place it was handed goes to the next
         elif self._waiters:
-            self._waiters.popleft().serve(waiter.hot)
+            self._waiters.popleft().serve(waiter.item)
         else:
-            self._idle.append(waiter.hot)
+            self._idle.append(waiter.item)
 
     def _free_places(self, count: int) -> None:
         """``count`` connections are gone: waiting threads may open new ones in their place."""

@@ -28,20 +28,37 @@ from typing import Generic, TypeVar
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 from sqlalchemy.util.queue import Empty, Full, QueueCommon
 
-__all__ = ["FairQueue", "FairQueuePool"]
+__all__ = ["FairQueue", "FairQueuePool", "Waiter"]
 
 _T = TypeVar("_T")
 
 
-class _Waiter(Generic[_T]):
-    """A thread waiting for an item; the item is handed to it, not left for anyone."""
+class Waiter(Generic[_T]):
+    """A thread in a waiting line: an item is handed to it, not left for anyone to take.
+
+    Every method is called with ``lock`` (the line's) held.
+    """
 
     __slots__ = ("item", "ready", "served")
 
-    def __init__(self, lock: threading.RLock) -> None:
+    def __init__(self, lock: threading.Lock | threading.RLock) -> None:
         self.ready = threading.Condition(lock)
         self.served = False
         self.item: _T | None = None
+
+    def serve(self, item: _T) -> None:
+        """Hand ``item`` to this thread and wake it."""
+        self.item, self.served = item, True
+        self.ready.notify()
+
+    def wait(self, deadline: float | None) -> bool:
+        """Wait until served or ``deadline`` (``time.monotonic``) passes; whether served."""
+        while not self.served:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            self.ready.wait(remaining)
+        return True
 
 
 class FairQueue(QueueCommon[_T]):
@@ -62,7 +79,7 @@ class FairQueue(QueueCommon[_T]):
         self.use_lifo = use_lifo
         self.mutex = threading.RLock()
         self._items: deque[_T] = deque()
-        self._waiters: deque[_Waiter[_T]] = deque()
+        self._waiters: deque[Waiter[_T]] = deque()
 
     @property
     def waiting(self) -> int:
@@ -93,9 +110,7 @@ class FairQueue(QueueCommon[_T]):
         """
         with self.mutex:
             if self._waiters:
-                waiter = self._waiters.popleft()
-                waiter.item, waiter.served = item, True
-                waiter.ready.notify()
+                self._waiters.popleft().serve(item)
                 return
             if self.maxsize > 0 and len(self._items) >= self.maxsize:
                 raise Full
@@ -117,15 +132,11 @@ class FairQueue(QueueCommon[_T]):
                 raise Empty
             if timeout is not None and timeout < 0:
                 raise ValueError("'timeout' must be a positive number")
-            waiter: _Waiter[_T] = _Waiter(self.mutex)
+            waiter: Waiter[_T] = Waiter(self.mutex)
             self._waiters.append(waiter)
-            deadline = None if timeout is None else time.monotonic() + timeout
             try:
-                while not waiter.served:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        raise Empty
-                    waiter.ready.wait(remaining)
+                if not waiter.wait(None if timeout is None else time.monotonic() + timeout):
+                    raise Empty
             except BaseException:  # timed out, or interrupted (Ctrl-C in the main thread)
                 if waiter.served:  # handed one meanwhile: pass it on, never lose it
                     assert waiter.item is not None

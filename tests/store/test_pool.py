@@ -12,7 +12,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -205,6 +205,18 @@ def ctrl_c() -> None:
     signal.pthread_kill(main, signal.SIGINT)
 
 
+@pytest.fixture
+def sigint_raises() -> Iterator[None]:
+    """SIGINT raises ``KeyboardInterrupt`` here, even in a process started with it ignored
+    (a background job, as CI may run the tests)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("sigint_raises")
 def test_a_thread_interrupted_while_waiting_leaves_the_line(tmp_path: Path) -> None:
     engine = one_connection(tmp_path)
     hot = HotConnections(sa.create_engine(f"sqlite:///{tmp_path / 'hot.db'}"), size=1)

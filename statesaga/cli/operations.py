@@ -141,16 +141,23 @@ def worker(
         if not engine.definitions:
             raise StateSagaError("the worker needs the sagas' code: pass --saga MODULE:ATTR")
         stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
-        Worker(
-            engine,
-            concurrency=settings.worker_concurrency,
-            retention_days=settings.retention_days,
-            poll_interval=poll,
-            batch=batch,
-            log_every=log_every,
-        ).run(stop)
+        # the signals stop the worker while it runs; the process's own handlers come back after
+        previous = {
+            sig: signal.signal(sig, lambda *_: stop.set())
+            for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            Worker(
+                engine,
+                concurrency=settings.worker_concurrency,
+                retention_days=settings.retention_days,
+                poll_interval=poll,
+                batch=batch,
+                log_every=log_every,
+            ).run(stop)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 @app.command()

@@ -9,7 +9,9 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 import sagas
 from sagas import Order, journal
 
@@ -111,3 +113,33 @@ def test_the_worker_command_stops_on_sigterm_and_says_what_it_did(tmp_path: Path
     assert "started: 1 thread(s), driving waiting" in output
     assert "healthy:" in output
     assert "stopped: 1 runs driven (1 compensated), 0 errors" in output
+
+
+def test_the_worker_command_run_in_process_gives_the_signals_back(
+    tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``statesaga worker`` called from Python (not as a process of its own) stops on SIGTERM
+    like the command, then puts the process's own SIGINT and SIGTERM handlers back (Ctrl-C
+    raises ``KeyboardInterrupt`` again afterwards, not a stale stop)."""
+    from statesaga.cli import app
+
+    url = f"sqlite:///{tmp_path / 'in-process.db'}"
+    with Engine(url):
+        pass  # the store exists before the worker opens it
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1]))
+    mine = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        before = signal.getsignal(signal.SIGTERM)
+        timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+        timer.start()
+        try:
+            result = cli.invoke(
+                app, ["worker", "--saga", "sagas:Waiting", "--db", url, "--poll", "0.05"]
+            )
+        finally:
+            timer.cancel()
+        assert result.exit_code == 0, result.output
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGTERM) is before
+    finally:
+        signal.signal(signal.SIGINT, mine)

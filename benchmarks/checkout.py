@@ -44,6 +44,7 @@ import argparse
 import asyncio
 import cProfile
 import io
+import os
 import pstats
 import socket
 import subprocess
@@ -226,10 +227,30 @@ def say(what: str, level: int, figures: dict[str, Any]) -> None:
     )
 
 
+def store_for(url: str, pool: tuple[int, int, int] | None) -> str | SqlStore:
+    """The URL, or a store on it with ``pool`` as (pool_size, max_overflow, hot_connections)."""
+    if pool is None:
+        return url
+    size, overflow, hot = pool
+    return SqlStore(url, pool_size=size, max_overflow=overflow, hot_connections=hot)
+
+
+def pool_environment(pool: tuple[int, int, int] | None) -> dict[str, str]:
+    """The settings an API process reads for ``pool`` (nothing without one)."""
+    if pool is None:
+        return {}
+    size, overflow, hot = pool
+    return {
+        "STATESAGA_POOL_SIZE": str(size),
+        "STATESAGA_MAX_OVERFLOW": str(overflow),
+        "STATESAGA_HOT_CONNECTIONS": str(hot),
+    }
+
+
 def in_process(kind: str, url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     provider = SimulatedProvider()
     results = []
-    with Shop.open(url, provider=provider) as shop:
+    with Shop.open(store_for(url, args.pool), provider=provider) as shop:
         store: SqlStore = shop.engine.store  # type: ignore[assignment]
         variants = {
             "engine": engine_checkout(shop),
@@ -270,11 +291,16 @@ def free_port() -> int:
 
 
 def start_servers(
-    url: str, count: int, log: Any, threads: int | None = None
+    url: str,
+    count: int,
+    log: Any,
+    threads: int | None = None,
+    pool: tuple[int, int, int] | None = None,
 ) -> tuple[list[subprocess.Popen[bytes]], list[int]]:
     """``count`` checkout API processes on free ports of 127.0.0.1, answering."""
     import httpx
 
+    env = {**os.environ, **pool_environment(pool)}
     processes, ports = [], []
     for _ in range(count):
         port = free_port()
@@ -288,7 +314,7 @@ def start_servers(
             str(port),
             *(["--threads", str(threads)] if threads is not None else []),
         ]
-        processes.append(subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=log))
+        processes.append(subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=log, env=env))
         ports.append(port)
     deadline = time.monotonic() + 60
     for process, port in zip(processes, ports, strict=True):
@@ -351,7 +377,7 @@ def over_http(kind: str, url: str, args: argparse.Namespace) -> list[dict[str, A
     results = []
     # the shop here makes the tables and adds the carts; the servers check them out
     with Shop.open(url, provider=SimulatedProvider()) as shop, open(args.server_log, "ab") as log:
-        processes, ports = start_servers(url, args.servers, log, args.server_threads)
+        processes, ports = start_servers(url, args.servers, log, args.server_threads, args.pool)
         try:
             for level in args.levels[kind]:
                 per_thread = max(args.min_per_thread, args.checkouts // level)
@@ -485,6 +511,19 @@ def report(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return summary
 
 
+def parse_pool(parser: argparse.ArgumentParser, text: str | None) -> tuple[int, int, int] | None:
+    """``--pool SIZE,OVERFLOW,HOT`` as three numbers, or an error that shows the form."""
+    if text is None:
+        return None
+    try:
+        size, overflow, hot = (int(part) for part in text.split(","))
+    except ValueError:
+        parser.error(f"--pool {text!r}: give SIZE,OVERFLOW,HOT, e.g. --pool 4,0,4")
+    if size < 1 or overflow < 0 or hot < 1:
+        parser.error(f"--pool {text!r}: SIZE and HOT at least 1, OVERFLOW at least 0")
+    return size, overflow, hot
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="PostgreSQL URL (%(default)s)")
@@ -508,12 +547,19 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="requests each API process runs at once (its --threads; default: the app's, 8)",
     )
+    parser.add_argument(
+        "--pool",
+        help="SIZE,OVERFLOW,HOT: the store's pool_size, max_overflow and hot_connections, "
+        "in process and in the API processes (default: the store's, 10,10,10; pool_size "
+        "and max_overflow apply to PostgreSQL)",
+    )
     parser.add_argument("--server-log", default="/tmp/statesaga-bench-checkout-servers.log")
     parser.add_argument("--profile", action="store_true", help="print where a checkout's time goes")
     parser.add_argument("--profile-checkouts", type=int, default=300)
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args(argv)
     backends = args.backends.split(",")
+    args.pool = parse_pool(parser, args.pool)
     args.levels = {
         b: [int(x) for x in args.inflight.split(",")] if args.inflight else LEVELS[b]
         for b in backends

@@ -116,13 +116,16 @@ class Shop:
     @classmethod
     def open(
         cls,
-        database: str = "sqlite:///shop.db",
+        database: str | SqlStore = "sqlite:///shop.db",
         *,
         provider: PaymentProvider | None = None,
         resources: Iterable[object] = (),
         **engine_options: Any,
     ) -> Self:
         """A shop on ``database``: the saga store and the shop's tables, created if missing.
+
+        ``database`` is a URL, or a :class:`~statesaga.store.SqlStore` made with
+        options of its own (its pool sizes, a schema).
 
         ``provider`` defaults to a :class:`SimulatedProvider`; ``engine_options``
         go to :class:`~statesaga.engine.Engine` (locks, lease, clock...).

@@ -1216,7 +1216,7 @@ def test_the_shop_tables_live_in_the_stores_schema(postgres_url: str) -> None:
         store = SqlStore(
             base.render_as_string(hide_password=False), schema=schema, auto_migrate=True
         )
-        with Shop.open(store, provider=SimulatedProvider()) as shop:  # type: ignore[arg-type]
+        with Shop.open(store, provider=SimulatedProvider()) as shop:
             shop.add_product("mug", "Enamel mug", unit_price=MUG, stock=1)
             assert shop.complete(shop.create_cart({"mug": 1})).status == "completed"
             with shop.database.connect() as connection:

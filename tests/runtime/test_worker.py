@@ -130,14 +130,26 @@ def test_the_worker_command_run_in_process_gives_the_signals_back(
     mine = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         before = signal.getsignal(signal.SIGTERM)
-        timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
-        timer.start()
+        done = threading.Event()
+
+        def stop_the_worker_once_it_listens() -> None:
+            # SIGTERM only once the worker's handler is in place (the default one would
+            # end the test run itself)
+            while not done.wait(0.02):
+                if signal.getsignal(signal.SIGTERM) is not before:
+                    time.sleep(0.3)  # let it poll a few times
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+
+        stopper = threading.Thread(target=stop_the_worker_once_it_listens)
+        stopper.start()
         try:
             result = cli.invoke(
                 app, ["worker", "--saga", "sagas:Waiting", "--db", url, "--poll", "0.05"]
             )
         finally:
-            timer.cancel()
+            done.set()
+            stopper.join(10)
         assert result.exit_code == 0, result.output
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
         assert signal.getsignal(signal.SIGTERM) is before

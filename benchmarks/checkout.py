@@ -46,6 +46,7 @@ import cProfile
 import io
 import os
 import pstats
+import resource
 import socket
 import subprocess
 import sys
@@ -197,14 +198,22 @@ def closed_loop(complete: Callable[[str], None], carts: list[list[str]]) -> dict
     for thread in threads:
         thread.start()
     gate.wait()
-    started = time.perf_counter()
+    started, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF)
     if errors:
         first = errors[0]
         raise RuntimeError(f"{len(errors)} checkouts failed; the first: {first!r}") from first
-    return _figures([s for per in latencies for s in per], elapsed)
+    figures = _figures([s for per in latencies for s in per], elapsed)
+    # what this process spent per checkout: CPU, and how often a thread gave up its core
+    # to wait (a lock, a connection, the database); many more of these per checkout at
+    # high concurrency is threads handing the interpreter lock to each other
+    count = figures["checkouts"]
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    figures["cpu_ms"] = cpu / count * 1000
+    figures["switches"] = (after.ru_nvcsw - before.ru_nvcsw) / count
+    return figures
 
 
 def _figures(latencies: list[float], elapsed: float) -> dict[str, Any]:
@@ -221,9 +230,14 @@ def _figures(latencies: list[float], elapsed: float) -> dict[str, Any]:
 
 def say(what: str, level: int, figures: dict[str, Any]) -> None:
     """One line of progress."""
+    process = (
+        f"  CPU {figures['cpu_ms']:5.2f} ms, {figures['switches']:5.0f} switches per checkout"
+        if "cpu_ms" in figures
+        else ""
+    )
     console.print(
         f"  {what:16} {level:3} in flight: {figures['per_second']:7.1f}/s  "
-        f"p50 {figures['p50_ms']:6.1f} ms  p99 {figures['p99_ms']:7.1f} ms"
+        f"p50 {figures['p50_ms']:6.1f} ms  p99 {figures['p99_ms']:7.1f} ms{process}"
     )
 
 
@@ -489,6 +503,10 @@ def report(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "engine_p99_ms": median([r["p99_ms"] for r in engine]),
             "floor_per_second": median([r["per_second"] for r in floor]),
             "floor_p50_ms": median([r["p50_ms"] for r in floor]),
+            "engine_cpu_ms": median([r["cpu_ms"] for r in engine if "cpu_ms" in r]),
+            "floor_cpu_ms": median([r["cpu_ms"] for r in floor if "cpu_ms" in r]),
+            "engine_switches": median([r["switches"] for r in engine if "switches" in r]),
+            "floor_switches": median([r["switches"] for r in floor if "switches" in r]),
         }  # fmt: skip
         # the share of a checkout's time that is the engine's: 1 - (floor's time ÷ engine's),
         # from the repeats' side-by-side pairs (the machine's load drifts between repeats)
@@ -508,6 +526,15 @@ def report(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
          "floor p50", "engine ÷ floor", "engine's share"],
         rows,
     )  # fmt: skip
+    in_process = [line for line in summary if line["mode"] == "in process"]
+    if in_process:
+        table(
+            "checkout, in process: this process's CPU and voluntary context switches per checkout",
+            ["backend", "in flight", "engine CPU ms", "floor CPU ms", "engine switches",
+             "floor switches"],
+            [(line["backend"], line["in_flight"], line["engine_cpu_ms"], line["floor_cpu_ms"],
+              line["engine_switches"], line["floor_switches"]) for line in in_process],
+        )  # fmt: skip
     return summary
 
 

@@ -25,8 +25,11 @@ import time
 from collections import deque
 from typing import Generic, TypeVar
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 from sqlalchemy.util.queue import Empty, Full, QueueCommon
+
+from statesaga.errors import StoreError
 
 __all__ = ["FairQueue", "FairQueuePool", "Waiter"]
 
@@ -156,7 +159,18 @@ class FairQueuePool(QueuePool):
     """SQLAlchemy's ``QueuePool``, its waiting threads served in the order they came.
 
     Everything else (``pool_size``, ``max_overflow``, ``timeout``, pre-ping,
-    events) is ``QueuePool``'s.
+    events) is ``QueuePool``'s, except that a thread that waited out the
+    timeout gets a ``StoreError`` naming the settings to raise.
     """
 
     _queue_class: type[QueueCommon[ConnectionPoolEntry]] = FairQueue
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        try:
+            return super()._do_get()
+        except sa_exc.TimeoutError as error:
+            raise StoreError(
+                f"all {self.size() + max(self._max_overflow, 0)} pooled database connections "
+                f"stayed busy for {self._timeout:g}s; raise the pool_size (or max_overflow) "
+                f"setting, or run fewer threads per process ({error})"
+            ) from error

@@ -16,21 +16,22 @@ from typing import Any
 
 from statesaga._step_threads import STEP_THREADS
 from statesaga.errors import StepTimeout
-from statesaga.runtime import Call, Driver, Gather, LockOp, Pause, Response, Runtime
+from statesaga.runtime import Call, Driver, Gather, LockOp, Pause, Response, Runtime, Transact
 from statesaga.runtime.gather import ThreadGather
 
-__all__ = ["pump"]
+__all__ = ["call", "pump"]
 
 
 def pump(runtime: Runtime, driver: Driver) -> Any:
     """Run one of ``runtime``'s operations to its end in this thread; return its result.
 
-    Steps are called here (``Call``), pauses slept (``Pause``) and entity locks
+    Steps are called here (``Call``), transactional ones inside the transaction
+    that records them (``Transact``), pauses slept (``Pause``) and entity locks
     taken through the runtime's lock port (``LockOp``). ``Worker`` drives the
     runs ``runtime.recovery`` claims through this.
     """
     try_acquire = runtime.lock_port.try_acquire
-    gather = ThreadGather(_call)
+    gather = ThreadGather(call)
     try:
         request = next(driver)
         while True:
@@ -44,6 +45,16 @@ def pump(runtime: Runtime, driver: Driver) -> Any:
             elif isinstance(request, Pause):
                 time.sleep(request.seconds)
                 request = driver.send(None)
+            elif isinstance(request, Transact):
+                try:
+                    done = request.body(call)
+                except Exception as error:  # e.g. StoreError: raised where the drive asked
+                    request = driver.throw(error)
+                except BaseException:
+                    driver.close()  # as for a call below
+                    raise
+                else:
+                    request = driver.send(done)
             elif isinstance(request, LockOp):
                 try:
                     lease = try_acquire(request.key)
@@ -53,7 +64,7 @@ def pump(runtime: Runtime, driver: Driver) -> Any:
                     request = driver.send(lease)
             else:
                 try:
-                    response = _call(request)
+                    response = call(request)
                 except BaseException:
                     # the process is going down (Ctrl-C, SystemExit, a test's simulated
                     # crash): unwind the drive so that a step's open transaction rolls back
@@ -67,7 +78,11 @@ def pump(runtime: Runtime, driver: Driver) -> Any:
         gather.close()
 
 
-def _call(request: Call) -> Response:
+def call(request: Call) -> Response:
+    """Answer a step call in this thread (a sync step with a timeout on a step thread).
+
+    An async step is run to its end in an event loop of its own.
+    """
     if request.scope is not None:
         with request.scope():  # the step's span, current here (and in its thread, if any)
             return _answer(request)

@@ -2,7 +2,10 @@
 
 Async steps are awaited on the running loop (a timeout cancels them); sync
 steps run in a worker thread so they do not block the loop. Store and lock
-operations are short transactions made directly from the loop.
+operations are short transactions made directly from the loop. A transactional
+step's transaction (waiting for its connection, the step, the commit) runs
+whole on a worker thread, an async step in an event loop of that thread's own:
+more of them at once than pooled connections wait there, never on the loop.
 
 >>> import asyncio, attrs
 >>> from statesaga import AsyncEngine, Saga, State
@@ -32,11 +35,13 @@ from __future__ import annotations
 import asyncio
 import builtins
 import inspect
+import threading
 import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, overload
 
+from statesaga._pump import call as call_here
 from statesaga._typed_reads import EngineReads
 from statesaga.core import RetryRequested, Status, resolve_request
 from statesaga.delivery import Delivery
@@ -52,6 +57,7 @@ from statesaga.runtime import (
     Pause,
     Response,
     SagaRef,
+    Transact,
     log,
 )
 from statesaga.runtime.gather import TaskGather
@@ -101,6 +107,20 @@ class AsyncEngine(EngineReads):
                 elif isinstance(request, Pause):
                     await asyncio.sleep(request.seconds)
                     request = driver.send(None)
+                elif isinstance(request, Transact):
+                    # off the loop: waiting for a pooled connection (or SQLite's write
+                    # lock) must not stop the loop committing the runs that hold them
+                    abandoned = threading.Event()
+                    try:
+                        done = await asyncio.to_thread(request.body, _Unless(abandoned))
+                    except Exception as error:
+                        request = driver.throw(error)
+                    except BaseException:
+                        abandoned.set()  # the step's transaction rolls back when it returns
+                        driver.close()
+                        raise
+                    else:
+                        request = driver.send(done)
                 elif isinstance(request, LockOp):
                     try:
                         lease = await try_acquire(request.key)
@@ -375,6 +395,25 @@ class AsyncEngine(EngineReads):
         return results
 
 
+class _Abandoned(Exception):
+    """The operation was cancelled while its step ran: roll the step's transaction back."""
+
+
+class _Unless:
+    """Answers a transactional step on the transaction's thread, unless abandoned meanwhile."""
+
+    __slots__ = ("abandoned",)
+
+    def __init__(self, abandoned: threading.Event) -> None:
+        self.abandoned = abandoned
+
+    def __call__(self, request: Call) -> Response:
+        response = call_here(request)
+        if self.abandoned.is_set():
+            raise _Abandoned(request.ctx.step)
+        return response
+
+
 async def _call(request: Call) -> Response:
     if request.scope is not None:
         with request.scope():  # the step's span, current in this task (and a thread's copy)
@@ -388,12 +427,6 @@ async def _answer(request: Call) -> Response:
     try:
         if inspect.iscoroutinefunction(function):
             value = await asyncio.wait_for(function(request.ctx), request.timeout)
-        elif request.ctx.connection is not None:
-            # a transactional sync step owns the transaction's connection: it cannot be
-            # left running while the transaction rolls back; an overrun is discarded
-            value = await asyncio.to_thread(function, request.ctx)
-            if request.timeout is not None and time.monotonic() - started > request.timeout:
-                return Response(error=_timeout(request))
         else:
             value = await asyncio.wait_for(
                 asyncio.to_thread(function, request.ctx), request.timeout

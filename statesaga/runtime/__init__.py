@@ -28,6 +28,7 @@ from statesaga.runtime.requests import (
     Request,
     Response,
     SagaRef,
+    Transact,
 )
 from statesaga.runtime.runtime import Runtime
 
@@ -43,5 +44,6 @@ __all__ = [
     "Response",
     "Runtime",
     "SagaRef",
+    "Transact",
     "log",
 ]

@@ -49,7 +49,7 @@ from statesaga.runtime.intake import apply_judgment
 from statesaga.runtime.leases import LeaseKeeper
 from statesaga.runtime.limits import PayloadLimit
 from statesaga.runtime.reporting import Reporter, notify
-from statesaga.runtime.requests import Call, Driver, Pause, Request, Response
+from statesaga.runtime.requests import Call, Driver, Pause, Request, Response, Transact
 from statesaga.runtime.transitions import Transitions
 from statesaga.serde import converter
 
@@ -265,16 +265,32 @@ class Drive:
 
         Returns the committed ``Next`` when it succeeded, or its failure (the
         transaction rolled back, the step's writes with it) for the caller to record.
+        The engine runs the transaction where its waits hold up no other run.
         """
+        done: Next | Outcome = yield Transact(
+            lambda answer: self._transact(run, call, judge, started, answer, undo=undo)
+        )
+        return done
+
+    def _transact(
+        self,
+        run: HeldRun,
+        call: Call,
+        judge: Callable[[Response], Outcome],
+        started: float,
+        answer: Callable[[Call], Response],
+        *,
+        undo: bool,
+    ) -> Next | Outcome:
+        """The transaction of ``_in_transaction``: a plain function, run by the engine."""
         ctx = call.ctx
         store = self.transitions.store
         before = Kept.of(run)
         for attempt in (1, 2):
             try:
                 with store.transaction() as connection:
-                    response = yield attrs.evolve(
-                        call, ctx=attrs.evolve(ctx, connection=connection)
-                    )
+                    in_it = attrs.evolve(ctx, connection=connection)
+                    response = answer(attrs.evolve(call, ctx=in_it))
                     outcome = judge(response)
                     if isinstance(outcome, StepFailed | CompensationFailed):
                         raise _Discard(outcome)

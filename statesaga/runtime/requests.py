@@ -1,8 +1,8 @@
 """What the drive loop asks of an engine, and the one backoff both engines sleep by.
 
 The drive loop is written once, as generators that *yield* the things an
-engine does differently (call a user function, pause, take an entity lock)
-and receive the result. ``Engine`` pumps them with plain calls and
+engine does differently (call a user function, pause, take an entity lock,
+hold a transaction around a step) and receive the result. ``Engine`` pumps them with plain calls and
 ``time.sleep``; ``AsyncEngine`` awaits coroutines and ``asyncio.sleep``.
 
 >>> delays = Backoff(give_up=1.0, cap=0.02)
@@ -35,6 +35,7 @@ __all__ = [
     "Request",
     "Response",
     "SagaRef",
+    "Transact",
 ]
 
 SagaRef: TypeAlias = "type | Definition | str"
@@ -84,6 +85,22 @@ class Gather:
 
 
 @attrs.frozen
+class Transact:
+    """Request to the engine: run ``body``, a plain function that holds a transaction.
+
+    ``body(answer)`` opens a transaction, calls ``answer(call)`` for a transactional
+    step inside it (a synchronous answer, as ``Engine`` gives) and commits; it returns
+    what the drive goes on with, or raises. The engine runs it where waiting for a
+    connection (or SQLite's write lock) and holding the transaction through the step
+    hold up no other run: ``Engine`` in the calling thread, ``AsyncEngine`` on a
+    worker thread, so that its event loop goes on committing the runs that hold the
+    connections this one waits for.
+    """
+
+    body: Callable[[Callable[[Call], Response]], Any]
+
+
+@attrs.frozen
 class Response:
     """What a call gave: its value, or the exception it raised (``StepTimeout`` if too slow)."""
 
@@ -91,7 +108,7 @@ class Response:
     error: BaseException | None = None
 
 
-Request = Call | Pause | LockOp | Gather
+Request = Call | Pause | LockOp | Gather | Transact
 Driver: TypeAlias = Generator[Request, Any, Any]
 
 

@@ -68,7 +68,7 @@ def record_name(row: HistoryRow) -> str:
 
 def wrap_steps(before: Callable[[str], None], after: Callable[[str], None]) -> None:
     """Hook every step and compensation call (``ctx.step`` names it) of this process."""
-    original = statesaga._pump._call
+    original = statesaga._pump.call
 
     def call(request: Any) -> Any:
         before(request.ctx.step)
@@ -76,7 +76,7 @@ def wrap_steps(before: Callable[[str], None], after: Callable[[str], None]) -> N
         after(request.ctx.step)
         return response
 
-    statesaga._pump._call = call
+    statesaga._pump.call = call
 
 
 def arm(engine: Engine, boundary: str) -> None:

@@ -40,12 +40,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import attrs
 import redis
 import sqlalchemy as sa
 from bench_common import console, environment, table, write_json
 from load_checks import bad_inputs, final_checks, row_counts, settle
 from load_client import Client, make_carts, seed_products
 from load_deploy import REDIS, Deployment
+
+from statesaga.settings import Settings
 
 # compare-and-delete: release only the lock this script took
 _RELEASE = (
@@ -277,9 +280,12 @@ class Scenarios:
         stop.set()
         sampler.join()
         threads = self.deployment.threads
-        api_bound = min(threads, 10 + 10) + min(threads, 10)
+        defaults = attrs.fields(Settings)
+        pooled = defaults.pool_size.default + defaults.max_overflow.default
+        hot = defaults.hot_connections.default
+        api_bound = min(threads, pooled) + min(threads, hot)
         worker_t = self.deployment.concurrency + 2
-        worker_bound = min(worker_t, 20) + min(worker_t, 10)
+        worker_bound = min(worker_t, pooled) + min(worker_t, hot)
         tag = self.deployment.tag + "_"
         self.figures["connections"] = {
             "concurrent_requests": 64,

@@ -172,17 +172,17 @@ _FIELDS: dict[str, _Field] = {
     ),
     "pool_size": _Field(
         _whole(1),
-        "a whole number >= 1, e.g. 10",
-        "PostgreSQL: connections SQLAlchemy's pool keeps open (reads, claims, steps)",
+        "a whole number >= 1, e.g. 5",
+        "connections SQLAlchemy's pool keeps open (reads, claims, steps)",
     ),
     "max_overflow": _Field(
         _whole(0),
-        "a whole number >= 0, e.g. 10",
-        "PostgreSQL: connections the pool may open beyond pool_size when busy",
+        "a whole number >= 0, e.g. 0",
+        "connections the pool may open beyond pool_size when busy",
     ),
     "hot_connections": _Field(
         _whole(1),
-        "a whole number >= 1, e.g. 10",
+        "a whole number >= 1, e.g. 5",
         "connections of the transition hot path (a process holds at most "
         "pool_size + max_overflow + hot_connections)",
     ),
@@ -231,9 +231,9 @@ class Settings:
     worker_concurrency: int = 1
     schema: str | None = None
     app_schemas: tuple[str, ...] = ("public",)
-    pool_size: int = 10
-    max_overflow: int = 10
-    hot_connections: int = 10
+    pool_size: int = 5
+    max_overflow: int = 0
+    hot_connections: int = 5
     max_payload_bytes: int | None = 2 * 1024 * 1024
     max_in_flight: int | None = 100_000
     sources: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)

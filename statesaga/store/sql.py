@@ -62,11 +62,14 @@ class SqlStore:
             ``("public",)``), where a transactional step's ``ctx.connection``
             finds the application's tables by their plain names.
         pool_size, max_overflow: SQLAlchemy's pool (reads, claims, transactional
-            steps) on PostgreSQL: ``pool_size`` kept open, ``max_overflow`` more
-            at busy times.
+            steps) on PostgreSQL and SQLite files: ``pool_size`` kept open,
+            ``max_overflow`` more at busy times. Threads beyond them wait their
+            turn, served in order: a few connections per core keep a process
+            busiest (more add contention, not throughput); raise them for a
+            database with a long round trip.
         hot_connections: the transition hot path's own connections, at most this
             many. A process holds at most ``pool_size + max_overflow +
-            hot_connections`` connections to the database.
+            hot_connections`` connections to the database (10 by default).
         hook: called before each start or transition is written, before it
             commits and once it committed: the seam crash and fault tests act
             through (:mod:`statesaga.store.hooks`). Also settable as ``store.hook``.
@@ -81,9 +84,9 @@ class SqlStore:
         busy_timeout: float = 10.0,
         schema: str | None = None,
         app_schemas: Sequence[str] = APP_SCHEMAS,
-        pool_size: int = 10,
-        max_overflow: int = 10,
-        hot_connections: int = 10,
+        pool_size: int = 5,
+        max_overflow: int = 0,
+        hot_connections: int = 5,
         hook: WriteHook | None = None,
     ) -> None:
         self.engine = (
@@ -410,7 +413,13 @@ def _create_engine(url: str, pool_size: int, max_overflow: int) -> sa.Engine:
                 **codec,
             )
         if parsed.get_backend_name() == "sqlite":
-            return sa.create_engine(url, poolclass=FairQueuePool, **codec)
+            return sa.create_engine(
+                url,
+                poolclass=FairQueuePool,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                **codec,
+            )
         return sa.create_engine(url, **codec)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as error:
         raise StoreError(

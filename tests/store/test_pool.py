@@ -57,7 +57,7 @@ def test_the_stores_engine_serves_waiting_threads_in_order(
         store = SqlStore(url, pool_size=2, max_overflow=1, hot_connections=1)
         try:
             assert isinstance(store.engine.pool, FairQueuePool), url
-            assert store.engine.pool.size() == (2 if url.startswith("postgresql") else 5)
+            assert store.engine.pool.size() == 2, url
         finally:
             store.close()
 
@@ -240,3 +240,18 @@ def test_a_thread_interrupted_while_waiting_leaves_the_line(tmp_path: Path) -> N
         assert hot.take() is taken
     engine.dispose()
     hot.close()
+
+
+def test_the_store_sizes_its_pool_from_the_settings_on_sqlite_files_too(tmp_path: Path) -> None:
+    """``pool_size`` and ``max_overflow`` bound a SQLite file's pool as they do PostgreSQL's;
+    by default a process holds at most 5 + 0 pooled and 5 hot-path connections."""
+    store = SqlStore(f"sqlite:///{tmp_path / 'sized.db'}", pool_size=3, max_overflow=1)
+    pool = store.engine.pool
+    assert isinstance(pool, FairQueuePool)
+    assert (pool.size(), pool._max_overflow) == (3, 1)  # type: ignore[attr-defined]
+    store.close()
+    default = SqlStore(f"sqlite:///{tmp_path / 'default.db'}")
+    pooled = default.engine.pool
+    assert (pooled.size(), pooled._max_overflow) == (5, 0)  # type: ignore[attr-defined]
+    assert default._hot.size == 5
+    default.close()

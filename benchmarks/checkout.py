@@ -25,10 +25,10 @@ with its worker thread) in ``--servers`` processes on free ports of
 those processes are stopped afterwards, by pid.
 
 Levels: 1, 4, 16 and 64 in flight. On PostgreSQL the process holds at most
-``pool_size + max_overflow + hot_connections`` connections (30 by default),
+``pool_size + max_overflow + hot_connections`` connections (10 by default),
 however many threads are in flight: beyond that, threads wait for a
 connection, served in the order they came. Over HTTP each server process
-runs ``--threads`` (8) requests at once and holds at most 16.
+runs ``--threads`` (8) requests at once and holds at most 10.
 
 Usage::
 

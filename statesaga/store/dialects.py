@@ -117,6 +117,13 @@ class Dialect:
         name = getattr(getattr(error, "diag", None), "constraint_name", None)
         return str(name) if name else None
 
+    def hot_renewal(
+        self, leases: Sequence[tuple[str, int]], expires_at: float
+    ) -> tuple[str, tuple[Any, ...]] | None:
+        """The one statement (and its parameters) that renews ``leases`` on a hot-path
+        connection, where the dialect has one; ``None``: renew through :meth:`renew`."""
+        return None
+
     def renew(
         self, connection: sa.Connection, leases: Sequence[tuple[str, int]], expires_at: float
     ) -> set[str]:
@@ -208,13 +215,18 @@ class PsycopgDialect(Dialect):
         raw.rollback()  # whatever opening it left open (nothing, usually)
         raw.autocommit = True
 
+    def hot_renewal(
+        self, leases: Sequence[tuple[str, int]], expires_at: float
+    ) -> tuple[str, tuple[Any, ...]] | None:
+        ids = [instance_id for instance_id, _ in leases]
+        epochs = [epoch for _, epoch in leases]
+        return _claims.PG_RENEW_SQL, (expires_at, ids, epochs)
+
     def renew(
         self, connection: sa.Connection, leases: Sequence[tuple[str, int]], expires_at: float
     ) -> set[str]:
-        ids = [instance_id for instance_id, _ in leases]
-        epochs = [epoch for _, epoch in leases]
-        result = connection.exec_driver_sql(_claims.PG_RENEW_SQL, (expires_at, ids, epochs))
-        return {str(value) for value in result.scalars()}
+        sql, params = self.hot_renewal(leases, expires_at)  # type: ignore[misc]
+        return {str(value) for value in connection.exec_driver_sql(sql, params).scalars()}
 
 
 def dialect_for(engine: sa.Engine) -> Dialect:

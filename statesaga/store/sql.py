@@ -237,7 +237,14 @@ class SqlStore:
         parameters), slices of ``claims.RENEW_BATCH`` pairs elsewhere, all in
         one transaction. An id missing from the answer lost its claim (another
         holder bumped the epoch) or is gone.
+
+        On PostgreSQL the statement goes through the hot path's connections,
+        which no thread holds for longer than a write: renewals never queue
+        behind transactional steps that hold every pooled connection.
         """
+        hot = self.dialect.hot_renewal(leases, expires_at) if leases else None
+        if hot is not None:
+            return {str(value) for value in self._writes.returning(*hot)}
         return _leases.extend_leases(self.engine, self.dialect, leases, expires_at)
 
     def release_lease(self, instance_id: str, epoch: int, due_at: float | None) -> bool:

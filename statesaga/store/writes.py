@@ -218,6 +218,21 @@ class HotWrites:
                 raise
         return count
 
+    def returning(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """Run one autocommitting statement with ``RETURNING`` (one column); its values.
+
+        For dialects whose hot-path connections autocommit (``one_statement``).
+        """
+        assert self._one_statement, "one statement is one transaction only with autocommit"
+        with self.hot.connection() as hot:
+            try:
+                hot.cursor.execute(sql, params)
+                return [row[0] for row in hot.cursor.fetchall()]
+            except BaseException as error:
+                if self._lost(hot, error):
+                    raise connection_lost(error) from error
+                raise
+
     # -- the hook's joined writes -----------------------------------------------------------
 
     @contextmanager

@@ -8,6 +8,7 @@ compare-and-extend as ``renew``, for the lease keeper's rounds.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,8 +17,10 @@ from typing import Any
 
 import attrs
 import pytest
+import sqlalchemy as sa
+from services import truncate
 
-from statesaga import Saga, State, Status, StepContext
+from statesaga import Engine, Saga, State, Status, StepContext
 from statesaga.aio import AsyncEngine
 from statesaga.locks import InProcessLocks, Lease, SqlLocks
 from statesaga.store import SqlStore
@@ -196,3 +199,78 @@ def test_the_keeper_renews_every_held_run_and_its_lock_in_one_batch_per_round(db
             assert {(await task).status for task in tasks} == {Status.COMPLETED}
 
     asyncio.run(scenario())
+
+
+@attrs.define
+class Slow:
+    n: int
+
+
+@attrs.define
+class Held:
+    done: bool = False
+
+
+def hold_a_connection(ctx: StepContext[Slow, Held]) -> Held:
+    """A transactional step that keeps its pooled connection for longer than the lease lasts."""
+    assert ctx.connection is not None
+    ctx.connection.exec_driver_sql("SELECT 1")
+    time.sleep(1.2)
+    return Held(True)
+
+
+def give_back(ctx: StepContext[Slow, Held]) -> None:
+    pass
+
+
+class LongTransaction(Saga[Slow, Held]):
+    name = "long_transaction"
+    new = State(initial=True)
+    done = State(final=True)
+    work = new.to(done).run(hold_a_connection, undo=give_back, transactional=True)
+
+
+def test_leases_are_renewed_while_transactional_steps_hold_every_pooled_connection(
+    postgres_url: str,
+) -> None:
+    """Six runs, two pooled connections, a 0.9 s lease: the four runs waiting for a
+    connection, and the two holding one, keep their leases all along (the keeper
+    renews through the hot path's connections, not the pool the steps hold)."""
+    truncate(postgres_url)
+    store = SqlStore(postgres_url, pool_size=2, max_overflow=0, hot_connections=2)
+    engine = Engine(store, sagas=[LongTransaction], lease_ttl=0.9)
+    watcher = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
+    lapsed: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        query = (
+            "SELECT count(*) FROM statesaga_instances WHERE status = 'running' "
+            "AND lease_expires_at < extract(epoch FROM clock_timestamp())"
+        )
+        while not stop.is_set():
+            with watcher.connect() as connection:
+                lapsed.append(int(connection.exec_driver_sql(query).scalar_one()))
+            time.sleep(0.05)
+
+    looking = threading.Thread(target=watch)
+    looking.start()
+    runs: list[Any] = []
+    starts = [
+        threading.Thread(target=lambda i=i: runs.append(engine.start(LongTransaction, Slow(i))))
+        for i in range(6)
+    ]
+    try:
+        for thread in starts:
+            thread.start()
+        for thread in starts:
+            thread.join()
+    finally:
+        stop.set()
+        looking.join()
+        engine.close()
+        watcher.dispose()
+        truncate(postgres_url)
+    assert [run.status for run in runs] == [Status.COMPLETED] * 6
+    assert len(lapsed) > 20  # the watcher looked all along (about 3.6 s)
+    assert max(lapsed) == 0

@@ -217,16 +217,11 @@ class PsycopgDialect(Dialect):
 
     def hot_renewal(
         self, leases: Sequence[tuple[str, int]], expires_at: float
-    ) -> tuple[str, tuple[Any, ...]] | None:
+    ) -> tuple[str, tuple[Any, ...]]:
+        """Every pair in two array parameters: one statement, however many leases."""
         ids = [instance_id for instance_id, _ in leases]
         epochs = [epoch for _, epoch in leases]
         return _claims.PG_RENEW_SQL, (expires_at, ids, epochs)
-
-    def renew(
-        self, connection: sa.Connection, leases: Sequence[tuple[str, int]], expires_at: float
-    ) -> set[str]:
-        sql, params = self.hot_renewal(leases, expires_at)  # type: ignore[misc]
-        return {str(value) for value in connection.exec_driver_sql(sql, params).scalars()}
 
 
 def dialect_for(engine: sa.Engine) -> Dialect:

@@ -367,13 +367,13 @@ class SqlStore:
         """Record an event or cancel; a duplicate event id returns the stored entry.
 
         Raises:
-            StoreError: the database stayed locked past its busy timeout (SQLite);
+            StoreBusy: the database stayed locked past its busy timeout (SQLite);
                 nothing was recorded, and sending again is safe.
         """
         try:
             return _inbox.receive(self.engine, entry)
         except StoreBusy as error:  # (the engine's handler turns SQLite's busy into it)
-            raise StoreError(
+            raise StoreBusy(
                 f"the database stayed busy past its busy timeout while recording "
                 f"{entry.kind} {entry.event_id!r} for run {entry.instance_id}; nothing was "
                 "recorded: send it again (the event id makes a repeat safe), or raise the "

@@ -9,6 +9,7 @@ holder's lease lapse while another engine recovers.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -17,7 +18,7 @@ import attrs
 from statesaga.core import HistoryKind
 from statesaga.definition import Definition
 from statesaga.engine import Engine
-from statesaga.errors import ConcurrencyError, ConnectionLost
+from statesaga.errors import ConcurrencyError, ConnectionLost, StoreBusy
 from statesaga.locks.memory import InProcessLocks
 from statesaga.run import Run
 from statesaga.store.base import HistoryRow
@@ -27,6 +28,9 @@ from statesaga.testing._outcome import LEASE_TTL, Crash, FakeClock, JournalEntry
 from statesaga.testing.plans import Fault, FaultPlan
 
 __all__ = ["_Harness"]
+
+REDELIVERIES = 10
+"""How often a sender delivers an event again, with its id, while SQLite stays busy."""
 
 
 @attrs.define
@@ -137,16 +141,28 @@ class _Harness:
                 self.abandon(other)
 
     def send(self, engine: Engine, event: str, payload: Any, instance_id: str, **more: Any) -> None:
-        """Send an event as a webhook would; a race answered with an error is a broken promise."""
-        try:
-            delivery = engine.send(event, payload, instance_id=instance_id, **more)
-        except ConcurrencyError as error:
-            self.notes.append(
-                f"sending {event!r} raised {type(error).__name__} ({error}): a busy or racing "
-                "run must never be an error to the sender, and the event was lost"
-            )
+        """Send an event as a webhook would; a race answered with an error is a broken promise.
+
+        A send that outwaited the (short) busy timeout recorded nothing and says so;
+        the sender delivers it again with the same event id, as a provider redelivers
+        a webhook its receiver answered with an error.
+        """
+        more.setdefault("event_id", uuid.uuid4().hex)
+        for delivered in range(1, REDELIVERIES + 1):
+            try:
+                delivery = engine.send(event, payload, instance_id=instance_id, **more)
+            except ConcurrencyError as error:
+                self.notes.append(
+                    f"sending {event!r} raised {type(error).__name__} ({error}): a busy or "
+                    "racing run must never be an error to the sender, and the event was lost"
+                )
+                return
+            except StoreBusy:
+                if delivered == REDELIVERIES:
+                    raise
+                continue
+            self.sent.append((instance_id, event, delivery.event_id, self.clock()))
             return
-        self.sent.append((instance_id, event, delivery.event_id, self.clock()))
 
     def hold(self, row: Any) -> Callable[[], None]:
         """Someone else (a storefront request) holds the run's entity lock until released."""

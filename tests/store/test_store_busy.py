@@ -33,7 +33,7 @@ from statesaga import (
 from statesaga.store import SqlStore
 
 
-def test_a_send_that_outwaits_the_busy_timeout_is_a_store_error(tmp_path: Path) -> None:
+def test_a_send_that_outwaits_the_busy_timeout_is_store_busy(tmp_path: Path) -> None:
     path = tmp_path / "busy.db"
     with Engine(SqlStore(f"sqlite:///{path}", busy_timeout=0.1), sagas=[Waiting]) as engine:
         run = engine.start(Waiting, Order("c-1"))
@@ -41,7 +41,7 @@ def test_a_send_that_outwaits_the_busy_timeout_is_a_store_error(tmp_path: Path) 
         other = sqlite3.connect(path, isolation_level=None)
         try:
             other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
-            with pytest.raises(StoreError) as raised:
+            with pytest.raises(StoreBusy) as raised:  # a StoreError: safe to send again
                 engine.send("confirmed", {"code": "x"}, instance_id=run.id, event_id="ev-1")
             assert "busy_timeout" in str(raised.value)
             assert "send it again" in str(raised.value)

@@ -290,6 +290,8 @@ class LeaseKeeper:
         lost, oldest = 0, 0.0
         try:
             for start in range(0, len(due), RENEW_SLICE):
+                if self._stopping.is_set():
+                    break  # the engine is closing: its runs are let go, not renewed
                 part = due[start : start + RENEW_SLICE]
                 with self._lock:
                     self._pending_since = part[0].renewed_at
@@ -349,7 +351,8 @@ class LeaseKeeper:
                 )
                 answers = list(leases)
             except Exception:
-                log.exception("renewing the locks of %d runs failed", len(locked))
+                if not self._stopping.is_set():  # (closing, the loop may be gone: no news)
+                    log.exception("renewing the locks of %d runs failed", len(locked))
                 answers = [None] * len(locked)
             for run, answer in zip(locked, answers, strict=True):
                 renewed[run.id] = answer is not None

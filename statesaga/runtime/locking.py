@@ -12,6 +12,7 @@ releases are awaited there right after the operation returns.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -88,9 +89,7 @@ class AsyncLockPort:
         locks: Any = self.locks
         result = locks.renew(lease, self.lease_ttl, now)
         if inspect.isawaitable(result):
-            assert self._loop is not None
-            future = asyncio.run_coroutine_threadsafe(_awaited(result), self._loop)
-            result = future.result(timeout=self.lease_ttl / 3)
+            result = self._on_loop(result)
         return cast("Lease | None", result)
 
     def renew_many(self, leases: Sequence[Lease], now: float) -> list[Lease | None]:
@@ -101,10 +100,29 @@ class AsyncLockPort:
             return _one_by_one(self.renew, leases, None, now)
         result = many(leases, self.lease_ttl, now)
         if inspect.isawaitable(result):
-            assert self._loop is not None
-            future = asyncio.run_coroutine_threadsafe(_awaited(result), self._loop)
-            result = future.result(timeout=self.lease_ttl / 3)
+            result = self._on_loop(result)
         return cast("list[Lease | None]", result)
+
+    def _on_loop(self, awaitable: Any) -> Any:
+        """Await ``awaitable`` on the engine's loop from the keeper's thread; its answer.
+
+        Waits a third of the ttl (then ``TimeoutError``: still under way). A loop
+        that is closed, or ended with it unanswered (the engine stopped during a
+        round), raises ``RuntimeError`` and leaves no coroutine unawaited.
+        """
+        assert self._loop is not None
+        wrapper = _awaited(awaitable)
+        try:
+            future = asyncio.run_coroutine_threadsafe(wrapper, self._loop)
+        except RuntimeError:  # the loop is closed
+            wrapper.close()
+            _close(awaitable)
+            raise
+        try:
+            return future.result(timeout=self.lease_ttl / 3)
+        except concurrent.futures.CancelledError:  # the loop ended before answering it
+            _close(awaitable)  # (a coroutine never started would warn when collected)
+            raise RuntimeError("the event loop ended before the renewal ran") from None
 
     def release(self, lease: Lease) -> None:
         """Let the lease go; an async release runs on the loop right after the operation."""
@@ -123,6 +141,12 @@ LockPort = SyncLockPort | AsyncLockPort
 
 async def _awaited(awaitable: Any) -> Any:
     return await awaitable
+
+
+def _close(awaitable: Any) -> None:
+    """Close a coroutine that will never run (a no-op for one that ran or is not one)."""
+    if inspect.iscoroutine(awaitable):
+        awaitable.close()
 
 
 def _one_by_one(

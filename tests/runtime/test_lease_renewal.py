@@ -8,9 +8,11 @@ compare-and-extend as ``renew``, for the lease keeper's rounds.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from services import truncate
 from statesaga import Engine, Saga, State, Status, StepContext
 from statesaga.aio import AsyncEngine
 from statesaga.locks import InProcessLocks, Lease, SqlLocks
+from statesaga.runtime.locking import AsyncLockPort
 from statesaga.store import SqlStore
 
 
@@ -114,6 +117,64 @@ def test_async_redis_locks_renew_many(redis_url: str) -> None:
             await locks.aclose()
 
     asyncio.run(scenario())
+
+
+def _no_coroutine_left_unawaited(recorded: list[warnings.WarningMessage]) -> None:
+    gc.collect()  # an unawaited coroutine warns when it is collected
+    unawaited = [str(w.message) for w in recorded if "never awaited" in str(w.message)]
+    assert unawaited == []
+
+
+def test_a_renewal_handed_to_a_closed_loop_is_an_error_and_leaves_no_coroutine(
+    redis_url: str,
+) -> None:
+    """The keeper's thread can run a round while the engine's loop has already closed."""
+    from statesaga.locks import AsyncRedisLocks
+
+    port = AsyncLockPort(AsyncRedisLocks(redis_url), "me", 30, time.time)
+    port._loop = asyncio.new_event_loop()
+    port._loop.close()
+    with warnings.catch_warnings(record=True) as recorded:
+        warnings.simplefilter("always")
+        with pytest.raises(RuntimeError):
+            port.renew_many([Lease("cart:1", "me", "token", time.time() + 30)], time.time())
+        _no_coroutine_left_unawaited(recorded)
+
+
+def test_a_renewal_the_loop_ends_without_running_is_an_error_and_leaves_no_coroutine(
+    redis_url: str,
+) -> None:
+    """As ``asyncio.run`` does on its way out: the loop stops, then cancels what is left."""
+    from statesaga.locks import AsyncRedisLocks
+
+    port = AsyncLockPort(AsyncRedisLocks(redis_url), "me", 30, time.time)
+    loop = port._loop = asyncio.new_event_loop()
+    busy, raised = threading.Event(), []
+
+    def keeper() -> None:
+        try:
+            port.renew_many([Lease("cart:1", "me", "token", time.time() + 30)], time.time())
+        except RuntimeError as error:
+            raised.append(error)
+
+    with warnings.catch_warnings(record=True) as recorded:
+        warnings.simplefilter("always")
+        loop.call_soon(busy.wait)  # the loop is busy while the keeper hands its batch over
+        thread = threading.Thread(target=keeper)
+        thread.start()
+        time.sleep(0.2)
+        loop.call_soon_threadsafe(loop.stop)  # the engine's work is done
+        busy.set()
+        loop.run_forever()  # the batch's task is made, then the loop stops before it runs
+        left = asyncio.all_tasks(loop)
+        assert left, "the batch was handed over before the loop stopped"
+        for task in left:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        loop.close()
+        thread.join(5)
+        assert [str(error) for error in raised] == ["the event loop ended before the renewal ran"]
+        _no_coroutine_left_unawaited(recorded)
 
 
 # -- the keeper -----------------------------------------------------------------------------------

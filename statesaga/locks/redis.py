@@ -38,6 +38,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from statesaga.errors import LocksUnavailable
@@ -209,6 +210,13 @@ class RedisLocks:
 class AsyncRedisLocks:
     """:class:`RedisLocks` for asyncio, over ``redis.asyncio``: the same methods, as coroutines.
 
+    Unlike :class:`RedisLocks`, a command that times out is sent once more: an
+    event loop that stalls past ``timeout`` (a long garbage collection with many
+    runs in flight) sees Redis's answer only after its timer ran out. Every
+    lock command is safe to repeat (a lease's token tells its holder apart), and
+    an unanswering Redis raises :class:`LocksUnavailable` within about twice
+    ``timeout``.
+
     >>> import asyncio
     >>> locks = AsyncRedisLocks("redis://127.0.0.1:6379/0", namespace="shop:lock:")
     >>> locks.key_for("cart:complete:42")
@@ -226,7 +234,11 @@ class AsyncRedisLocks:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         pool_timeout: float = DEFAULT_POOL_TIMEOUT,
     ) -> None:
-        retry = AsyncRetry(_backoff(), 1, supported_errors=(RedisConnectionError,))
+        # a timeout too: on an event loop it may be the loop's stall (a long garbage
+        # collection), not Redis's, and every lock command is safe to send again
+        retry = AsyncRetry(
+            _backoff(), 1, supported_errors=(RedisConnectionError, RedisTimeoutError)
+        )
         pool = _Pool(max_connections, pool_timeout)
         client, self.url, self._owns_client = _client(
             redis.asyncio.Redis, client_or_url, connect_timeout, timeout, retry, pool
@@ -386,8 +398,8 @@ def _renewed(
 
 
 def _backoff() -> ExponentialBackoff:
-    # one quick retry rides out a dropped connection; a timeout is not retried, which
-    # keeps an unanswering Redis to one timeout
+    # one quick retry rides out a dropped connection; RedisLocks does not retry a
+    # timeout, which keeps an unanswering Redis to one timeout
     return ExponentialBackoff(cap=0.05, base=0.01)
 
 

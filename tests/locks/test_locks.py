@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import attrs
 import pytest
@@ -418,6 +419,56 @@ def test_async_redis_locks_exclude_renew_lapse_and_release(redis_url: str) -> No
                 await one.client.delete(name)
             await one.aclose()
             await two.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_async_redis_locks_ride_out_an_event_loop_that_stalls_past_their_timeout(
+    redis_url: str,
+) -> None:
+    """A stalled loop (a long garbage collection with many runs in flight) is not a dead Redis.
+
+    The answer came in time, but the loop saw it only after its timer ran out;
+    each lock operation is safe to repeat (the lease's token tells ours apart),
+    so it is sent once more rather than raising ``LocksUnavailable``.
+    """
+    from statesaga.locks import AsyncRedisLocks
+
+    space = namespace()
+
+    from redis.asyncio.connection import AbstractConnection
+
+    send = AbstractConnection.send_packed_command
+    stall = [False]
+
+    async def sent_then_stalled(self: Any, *args: Any, **kwargs: Any) -> None:
+        await send(self, *args, **kwargs)
+        if stall[0]:  # the loop stalls while the answer is on its way (once)
+            stall[0] = False
+            asyncio.get_running_loop().call_soon(time.sleep, 0.5)
+
+    async def stalled(operation: Any) -> Any:
+        stall[0] = True
+        with mock.patch.object(AbstractConnection, "send_packed_command", sent_then_stalled):
+            return await operation
+
+    async def scenario() -> None:
+        locks = AsyncRedisLocks(redis_url, namespace=space, timeout=0.2)
+        try:
+            await locks.client.ping()  # a connection is open: the command is sent at once
+            lease = await stalled(locks.try_acquire("cart:1", "a", 30, time.time()))
+            assert lease is not None
+            assert await locks.client.get(f"{space}cart:1") == lease.token.encode()
+            assert await stalled(locks.renew(lease, 30, time.time())) is not None
+            assert await stalled(locks.renew_many([lease], 30, time.time())) == [
+                attrs.evolve(lease, expires_at=mock.ANY)
+            ]
+            await stalled(locks.release(lease))
+            assert await locks.client.exists(f"{space}cart:1") == 0
+        finally:
+            async for name in locks.client.scan_iter(match=f"{space}*"):
+                await locks.client.delete(name)
+            await locks.aclose()
 
     asyncio.run(scenario())
 

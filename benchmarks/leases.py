@@ -17,7 +17,8 @@ seen at once, and how many polls saw any (the goal: 0).
 Each renewal statement (the store's ``extend_leases``) and each batch of lock
 renewals is timed, with its size; the keeper's own figures (rounds, longest
 round, the most seconds between two renewals of a lease) are reported beside
-them.
+them, and so are the process's full garbage collections (``gc.callbacks``):
+with many runs in flight they stall the whole process for seconds.
 
 The renewal load is N / (ttl / 3) leases per second: 20,000 runs at a 6 s ttl
 is the rate of 100,000 at the default 30 s, in a fifth of the time to start.
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import inspect
 import os
 import threading
@@ -271,6 +273,29 @@ async def in_flight(
     }
 
 
+class GcPauses:
+    """How long full (generation 2) collections stall the process (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.full: list[float] = []
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.full.append(time.perf_counter() - self._began)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "full_collections": len(self.full),
+            "over_half_a_second": sum(1 for pause in self.full if pause > 0.5),
+            "longest_seconds": max(self.full, default=0.0),
+        }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="PostgreSQL URL (%(default)s)")
@@ -290,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args(argv)
     bound = None if args.max_in_flight == "none" else int(args.max_in_flight)
+    pauses = GcPauses()
+    gc.callbacks.append(pauses)
     with schema(args.postgres, "bench_leases") as url:
         figures = asyncio.run(
             in_flight(
@@ -303,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.park_timeout,
             )
         )
+    gc.callbacks.remove(pauses)
+    figures["gc"] = pauses.summary()
     s, b, k = figures["statements"], figures["lock_batches"], figures["keeper"]
     table(
         f"{args.runs:,} runs in flight, ttl {args.ttl:g} s, locks: {args.locks} "
@@ -328,6 +357,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{k['lost']} lost, "
         f"longest round {k['longest_round_seconds']:.2f} s; parked in "
         f"{figures['seconds_to_park']:.1f} s; slowest poll {figures['slowest_poll_seconds']:.3f} s"
+    )
+    g = figures["gc"]
+    console.print(
+        f"  full garbage collections: {g['full_collections']}, {g['over_half_a_second']} of "
+        f"them over 0.5 s, the longest {g['longest_seconds']:.2f} s (the whole process stalls)"
     )
     save(args.json, {"environment": environment(["redis"]), "leases": figures})
     return 0

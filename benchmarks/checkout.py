@@ -577,8 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pool",
         help="SIZE,OVERFLOW,HOT: the store's pool_size, max_overflow and hot_connections, "
-        "in process and in the API processes (default: the store's, 10,10,10; pool_size "
-        "and max_overflow apply to PostgreSQL)",
+        "in process and in the API processes (default: the store's, 5,0,5)",
     )
     parser.add_argument("--server-log", default="/tmp/statesaga-bench-checkout-servers.log")
     parser.add_argument("--profile", action="store_true", help="print where a checkout's time goes")

@@ -185,6 +185,29 @@ def _runs(db: sa.Engine) -> list[dict[str, Any]]:
         return runs
 
 
+def _history(db: sa.Engine, instance_id: str) -> list[str]:
+    """A run's history, one line per row: seconds since its start, what, which epoch."""
+    with db.connect() as connection:
+        rows = connection.execute(
+            sa.text(
+                "SELECT kind, transition, from_state, to_state, attempt, epoch, error, "
+                "started_at, finished_at FROM statesaga_history "
+                "WHERE instance_id = :id ORDER BY version"
+            ),
+            {"id": instance_id},
+        ).mappings()
+        lines, began = [], None
+        for row in rows:
+            began = row["started_at"] if began is None else began
+            error = (_json(row["error"]) or {}).get("type", "").rsplit(".", 1)[-1]
+            lines.append(
+                f"+{row['started_at'] - began:.2f}..{row['finished_at'] - began:.2f}s "
+                f"{row['kind']} {row['transition'] or ''} {row['from_state']}->{row['to_state']} "
+                f"attempt {row['attempt']} epoch {row['epoch']} {error}".rstrip()
+            )
+        return lines
+
+
 def _scenario(deployment: Deployment, entity_key: str | None) -> str:
     cart = (entity_key or "").removeprefix("cart:complete:")
     if not cart.startswith(deployment.cart_prefix):
@@ -265,6 +288,7 @@ def final_checks(client: Client, confirmed: dict[str, str]) -> dict[str, Any]:
                 "error": kind,
                 "message": ((run["error"] or {}).get("message") or "")[:300],
                 "connection": any(word in text for word in CONNECTION_WORDS),
+                "history": _history(deployment.db, run["id"]),
             }
         )
     now = time.time()

@@ -40,7 +40,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import attrs
 import redis
 import sqlalchemy as sa
 from bench_common import console, environment, table, write_json
@@ -280,9 +279,9 @@ class Scenarios:
         stop.set()
         sampler.join()
         threads = self.deployment.threads
-        defaults = attrs.fields(Settings)
-        pooled = defaults.pool_size.default + defaults.max_overflow.default
-        hot = defaults.hot_connections.default
+        defaults = Settings()  # what the deployment's processes run with
+        pooled = defaults.pool_size + defaults.max_overflow
+        hot = defaults.hot_connections
         api_bound = min(threads, pooled) + min(threads, hot)
         worker_t = self.deployment.concurrency + 2
         worker_bound = min(worker_t, pooled) + min(worker_t, hot)
@@ -421,6 +420,13 @@ def _print(figures: dict[str, Any]) -> None:
         if key in figures:
             console.print(key, figures[key])
     console.print("outcomes", checks.get("outcomes"))
+    for unexpected in checks.get("unexpected_compensations", []):
+        console.print(
+            f"unexpected compensation of {unexpected['run']} ({unexpected['scenario']}, "
+            f"{unexpected['error']}: {unexpected['message']}); its history:"
+        )
+        for line in unexpected.get("history", []):
+            console.print("   ", line, markup=False, highlight=False)
 
 
 if __name__ == "__main__":

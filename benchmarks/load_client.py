@@ -85,6 +85,35 @@ class Client:
             time.sleep(min(float(response.headers.get("retry-after", "1")), 2.0))
         return response
 
+    def awaited_action(self, scenario: str, cart_id: str, patience: float = 45.0) -> str | None:
+        """A storefront whose ``complete`` did not answer 202 follows the cart's checkout.
+
+        It completes again (a 409 names the open checkout) and reads the checkout
+        (``GET /checkouts/{id}``) until it waits for the customer's 3-D Secure
+        (its ``provider_ref``, to show the challenge) or has ended (``None``), for at
+        most ``patience`` seconds: the time a shopper stays on "processing".
+        """
+        give_up = time.monotonic() + patience
+        while time.monotonic() < give_up:
+            response = self.complete(scenario, cart_id)
+            if response is not None and response.status_code == 202:
+                return str(response.json()["provider_ref"])
+            if response is not None and response.status_code != 409:
+                return None  # completed (200) or refused: nothing for the customer to do
+            checkout_id = None if response is None else response.json().get("checkout_id")
+            if checkout_id is not None:
+                got = self.call(
+                    scenario, "checkout", "GET", f"{self.api()}/checkouts/{checkout_id}"
+                )
+                if got is not None and got.status_code == 200:
+                    body = got.json()
+                    if body["status"] == "waiting" and body["state"] == "awaiting_payment":
+                        return str(body["provider_ref"])
+                    if body["status"] in ("completed", "compensated", "failed"):
+                        return None
+            time.sleep(1.0)
+        return None
+
     def action(self, scenario: str, provider_ref: str) -> dict[str, Any] | None:
         """The customer confirms 3-D Secure: the provider signs and delivers the webhook."""
         response = self.call(

@@ -14,7 +14,9 @@ worker`` processes, all on 127.0.0.1 (see ``load_deploy.py``). Then:
    before its timeout is due until ``--hold`` seconds after, then releases it
    (the 45 s wait is the saga's own: no setting shortens it);
 3. a mixed load during which every PostgreSQL backend of the deployment is
-   terminated (twice), by ``application_name``;
+   terminated (twice), by ``application_name`` (a 3-D Secure cart whose
+   ``complete`` answers 409 or 503 is followed, as a shop's page would, until
+   its checkout waits for the customer);
 4. the same load during which the deployment's Redis lock keys are deleted
    (three times), by prefix;
 5. bad inputs: NUL bytes, absurd ids, deep nesting, huge numbers, wrong JSON
@@ -222,7 +224,13 @@ class Scenarios:
             else:
                 first = client.complete(scenario, cart_id)
                 if first is not None and first.status_code == 202:
-                    answer = self._confirm(scenario, first.json()["provider_ref"], cart_id)
+                    ref: str | None = first.json()["provider_ref"]
+                elif first is None or first.status_code in (409, 503):
+                    ref = client.awaited_action(scenario, cart_id)  # its checkout is open
+                else:
+                    ref = None
+                if ref is not None:
+                    answer = self._confirm(scenario, ref, cart_id)
                     if answer is not None:
                         client.ensure_delivered(scenario, answer)
             with self._lock:

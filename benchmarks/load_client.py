@@ -88,29 +88,32 @@ class Client:
     def awaited_action(self, scenario: str, cart_id: str, patience: float = 45.0) -> str | None:
         """A storefront whose ``complete`` did not answer 202 follows the cart's checkout.
 
-        It completes again (a 409 names the open checkout) and reads the checkout
-        (``GET /checkouts/{id}``) until it waits for the customer's 3-D Secure
-        (its ``provider_ref``, to show the challenge) or has ended (``None``), for at
-        most ``patience`` seconds: the time a shopper stays on "processing".
+        It completes again until it is told which checkout is open (a 409 names
+        it), then reads that checkout (``GET /checkouts/{id}``) until it waits for
+        the customer's 3-D Secure (its ``provider_ref``, to show the challenge) or
+        has ended (``None``), for at most ``patience`` seconds: the time a shopper
+        stays on "processing".
         """
         give_up = time.monotonic() + patience
-        while time.monotonic() < give_up:
+        checkout_id = None
+        while checkout_id is None and time.monotonic() < give_up:
             response = self.complete(scenario, cart_id)
             if response is not None and response.status_code == 202:
                 return str(response.json()["provider_ref"])
             if response is not None and response.status_code != 409:
                 return None  # completed (200) or refused: nothing for the customer to do
-            checkout_id = None if response is None else response.json().get("checkout_id")
-            if checkout_id is not None:
-                got = self.call(
-                    scenario, "checkout", "GET", f"{self.api()}/checkouts/{checkout_id}"
-                )
-                if got is not None and got.status_code == 200:
-                    body = got.json()
-                    if body["status"] == "waiting" and body["state"] == "awaiting_payment":
-                        return str(body["provider_ref"])
-                    if body["status"] in ("completed", "compensated", "failed"):
-                        return None
+            if response is None or response.json().get("checkout_id") is None:
+                time.sleep(1.0)
+                continue
+            checkout_id = response.json()["checkout_id"]
+        while checkout_id is not None and time.monotonic() < give_up:
+            got = self.call(scenario, "checkout", "GET", f"{self.api()}/checkouts/{checkout_id}")
+            if got is not None and got.status_code == 200:
+                body = got.json()
+                if body["status"] == "waiting" and body["state"] == "awaiting_payment":
+                    return str(body["provider_ref"])
+                if body["status"] in ("completed", "compensated", "failed"):
+                    return None
             time.sleep(1.0)
         return None
 

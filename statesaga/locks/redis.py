@@ -11,8 +11,9 @@ Redis keeps its own time: the ``ttl`` becomes the key's ``PX``, and the
 for the engine's bookkeeping only.
 
 An unreachable Redis raises :class:`LocksUnavailable` within about one
-connect or command timeout (1 s with the defaults), before anything is
-written. Losing a key on a Redis failover can let a second run in; the
+connect or command timeout (1 s with the defaults; about twice that for
+:class:`AsyncRedisLocks`, which sends a timed-out command once more), before
+anything is written. Losing a key on a Redis failover can let a second run in; the
 store's guards (one open instance per entity key, the epoch compare-and-set
 on every transition) keep that from doing harm.
 

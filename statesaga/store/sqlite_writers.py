@@ -10,9 +10,17 @@ Within one process statesaga queues its writers instead: every write
 transaction on a store's database file (the hot path's and SQLAlchemy's
 alike) first takes that file's :class:`Writers` lock, then ``BEGIN
 IMMEDIATE``, and gives the lock back as soon as it commits or rolls back, so
-the next writer starts the moment the last one ends. Other processes still
-meet SQLite's busy handler; reads never take the lock (WAL readers do not
-wait for writers).
+the next writer starts the moment the last one ends. Reads never take the lock
+(WAL readers do not wait for writers).
+
+Between processes the holder of that lock also takes the file's turn: a
+byte-range lock on a file beside the database (``<database>-statesaga-lock``),
+taken through a gate lock, so that a process that has just written waits
+behind one that was already waiting instead of taking the turn straight back.
+A process waiting for the turn checks every half millisecond at most, where
+SQLite's busy handler sleeps up to 100 ms between tries. A process that dies
+gives its turn back with it (the system drops its locks). Writers that do not
+use statesaga still meet SQLite's busy handler.
 
 A writer waits at most the store's ``busy_timeout`` for the lock, then fails
 as SQLite would have (``SQLITE_BUSY``, "database is locked"): a thread that
@@ -33,12 +41,22 @@ True
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import sqlite3
 import threading
+import time
 from collections import deque
 
-__all__ = ["Writers", "busy_error", "writers_for"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no queue between processes
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["FileTurn", "Writers", "busy_error", "writers_for"]
+
+log = logging.getLogger("statesaga.store")
 
 
 class Writers:
@@ -52,13 +70,15 @@ class Writers:
     that began it.
     """
 
-    __slots__ = ("_mutex", "_waiting", "holder")
+    __slots__ = ("_mutex", "_waiting", "holder", "turn")
 
-    def __init__(self) -> None:
+    def __init__(self, turn: FileTurn | None = None) -> None:
         self._mutex = threading.Lock()
         self._waiting: deque[_Waiter] = deque()
         #: ``id()`` of the DBAPI connection whose transaction holds the lock, if any
         self.holder: int | None = None
+        #: the file's turn among processes, taken by the holder (``None``: this process only)
+        self.turn = turn
 
     @property
     def waiting(self) -> int:
@@ -66,7 +86,27 @@ class Writers:
         return len(self._waiting)
 
     def acquire(self, *, owner: int, timeout: float) -> None:
-        """Wait for the lock for connection ``owner``; ``SQLITE_BUSY`` after ``timeout``."""
+        """Wait for the lock for connection ``owner``; ``SQLITE_BUSY`` after ``timeout``.
+
+        The wait covers both this process's queue and, once first in it, the
+        file's turn among processes.
+        """
+        deadline = time.monotonic() + timeout
+        self._acquire_here(owner, timeout)
+        turn = self.turn
+        if turn is None:
+            return
+        try:
+            taken = turn.take(deadline)
+        except BaseException:
+            self._hand_on(owner)
+            raise
+        if not taken:
+            self._hand_on(owner)
+            raise busy_error(timeout, elsewhere=True)
+
+    def _acquire_here(self, owner: int, timeout: float) -> None:
+        """This process's part: first in its queue."""
         with self._mutex:
             if self.holder is None and not self._waiting:
                 self.holder = owner
@@ -86,12 +126,24 @@ class Writers:
         with self._mutex:
             if self.holder != owner:
                 return
-            if self._waiting:
-                waiter = self._waiting.popleft()
-                self.holder = waiter.owner
-                waiter.handed.release()
-            else:
-                self.holder = None
+            if self.turn is not None:
+                self.turn.give_back()
+            self._hand_over()
+
+    def _hand_on(self, owner: int) -> None:
+        """``owner`` got this process's lock but not the file's turn: the next in line has it."""
+        with self._mutex:
+            if self.holder == owner:
+                self._hand_over()
+
+    def _hand_over(self) -> None:
+        """To the longest waiting writer, or free (called holding ``_mutex``)."""
+        if self._waiting:
+            waiter = self._waiting.popleft()
+            self.holder = waiter.owner
+            waiter.handed.release()
+        else:
+            self.holder = None
 
 
 class _Waiter:
@@ -105,11 +157,103 @@ class _Waiter:
         self.handed.acquire()
 
 
-def busy_error(timeout: float) -> sqlite3.OperationalError:
+class FileTurn:
+    """The write turn of one database file among this machine's processes.
+
+    Two one-byte locks on a file beside the database: the *turn* (byte 1),
+    held while a transaction writes, and the *gate* (byte 0), held only by a
+    process waiting for the turn. A process takes the gate, then the turn,
+    then lets the gate go; so when the turn is given back, the process that
+    held the gate while waiting gets it next, and one that has just written
+    waits at the gate behind it. Locks belong to the process (they are
+    ``fcntl`` record locks): only one thread at a time uses them, the one
+    first in its :class:`Writers` queue, and the system drops them if the
+    process dies.
+
+    >>> import tempfile
+    >>> turn = FileTurn(tempfile.mkdtemp() + "/shop.db")
+    >>> turn.take(time.monotonic() + 1.0)
+    True
+    >>> turn.give_back()
+    >>> turn.close()
+    """
+
+    GATE, TURN = 0, 1
+    #: the longest pause between two tries while another process has the turn (seconds)
+    MOST_PAUSE = 0.0005
+
+    __slots__ = ("_fd", "_unusable", "path")
+
+    def __init__(self, database: str) -> None:
+        self.path = f"{database}-statesaga-lock"
+        self._fd: int | None = None
+        self._unusable = False
+
+    def take(self, deadline: float) -> bool:
+        """Wait until ``deadline`` (``time.monotonic()``) for the turn; ``False`` if not had."""
+        fd = self._fd if self._fd is not None else self._open()
+        if fd is None:
+            return True  # no file to queue on: SQLite's busy handler alone, as before
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 2, self.GATE)  # both free: both
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            if not self._lock(fd, self.GATE, deadline):
+                return False
+            try:
+                return self._lock(fd, self.TURN, deadline)
+            finally:
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, self.GATE)
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, self.GATE)
+        return True
+
+    def give_back(self) -> None:
+        """Let the next process have the turn (nothing if this one never opened the file)."""
+        if self._fd is not None:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, self.TURN)
+
+    def close(self) -> None:
+        """Close the lock file (which gives back anything this process held on it)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def _open(self) -> int | None:
+        if self._fd is None and not self._unusable:
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as error:
+                log.warning(
+                    "cannot open %s (%s): writers in other processes meet SQLite's busy "
+                    "handler instead of queueing",
+                    self.path,
+                    error,
+                )
+                self._unusable = True  # said once; SQLite's busy handler from now on
+        return self._fd
+
+    def _lock(self, fd: int, byte: int, deadline: float) -> bool:
+        pause = 0.0001
+        while True:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, byte)
+                return True
+            except OSError as error:
+                if error.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, self.MOST_PAUSE)
+
+
+def busy_error(timeout: float, *, elsewhere: bool = False) -> sqlite3.OperationalError:
     """The error SQLite raises when its busy timeout runs out, with its error code."""
+    who = "a writer in another process" if elsewhere else "another writer of this process"
     error = sqlite3.OperationalError(
-        f"database is locked: another writer of this process held it for {timeout:g}s "
-        "(the store's busy_timeout)"
+        f"database is locked: {who} held it for {timeout:g}s (the store's busy_timeout)"
     )
     error.sqlite_errorcode = 5
     error.sqlite_errorname = "SQLITE_BUSY"
@@ -126,7 +270,7 @@ def writers_for(path: str) -> Writers:
     with _registry_lock:
         found = _registry.get(key)
         if found is None:
-            found = _registry[key] = Writers()
+            found = _registry[key] = Writers(FileTurn(key) if fcntl is not None else None)
         return found
 
 

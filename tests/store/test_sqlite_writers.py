@@ -3,16 +3,21 @@
 Every write transaction a store opens on a SQLite file (the engine's own and a
 transactional step's) first takes that file's in-process lock, shared by every
 store on the file, and gives it back the moment it commits or rolls back, to
-the writer that asked first. Writers in other processes meet SQLite's busy
-handler, as before. Many threads, and many processes, writing at once all
-finish; a writer that waits past ``busy_timeout`` gets a clear busy error, with
-nothing written; and a transaction that fails, or whose connection is thrown
-away, never keeps the lock.
+the writer that asked first. Between processes the writer first in its
+process's queue also takes the file's turn (a lock on ``<database>-statesaga-lock``),
+so a process that writes back to back cannot keep another one out. Many
+threads, and many processes, writing at once all finish; a writer that waits
+past ``busy_timeout`` gets a clear busy error, with nothing written; and a
+transaction that fails, whose connection is thrown away, or whose process is
+killed, never keeps the lock.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -181,8 +186,8 @@ def test_a_writer_in_another_process_outwaited_is_a_clear_error_that_writes_noth
         try:
             assert holder.stdout is not None
             assert holder.stdout.readline().strip() == "held"  # it holds the write lock now
-            with pytest.raises(StoreError, match="database is locked"):
-                engine.start(Checkout, Basket("b-1"))  # SQLite's busy handler gave up
+            with pytest.raises(StoreError, match="database is locked: a writer in another process"):
+                engine.start(Checkout, Basket("b-1"))  # it kept the file's turn past 0.3 s
             assert engine.list(saga=Checkout.name) == []  # nothing of the refused start
             assert holder.wait(timeout=30) == 0
             assert engine.start(Checkout, Basket("b-1")).status is Status.COMPLETED
@@ -214,3 +219,87 @@ def test_many_processes_writing_one_file_all_finish(tmp_path: Path) -> None:
         with engine.store.engine.connect() as connection:  # type: ignore[attr-defined]
             rows = connection.execute(sa.select(sa.func.count()).select_from(stock)).scalar()
         assert rows == processes * per_process
+
+
+def turn_is_taken(path: Path) -> bool:
+    """Whether some process holds the write turn of database ``path`` (byte 1 of its lock file)."""
+    fd = os.open(f"{path}-statesaga-lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 1)
+    except OSError as error:
+        if error.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+        return True
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, 1)
+        return False
+    finally:
+        os.close(fd)
+
+
+def test_a_process_holds_the_files_turn_exactly_while_it_writes(tmp_path: Path) -> None:
+    path = tmp_path / "shop.db"
+    store = store_at(path)
+    assert not turn_is_taken(path)
+    with store.transaction() as connection:
+        connection.execute(stock.insert().values(run_id="mine", step="mine"))
+        # this test process and the store are one process: look from another one
+        looked = subprocess.run(
+            [sys.executable, "-c", LOOK, str(path)], capture_output=True, text=True, check=True
+        )
+        assert looked.stdout.strip() == "taken"
+    assert not turn_is_taken(path)  # given back at commit
+    with store.engine.connect() as connection:
+        assert connection.execute(sa.select(stock.c.run_id)).scalars().all() == ["mine"]
+    store.close()
+
+
+LOOK = """
+import errno, fcntl, os, sys
+fd = os.open(sys.argv[1] + "-statesaga-lock", os.O_RDWR)
+try:
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 1)
+    print("free")
+except OSError as error:
+    print("taken" if error.errno in (errno.EAGAIN, errno.EACCES) else error)
+"""
+
+
+def test_a_process_writing_back_to_back_cannot_keep_another_out(tmp_path: Path) -> None:
+    # SQLite's busy handler alone sleeps up to 100 ms between tries and loses to a process
+    # that takes the lock straight back; the file's turn lets the waiting process in next
+    path = tmp_path / "shop.db"
+    store_at(path).close()
+    hog = child("hog", str(path), "6")
+    try:
+        assert hog.stdout is not None
+        assert hog.stdout.readline().strip() == "hogging"
+        wait_until(lambda: turn_is_taken(path))
+        with Engine(store_at(path, busy_timeout=1.0), sagas=[Checkout]) as engine:
+            runs = [engine.start(Checkout, Basket(f"b-{n}")) for n in range(20)]
+            assert hog.poll() is None, "the other process stopped writing before the end"
+        assert [run.status for run in runs] == [Status.COMPLETED] * 20
+        out, err = hog.communicate(timeout=30)
+        assert hog.returncode == 0, err
+        assert int(out.split()[-1]) > 20  # it went on writing all along
+    finally:
+        hog.kill()
+        hog.communicate()
+
+
+def test_a_process_killed_while_writing_gives_the_turn_back(tmp_path: Path) -> None:
+    path = tmp_path / "shop.db"
+    store_at(path).close()
+    holder = child("hold", str(path), "60")
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        assert turn_is_taken(path)
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert not turn_is_taken(path)
+    with Engine(store_at(path, busy_timeout=2.0), sagas=[Checkout]) as engine:
+        assert engine.start(Checkout, Basket("b-1")).status is Status.COMPLETED

@@ -303,3 +303,33 @@ def test_a_process_killed_while_writing_gives_the_turn_back(tmp_path: Path) -> N
     assert not turn_is_taken(path)
     with Engine(store_at(path, busy_timeout=2.0), sagas=[Checkout]) as engine:
         assert engine.start(Checkout, Basket("b-1")).status is Status.COMPLETED
+
+
+def test_a_process_hands_the_turn_on_to_its_next_writer_for_a_moment_only(
+    tmp_path: Path,
+) -> None:
+    writers = writers_for(str(tmp_path / "slice.db"))
+    turn = writers.turn
+    assert turn is not None
+
+    def handed_on(wait_first: float) -> bool:
+        """Owner 2 waits while owner 1 writes; whether 1 handed it the turn it had taken."""
+        writers.acquire(owner=1, timeout=5.0)
+        taken_at = turn.taken_at
+        second = threading.Thread(target=writers.acquire, kwargs={"owner": 2, "timeout": 5.0})
+        second.start()
+        wait_until(lambda: writers.waiting == 1)
+        time.sleep(wait_first)
+        writers.release(owner=1)
+        second.join(timeout=5)
+        assert writers.holder == 2
+        assert turn.held
+        kept = turn.taken_at == taken_at
+        writers.release(owner=2)  # nobody waits in this process: given back
+        assert writers.holder is None
+        assert not turn.held
+        assert not turn_is_taken(tmp_path / "slice.db")
+        return kept
+
+    assert handed_on(wait_first=0.0)  # within the slice: no gap, no new take
+    assert not handed_on(wait_first=turn.SLICE * 2)  # past it: given back, then taken anew

@@ -333,3 +333,16 @@ def test_a_process_hands_the_turn_on_to_its_next_writer_for_a_moment_only(
 
     assert handed_on(wait_first=0.0)  # within the slice: no gap, no new take
     assert not handed_on(wait_first=turn.SLICE * 2)  # past it: given back, then taken anew
+
+
+def test_without_a_usable_lock_file_processes_fall_back_to_sqlites_busy_handler(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "shop.db"
+    (tmp_path / "shop.db-statesaga-lock").mkdir()  # in the way: the lock file cannot be opened
+    with Engine(store_at(path), sagas=[Checkout]) as engine:
+        runs = [engine.start(Checkout, Basket(f"b-{n}")) for n in range(3)]
+    assert [run.status for run in runs] == [Status.COMPLETED] * 3
+    said = [r.getMessage() for r in caplog.records if "statesaga-lock" in r.getMessage()]
+    assert len(said) == 1  # said once, not at every write
+    assert "SQLite's busy handler" in said[0]

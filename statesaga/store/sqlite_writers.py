@@ -182,7 +182,6 @@ class FileTurn:
     >>> turn.take(time.monotonic() + 1.0)
     True
     >>> turn.give_back()
-    >>> turn.close()
     """
 
     GATE, TURN = 0, 1
@@ -211,11 +210,7 @@ class FileTurn:
         fd = self._fd if self._fd is not None else self._open()
         if fd is None:
             return True  # no file to queue on: SQLite's busy handler alone, as before
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 2, self.GATE)  # both free: both
-        except OSError as error:
-            if error.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
+        if not _try_lock(fd, self.GATE, 2):  # (both free: both at once)
             if not self._lock(fd, self.GATE, deadline):
                 return False
             try:
@@ -234,13 +229,6 @@ class FileTurn:
             fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, self.TURN)
         self.held = False
 
-    def close(self) -> None:
-        """Close the lock file (which gives back anything this process held on it)."""
-        fd, self._fd = self._fd, None
-        self.held = False
-        if fd is not None:
-            os.close(fd)
-
     def _open(self) -> int | None:
         if self._fd is None and not self._unusable:
             try:
@@ -257,18 +245,24 @@ class FileTurn:
 
     def _lock(self, fd: int, byte: int, deadline: float) -> bool:
         pause = 0.0001
-        while True:
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, byte)
-                return True
-            except OSError as error:
-                if error.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
+        while not _try_lock(fd, byte, 1):
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
             time.sleep(min(pause, left))
             pause = min(pause * 2, self.MOST_PAUSE)
+        return True
+
+
+def _try_lock(fd: int, start: int, length: int) -> bool:
+    """Lock ``length`` bytes from ``start`` of ``fd`` for this process, if no other has them."""
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, length, start)
+    except OSError as error:
+        if error.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+        return False
+    return True
 
 
 def busy_error(timeout: float, *, elsewhere: bool = False) -> sqlite3.OperationalError:

@@ -14,8 +14,6 @@ killed, never keeps the lock.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import signal
 import sqlite3
@@ -222,19 +220,26 @@ def test_many_processes_writing_one_file_all_finish(tmp_path: Path) -> None:
 
 
 def turn_is_taken(path: Path) -> bool:
-    """Whether some process holds the write turn of database ``path`` (byte 1 of its lock file)."""
-    fd = os.open(f"{path}-statesaga-lock", os.O_RDWR | os.O_CREAT)
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 1)
-    except OSError as error:
-        if error.errno not in (errno.EAGAIN, errno.EACCES):
-            raise
-        return True
-    else:
-        fcntl.lockf(fd, fcntl.LOCK_UN, 1, 1)
-        return False
-    finally:
-        os.close(fd)
+    """Whether a process holds the write turn of database ``path`` (byte 1 of its lock file).
+
+    Looked at from a process of its own: record locks belong to a process, so this
+    one would always get a lock it holds itself (and closing its file would drop them).
+    """
+    looked = subprocess.run(
+        [sys.executable, "-c", LOOK, str(path)], capture_output=True, text=True, check=True
+    )
+    return looked.stdout.strip() == "taken"
+
+
+LOOK = """
+import errno, fcntl, os, sys
+fd = os.open(sys.argv[1] + "-statesaga-lock", os.O_RDWR | os.O_CREAT)
+try:
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 1)
+    print("free")
+except OSError as error:
+    print("taken" if error.errno in (errno.EAGAIN, errno.EACCES) else error)
+"""
 
 
 def test_a_process_holds_the_files_turn_exactly_while_it_writes(tmp_path: Path) -> None:
@@ -243,26 +248,11 @@ def test_a_process_holds_the_files_turn_exactly_while_it_writes(tmp_path: Path) 
     assert not turn_is_taken(path)
     with store.transaction() as connection:
         connection.execute(stock.insert().values(run_id="mine", step="mine"))
-        # this test process and the store are one process: look from another one
-        looked = subprocess.run(
-            [sys.executable, "-c", LOOK, str(path)], capture_output=True, text=True, check=True
-        )
-        assert looked.stdout.strip() == "taken"
+        assert turn_is_taken(path)
     assert not turn_is_taken(path)  # given back at commit
     with store.engine.connect() as connection:
         assert connection.execute(sa.select(stock.c.run_id)).scalars().all() == ["mine"]
     store.close()
-
-
-LOOK = """
-import errno, fcntl, os, sys
-fd = os.open(sys.argv[1] + "-statesaga-lock", os.O_RDWR)
-try:
-    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 1)
-    print("free")
-except OSError as error:
-    print("taken" if error.errno in (errno.EAGAIN, errno.EACCES) else error)
-"""
 
 
 def test_a_process_writing_back_to_back_cannot_keep_another_out(tmp_path: Path) -> None:

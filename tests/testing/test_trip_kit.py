@@ -134,7 +134,9 @@ def test_the_kit_finds_a_void_that_voids_nothing() -> None:
         attack(
             LeakyTrip,
             plans=fault_plans(LeakyTrip.definition, kinds=("effect_then_raise", "fatal")),
-            settings=Settings(max_examples=200),
+            # the search stops at the first failing plan, found after 3 to 109 plans in 15
+            # searches; 200 missed it about once in 150 runs, 1,000 leaves no real chance
+            settings=Settings(max_examples=1000),
         )
 
     assert "a compensated trip keeps no money" in str(caught.value)

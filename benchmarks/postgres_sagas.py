@@ -527,7 +527,7 @@ def server_settings(url: str) -> dict[str, str]:
 class _NoWrites(SqlStore):
     """A store that writes nothing: what is left of a saga is the engine's own work."""
 
-    def insert(self, row: Any, history_rows: Any) -> None:
+    def insert(self, *args: Any, **kwargs: Any) -> None:
         pass
 
     def transition(self, *args: Any, **kwargs: Any) -> None:

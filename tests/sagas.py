@@ -171,6 +171,18 @@ class Transactional(Saga[Order, Progress]):
     )
 
 
+class TransactionalFirst(Saga[Order, Progress]):
+    """reserve writes a row in the transaction that also inserts the run; then wait for ``go``."""
+
+    name = "transactional-first"
+    new = State(initial=True)
+    reserved = State(timeout=600)
+    done = State(final=True)
+
+    reserve = new.to(reserved).run(write_effect, undo=remove_effect, transactional=True)
+    proceed = reserved.to(done).on("go")
+
+
 class Pivoted(Saga[Order, Progress]):
     """reserve (undoable) → capture (pivot) → notify (forward only)."""
 

@@ -9,7 +9,7 @@ import attrs
 from statesaga.core import Interpreter, Snapshot
 from statesaga.definition import Definition
 from statesaga.locks.base import Lease
-from statesaga.store.base import InboxRow
+from statesaga.store.base import HistoryRow, InboxRow, InstanceRow
 
 if TYPE_CHECKING:
     from statesaga.observability import RunTrace
@@ -53,6 +53,9 @@ class HeldRun:
     #: (status, due_at, lease_owner) as the instance row holds them since this holder's
     #: insert, claim or last write (``None``: not known): a write keeps what did not change
     stored: tuple[str, float | None, str | None] | None = None
+    #: a run being started whose row is not written yet: its first step is transactional,
+    #: and the row (with these first history rows) is inserted in that step's transaction
+    unsaved: tuple[InstanceRow, list[HistoryRow]] | None = None
 
     @property
     def lock_key(self) -> str:
@@ -73,6 +76,7 @@ class Kept:
     encoded_data: Any
     encoded_context: str
     stored: tuple[str, float | None, str | None] | None
+    unsaved: tuple[InstanceRow, list[HistoryRow]] | None
 
     @classmethod
     def of(cls, run: HeldRun) -> Kept:
@@ -87,6 +91,7 @@ class Kept:
             run.encoded_data,
             run.encoded_context,
             run.stored,
+            run.unsaved,
         )
 
     def restore(self, run: HeldRun) -> None:
@@ -94,4 +99,4 @@ class Kept:
         run.version, run.snapshot, run.leased = self.version, self.snapshot, self.leased
         run.updated_at, run.renewed_at, run.output = self.updated_at, self.renewed_at, self.output
         run.encoded_data, run.encoded_context = self.encoded_data, self.encoded_context
-        run.stored = self.stored
+        run.stored, run.unsaved = self.stored, self.unsaved

@@ -328,9 +328,16 @@ class LeaseKeeper:
         last renewal at the moment it was renewed.
         """
         sent = self.clock()  # the expiry is taken as the statement is sent
+        # a run being started whose row is not written yet has no row lease to lose: it is
+        # written (with a fresh lease) in its first step's transaction
+        unsaved = {run.id for run in due if isinstance(run, HeldRun) and run.unsaved is not None}
         try:
-            kept = self.store.extend_leases(
-                [(run.id, run.epoch) for run in due], sent + self.lease_ttl
+            kept = (
+                self.store.extend_leases(
+                    [(run.id, run.epoch) for run in due if run.id not in unsaved],
+                    sent + self.lease_ttl,
+                )
+                | unsaved
             )
         except Exception:  # the next transition's compare-and-set has the last word
             log.exception("renewing %d leases failed", len(due))

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 import attrs
 
 from statesaga.context import Resources
-from statesaga.core import Interpreter
+from statesaga.core import Interpreter, Next, RunStep
 from statesaga.definition import Definition
 from statesaga.errors import DuplicateStart, EntityBusy, InputError, StateSagaError
 from statesaga.locks.base import AsyncLocks, Lease, Locks
@@ -293,22 +293,28 @@ class Runtime:
                 row = new_row(run, nxt, input_json, idempotency_key, now, claims.leasing)
                 run.leased = row.lease_owner is not None
                 rows = history_rows(run, nxt, now, now, version=1)
-                try:
-                    yield from claims.insert(row, rows, give_up if not locked else now)
-                except (DuplicateStart, EntityBusy):
-                    # a racing start may have taken the entity key with the same idempotency
-                    # key (the database reports whichever unique index it checked first)
-                    existing = (
-                        None
-                        if idempotency_key is None
-                        else self.store.find(definition.name, idempotency_key=idempotency_key)
-                    )
-                    if existing is None:
-                        raise
-                    self.reporter.end_trace(run, None)
-                    return _Existing(claims.existing(existing, input_json))
-                run.stored = (row.status, row.due_at, row.lease_owner)
-                self.reporter.started(run)
+                if self._joins_first_step(definition, nxt, key, locked, idempotency_key, wait):
+                    # written in the first step's transaction, with its transition: one
+                    # commit fewer, and a refused start (EntityBusy) rolls that step back
+                    run.unsaved = (row, rows)
+                else:
+                    try:
+                        yield from claims.insert(row, rows, give_up if not locked else now)
+                    except (DuplicateStart, EntityBusy):
+                        # a racing start may have taken the entity key with the same
+                        # idempotency key (the database reports whichever unique index it
+                        # checked first)
+                        existing = (
+                            None
+                            if idempotency_key is None
+                            else self.store.find(definition.name, idempotency_key=idempotency_key)
+                        )
+                        if existing is None:
+                            raise
+                        self.reporter.end_trace(run, None)
+                        return _Existing(claims.existing(existing, input_json))
+                    run.stored = (row.status, row.due_at, row.lease_owner)
+                    self.reporter.started(run)
                 result: Run = yield from self.drive.hold(run, nxt, operation="start")
                 return result
             except BaseException as error:
@@ -317,6 +323,32 @@ class Runtime:
         finally:
             if lease is not None:
                 self.lock_port.release(lease)
+
+    def _joins_first_step(
+        self,
+        definition: Definition,
+        nxt: Next,
+        key: str | None,
+        locked: bool,
+        idempotency_key: str | None,
+        wait: float,
+    ) -> bool:
+        """Whether a start is inserted in its first step's transaction, not before it.
+
+        So it is when that step is transactional (nothing of it outlives a
+        rollback), unless the start has an idempotency key (a racing duplicate is
+        then looked up) or waits for its entity key without a lock (its insert is
+        retried until then).
+        """
+        if idempotency_key is not None or not self.store.joins_start:
+            return False
+        if key is not None and not locked and wait > 0:
+            return False
+        decision = nxt.decision
+        if not isinstance(decision, RunStep):
+            return False
+        step = definition.transitions[decision.transition].step
+        return step is not None and step.transactional
 
     def operate(
         self,

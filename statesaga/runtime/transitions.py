@@ -66,15 +66,25 @@ class Transitions:
                 if applied is not None:
                     nxt, more = applied
                     settle = [*settle, *more]
+        if run.unsaved is not None and (connection is None or settle):
+            self.save(run)  # the start goes first, on its own
         if not nxt.records and not settle:
             run.snapshot = nxt.snapshot
             return nxt
         now = self.clock()
         write = write_of(run, nxt.snapshot, nxt.decision, now, self.leasing)
         rows = history_rows(run, nxt, started, now, version=run.version + 1)
-        self.store.transition(
-            run.id, run.version, run.epoch, write, rows, connection, settle=settle
-        )
+        unsaved = run.unsaved
+        if unsaved is None:
+            self.store.transition(
+                run.id, run.version, run.epoch, write, rows, connection, settle=settle
+            )
+        else:
+            # the start and the first step's transition, in the step's transaction
+            row, first = unsaved
+            self.store.insert(row, [*first, *rows], connection=connection, write=write)
+            run.unsaved = None
+            self.reporter.started(run)
         run.version += 1
         run.snapshot = nxt.snapshot
         run.leased = write.lease_owner is not None
@@ -88,6 +98,22 @@ class Transitions:
         if connection is None and isinstance(nxt.decision, Finish):
             self.reporter.finished(run, now)  # a step's own transaction reports once it commits
         return nxt
+
+    def save(self, run: HeldRun) -> None:
+        """Insert a run being started whose row is not written yet (see ``HeldRun.unsaved``).
+
+        Raises ``EntityBusy`` (or ``DuplicateStart``) as a start's insert does.
+        """
+        assert run.unsaved is not None
+        row, first = run.unsaved
+        if row.lease_owner is not None:  # its lease runs from now, however long the step took
+            now = self.clock()
+            row = attrs.evolve(row, lease_expires_at=now + self.leasing.lease_ttl)
+            run.renewed_at = now
+        self.store.insert(row, first)
+        run.unsaved = None
+        run.stored = (row.status, row.due_at, row.lease_owner)
+        self.reporter.started(run)
 
     def take_inbox(self, run: HeldRun, now: float, *, resumed: bool) -> Next | None:
         """Apply (or reject) the run's pending inbox entries, persisted in one transition.
@@ -128,6 +154,8 @@ class Transitions:
         invariant), so recovery finds it again; ``busy`` (its entity lock was
         held by someone else) puts that time a little later.
         """
+        if run.unsaved is not None:
+            self.save(run)
         now = self.clock()
         due = run.core.next_due(run.snapshot, now)
         not_before = None

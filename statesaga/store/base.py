@@ -142,11 +142,24 @@ class Settle:
 class Store(Protocol):
     """Where instances and their history live. ``SqlStore`` implements it."""
 
-    def insert(self, row: InstanceRow, history: Sequence[HistoryRow]) -> None:
+    #: ``insert`` can write a new run inside a step's transaction (its ``connection``)
+    joins_start: bool
+
+    def insert(
+        self,
+        row: InstanceRow,
+        history: Sequence[HistoryRow],
+        connection: Any = None,
+        write: Write | None = None,
+    ) -> None:
         """Insert a new instance with its first history rows, in one transaction.
 
         A fork's rows include one for the run it was forked from (its link),
-        appended in the same transaction.
+        appended in the same transaction. With ``connection`` (a transaction of
+        :meth:`transaction`), the rows join it and commit with it: a run whose
+        first step is transactional is inserted with that step's transition
+        (``write``: its new values; ``history``: the start's rows, then the
+        transition's), in one transaction.
 
         Raises ``EntityBusy`` when the (saga, entity key) already has an open
         instance, and ``DuplicateStart`` when the idempotency key is taken.

@@ -75,6 +75,9 @@ class SqlStore:
             through (:mod:`statesaga.store.hooks`). Also settable as ``store.hook``.
     """
 
+    #: a new run can be inserted inside a step's transaction (``insert(connection=...)``)
+    joins_start = True
+
     def __init__(
         self,
         url: str | sa.Engine,
@@ -128,14 +131,25 @@ class SqlStore:
 
     # -- the hot path (see store.writes) ----------------------------------------------------
 
-    def insert(self, row: InstanceRow, history_rows: Sequence[HistoryRow]) -> None:
+    def insert(
+        self,
+        row: InstanceRow,
+        history_rows: Sequence[HistoryRow],
+        connection: Any = None,
+        write: Write | None = None,
+    ) -> None:
         """Insert a new instance and its first history rows in one transaction.
+
+        With ``connection`` (from :meth:`transaction`), the rows are written in
+        that transaction and commit with it; ``write`` then gives the values of
+        the run's first transition, recorded in the same rows (see
+        :meth:`Store.insert`).
 
         Raises:
             DuplicateStart: the idempotency key is taken.
             EntityBusy: the saga already has an open instance on the entity key.
         """
-        self._writes.insert(row, history_rows)
+        self._writes.insert(row, history_rows, connection, write)
 
     def transition(
         self,

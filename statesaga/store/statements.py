@@ -67,9 +67,19 @@ class Statements:
         self.migrate = self.updating(frozenset())[0].replace(
             "SET ", f"SET saga_version = {mark}, graph_hash = {mark}, ", 1
         )
-        self.start = (
+        self.start = self.starting(1)
+
+    def starting(self, rows: int) -> str:
+        """The instance's INSERT and ``rows`` history rows, as one statement.
+
+        >>> Statements("%s").starting(2).count("FROM started")
+        2
+        """
+        select = self.history_select.split(" SELECT ", 1)[1]
+        more = f" FROM started UNION ALL SELECT {select}" * (rows - 1)
+        return (
             f"WITH started AS ({self.insert_instance} RETURNING id) "
-            f"{self.history_select} FROM started"
+            f"{self.history_select}{more} FROM started"
         )
 
     def updating(self, keep: frozenset[str]) -> tuple[str, str]:

@@ -23,18 +23,15 @@ from __future__ import annotations
 
 import logging
 import operator
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 import sqlalchemy as sa
 
 from statesaga.errors import (
-    ConnectionLost,
     DuplicateStart,
     EntityBusy,
-    FencedOut,
     StoreError,
 )
 from statesaga.serde import dumps
@@ -43,6 +40,7 @@ from statesaga.store.base import HistoryRow, InstanceRow, Settle, Write
 from statesaga.store.dialects import Dialect, is_busy, reading, store_busy
 from statesaga.store.hooks import StoreWrite, WriteHook, WriteMoment
 from statesaga.store.hot import HotConnection, HotConnections
+from statesaga.store.joined import JoinedWrites, connection_lost, fenced
 from statesaga.store.schema import instances
 from statesaga.store.statements import INSTANCE_COLUMNS, JSON_INSTANCE, WRITE_COLUMNS, Statements
 
@@ -51,7 +49,7 @@ __all__ = ["HotWrites", "connection_lost", "dump_json", "fenced", "store_busy"]
 log = logging.getLogger("statesaga.store")
 
 
-class HotWrites:
+class HotWrites(JoinedWrites):
     """Inserts, transitions and one-statement writes on the hot path's own connections.
 
     Args:
@@ -71,14 +69,27 @@ class HotWrites:
         # one statement is one transaction only where the connection autocommits
         self._one_statement = dialect.one_statement
 
-    def insert(self, row: InstanceRow, history_rows: Sequence[HistoryRow]) -> None:
-        """Insert a new instance and its first history rows in one transaction."""
-        values = [
-            dump_json(getattr(row, c)) if c in JSON_INSTANCE else getattr(row, c)
-            for c in INSTANCE_COLUMNS
-        ]
+    def insert(
+        self,
+        row: InstanceRow,
+        history_rows: Sequence[HistoryRow],
+        connection: Any = None,
+        write: Write | None = None,
+    ) -> None:
+        """Insert a new instance and its first history rows in one transaction.
+
+        With ``connection``, inside that (a step's) transaction, which commits it;
+        ``write``, if given, is the first transition's, whose values the row takes
+        (its version one more than ``row``'s).
+        """
+        values = _instance_values(row, write)
         rows = [_history_values(h) for h in history_rows]
         hook = self.hook
+        if connection is not None:
+            if hook is not None:
+                self._announce_joined(hook, connection, row.id, history_rows, start=True)
+            self._insert_joined(connection, row, values, rows)
+            return
         seen = None if hook is None else _announce(hook, row.id, history_rows, start=True)
 
         def work(hot: HotConnection) -> None:
@@ -233,80 +244,7 @@ class HotWrites:
                     raise connection_lost(error) from error
                 raise
 
-    # -- the hook's joined writes -----------------------------------------------------------
-
-    @contextmanager
-    def joining(self, connection: Any, joined: list[StoreWrite]) -> Iterator[None]:
-        """Around a step's transaction on ``connection``: collect the writes that join it.
-
-        With a hook set, the transitions written in it are added to ``joined`` and
-        the hook sees their ``BEFORE_COMMIT`` as the block ends without an error;
-        :meth:`committed` gives their ``COMMITTED`` once the transaction committed.
-        """
-        hook = self.hook
-        if hook is None:
-            yield
-            return
-        self.joined[id(connection)] = joined
-        try:
-            yield
-            for write in joined:
-                hook(WriteMoment.BEFORE_COMMIT, write)
-        finally:
-            del self.joined[id(connection)]
-
-    def committed(self, joined: list[StoreWrite]) -> None:
-        """The hook's ``COMMITTED`` for the writes a step's transaction just committed."""
-        hook = self.hook
-        if hook is not None:
-            for write in joined:
-                hook(WriteMoment.COMMITTED, attrs.evolve(write, connection=None))
-
-    def _announce_joined(
-        self, hook: WriteHook, connection: Any, instance_id: str, history_rows: Sequence[HistoryRow]
-    ) -> None:
-        raw = connection.connection.dbapi_connection
-        write = StoreWrite(instance_id, tuple(history_rows), joined=True, connection=raw)
-        hook(WriteMoment.BEFORE_WRITE, write)
-        bucket = self.joined.get(id(connection))
-        if bucket is not None:
-            bucket.append(write)
-
     # -- the parts --------------------------------------------------------------------------
-
-    def _join(
-        self,
-        connection: Any,
-        instance_id: str,
-        version: int,
-        epoch: int,
-        keep: frozenset[str],
-        params: tuple[Any, ...],
-        rows: list[tuple[Any, ...]],
-        settle: Sequence[Settle],
-    ) -> None:
-        """The transition's writes inside a step's own transaction (it commits them)."""
-        update, one_statement = self.sql.updating(keep)
-        dbapi_connection = connection.connection.dbapi_connection
-        cursor = dbapi_connection.cursor()
-        try:
-            if self._one_statement and len(rows) == 1:
-                # the compare-and-set and its history row in one round trip (fenced out,
-                # it moves nothing and so inserts nothing)
-                cursor.execute(one_statement, (*params, *rows[0]))
-                if cursor.rowcount != 1:
-                    raise fenced(instance_id, version, epoch)
-            else:
-                cursor.execute(update, params)
-                if cursor.rowcount != 1:
-                    raise fenced(instance_id, version, epoch)
-                self._write_history(cursor, rows)
-            _inbox.settle(cursor.execute, self.dialect.mark, settle)
-        except self.engine.dialect.loaded_dbapi.Error as error:
-            if not self.engine.dialect.is_disconnect(error, dbapi_connection, None):
-                raise
-            connection.invalidate()
-            raise connection_lost(error) from error
 
     def _twice(self, work: Callable[[HotConnection], None], committed: Callable[[], bool]) -> None:
         """Run ``work`` (one transaction) on a hot-path connection.
@@ -409,23 +347,21 @@ def dump_json(value: Any) -> str | None:
     return None if value is None else dumps(value)
 
 
-def connection_lost(error: BaseException | None) -> ConnectionLost:
-    """The error for a connection lost mid-transaction: nothing half-written, and what next."""
-    return ConnectionLost(
-        f"lost the database connection in the middle of a transaction ({error}); it was "
-        "not committed, or not confirmed: the run resumes from its last persisted "
-        "transition once its lease expires (Engine.recover or `statesaga worker`)"
-    )
+def _instance_values(row: InstanceRow, write: Write | None) -> list[Any]:
+    """The INSERT's parameters: ``row``'s, or with ``write`` its first transition's."""
+    values = [
+        dump_json(getattr(row, c)) if c in JSON_INSTANCE else getattr(row, c)
+        for c in INSTANCE_COLUMNS
+    ]
+    if write is not None:
+        for column, value in zip(WRITE_COLUMNS, _ALL_WRITE(write), strict=True):
+            values[_INSTANCE_INDEX[column]] = value  # (JSON already encoded)
+        values[_INSTANCE_INDEX["version"]] = row.version + 1
+    return values
 
 
-def fenced(instance_id: str, version: int, epoch: int | None) -> FencedOut:
-    """The error for a write whose (version, epoch) moved on: another engine claimed the run."""
-    held = f"version {version}" + ("" if epoch is None else f", epoch {epoch}")
-    return FencedOut(
-        f"instance {instance_id} moved on since this holder read it ({held}): another "
-        "engine claimed it; this write was rejected and nothing was written",
-        instance_id=instance_id,
-    )
+_INSTANCE_INDEX = {column: index for index, column in enumerate(INSTANCE_COLUMNS)}
+_ALL_WRITE = operator.attrgetter(*WRITE_COLUMNS)
 
 
 def _write_values(write: Write) -> tuple[Any, ...]:

@@ -206,10 +206,10 @@ class _Harness:
         """Every engine's store hook: the plan's lost connections and commit crashes.
 
         A transition the plan names loses its connection as it is written (nothing
-        of it commits), or its engine dies right after it committed.
+        of it commits), or its engine dies right after it committed. A start's own
+        rows name nothing; a run whose first step is transactional is inserted with
+        that step's transition, which the plan may name.
         """
-        if write.start:
-            return
         if moment is WriteMoment.BEFORE_WRITE:
             for name in _record_names(write.history):
                 if self.take(name, ("connection_lost",)) is not None:

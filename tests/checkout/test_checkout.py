@@ -752,6 +752,13 @@ def test_a_crash_at_any_step_ends_completed_once_or_fully_rolled_back(
     clock.advance(LEASE_TTL + 1)  # its lease runs out
 
     with open_shop(url, provider, clock=clock) as shop:
+        if crash.step == "validate":
+            # the first step is transactional: the start commits with it or not at all, so
+            # the crash left no run and nothing changed; the customer completes it again
+            assert cart_runs(shop, cart_id) == []
+            assert books(shop, provider, cart_id) == Books(stock=STOCK)
+            assert shop.complete(cart_id).status == "completed"
+            return
         (crashed,) = cart_runs(shop, cart_id)
         # the run stands where its last committed transition left it; the crashed attempt
         # left no trace (its transition never committed)

@@ -2,7 +2,7 @@
 
 Usage (the tests run it with ``sys.executable``)::
 
-    crash_child.py run DB LEDGER BOUNDARY [--fail] [--lease-ttl S]
+    crash_child.py run DB LEDGER BOUNDARY [--fail] [--idempotent] [--lease-ttl S]
     crash_child.py abandon DB LEDGER COUNT [--lease-ttl S] [--step-delay S]
     crash_child.py recover DB [--at EPOCH] [--boundary BOUNDARY] [--lease-ttl S]
 
@@ -15,6 +15,11 @@ Usage (the tests run it with ``sys.executable``)::
 - ``uncommitted:<record>``: the transition's UPDATE and history INSERT have
   run but its COMMIT has not (a transactional step's own writes included);
 - ``committed:<record>``: right after the transition's COMMIT.
+
+The saga's first step (``reserve``) is transactional, so the start is written
+in its transaction: ``start`` and ``reserve`` commit together. With
+``--idempotent`` the run is started with an idempotency key, and the start
+commits on its own before the step runs.
 
 A ``<record>`` names a history row: ``start``, a transition (its forward
 row), ``<transition>.undo`` (its compensation) or ``<transition>.failed``.
@@ -110,7 +115,10 @@ def run(args: argparse.Namespace) -> None:
     ensure_effects_table(engine.store.engine)  # type: ignore[attr-defined]
     arm(engine, args.boundary)
     order = Order(uuid.uuid4().hex[:8], args.db, args.ledger, fail_shipping=args.fail)
-    result = engine.start(CrashCheckout, order)
+    # with an idempotency key the start commits on its own before the first step runs;
+    # without, it commits with that (transactional) step
+    key = f"order-{order.order_id}" if args.idempotent else None
+    result = engine.start(CrashCheckout, order, idempotency_key=key)
     print(json.dumps({"id": result.id, "status": result.status.value}))
 
 
@@ -135,7 +143,8 @@ def abandon(args: argparse.Namespace) -> None:
             order_id, args.db, args.ledger, fail_shipping=fail, step_delay=args.step_delay
         )
         with contextlib.suppress(Abandon):
-            engine.start(CrashCheckout, order, key=order_id)
+            # an idempotency key: the start commits before the first step, which some leave
+            engine.start(CrashCheckout, order, key=order_id, idempotency_key=order_id)
     sys.stdout.flush()
     die()
 
@@ -168,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     one.add_argument("ledger")
     one.add_argument("boundary")
     one.add_argument("--fail", action="store_true")
+    one.add_argument("--idempotent", action="store_true", help="start with an idempotency key")
     many = commands.add_parser("abandon")
     many.add_argument("db")
     many.add_argument("ledger")

@@ -81,10 +81,15 @@ class Case:
     finished_before_recovery: bool = False
     bound: bool = False
     """Killed with the pivot pending: on recovery it may have taken effect."""
+    idempotent: bool = False
+    """Started with an idempotency key: the start commits before the first step runs."""
 
     @property
     def id(self) -> str:
-        return f"{self.boundary}{'-failing' if self.fail else ''}"
+        return (
+            f"{self.boundary}{'-failing' if self.fail else ''}"
+            f"{'-idempotent' if self.idempotent else ''}"
+        )
 
     @property
     def status(self) -> Status:
@@ -106,10 +111,12 @@ class Case:
 
 CASES = [
     # the happy path, killed at every boundary of every step
-    Case("committed:start"),
-    Case("before:reserve"),
-    Case("after:reserve"),  # its uncommitted row must vanish with the process
-    Case("uncommitted:reserve"),
+    Case("committed:start"),  # with the first step's transition: both committed
+    # the start committed on its own (an idempotency key), then killed in the first step
+    Case("committed:start", idempotent=True),
+    Case("before:reserve", idempotent=True),
+    Case("after:reserve", idempotent=True),  # its uncommitted row must vanish with the process
+    Case("uncommitted:reserve", idempotent=True),
     Case("committed:reserve"),
     Case("before:charge"),
     Case("after:charge", duplicated="charge"),
@@ -241,7 +248,8 @@ def check_instance(
 def test_killed_at_a_boundary_recovers(case: Case, files: tuple[str, str], recovering: Any) -> None:
     database, ledger = files
     args = ["run", database, ledger, case.boundary, f"--lease-ttl={LEASE_TTL}"]
-    killed(child(*args, *(["--fail"] if case.fail else [])))
+    args += ["--fail"] if case.fail else []
+    killed(child(*args, *(["--idempotent"] if case.idempotent else [])))
 
     engine = recovering()
     (interrupted,) = engine.list()
@@ -260,11 +268,15 @@ def test_killed_at_a_boundary_recovers(case: Case, files: tuple[str, str], recov
     assert engine.recover() == []
 
 
+@pytest.mark.parametrize(
+    "boundary", ["before:reserve", "after:reserve", "uncommitted:reserve", "uncommitted:start"]
+)
 def test_killed_before_the_start_commits_leaves_nothing(
-    files: tuple[str, str], recovering: Any
+    boundary: str, files: tuple[str, str], recovering: Any
 ) -> None:
+    # the first step is transactional: the start commits in its transaction, or not at all
     database, ledger = files
-    killed(child("run", database, ledger, "uncommitted:start", f"--lease-ttl={LEASE_TTL}"))
+    killed(child("run", database, ledger, boundary, f"--lease-ttl={LEASE_TTL}"))
 
     engine = recovering()
     assert engine.list() == []

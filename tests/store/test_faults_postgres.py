@@ -41,6 +41,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -228,7 +229,11 @@ class _Holder:
     def _serve(self) -> None:
         while (saga := self.jobs.get()) is not None:
             try:
-                self.results.put(self.engine.start(saga, Job()))
+                # an idempotency key: the start commits before the step, so that there is a
+                # run whose lease A can lose while paused (without one, a run whose first step
+                # is transactional is only written when that step commits)
+                key = uuid.uuid4().hex
+                self.results.put(self.engine.start(saga, Job(), idempotency_key=key))
             except BaseException as error:
                 self.results.put(error)
 

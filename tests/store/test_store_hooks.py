@@ -50,6 +50,25 @@ def test_every_write_calls_the_hook_before_before_commit_and_after(
 
     assert run.status is Status.COMPLETED
     assert seen == [
+        # the first step is transactional: the start is written in its transaction, with
+        # its transition...
+        ("before_write", "start,reserve", True, True),
+        # ...and commits with it, as its block exits
+        ("before_commit", "start,reserve", True, True),
+        ("committed", "start,reserve", True, False),
+        ("before_write", "charge", False, False),
+        ("before_commit", "charge", False, True),
+        ("committed", "charge", False, False),
+    ]
+
+
+def test_a_start_with_an_idempotency_key_is_written_before_its_first_step(
+    engine: Engine, seen: list[tuple[str, str, bool, bool]]
+) -> None:
+    run = engine.start(sagas.Transactional, Order("h-3"), idempotency_key="order-h-3")
+
+    assert run.status is Status.COMPLETED
+    assert seen[:6] == [
         ("before_write", "start", False, False),
         ("before_commit", "start", False, True),
         ("committed", "start", False, False),
@@ -58,9 +77,6 @@ def test_every_write_calls_the_hook_before_before_commit_and_after(
         # ...and commits with it, as its block exits
         ("before_commit", "reserve", True, True),
         ("committed", "reserve", True, False),
-        ("before_write", "charge", False, False),
-        ("before_commit", "charge", False, True),
-        ("committed", "charge", False, False),
     ]
 
 

@@ -309,6 +309,8 @@ class Drive:
                 if attempt == 2:
                     raise
                 self.reporter.connection_lost(run, ctx.step)
+        if before.unsaved is not None and run.unsaved is None:
+            self.reporter.started(run)  # the run was inserted in this transaction
         if isinstance(nxt.decision, Finish):
             self.reporter.finished(run, run.updated_at)
         self.reporter.step_finished(run, ctx.step, ctx.attempt, started, None, undo=undo)

@@ -83,8 +83,7 @@ class Transitions:
             # the start and the first step's transition, in the step's transaction
             row, first = unsaved
             self.store.insert(row, [*first, *rows], connection=connection, write=write)
-            run.unsaved = None
-            self.reporter.started(run)
+            run.unsaved = None  # (its start is reported once the step's transaction commits)
         run.version += 1
         run.snapshot = nxt.snapshot
         run.leased = write.lease_owner is not None

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sagas import Fatal, Order, TransactionalFirst, journal
 
 from statesaga import ConnectionLost, Engine, EntityBusy, HistoryKind, Status
+from statesaga.observability import Observer
 from statesaga.store import SqlStore
 from statesaga.store.hooks import StoreWrite, WriteMoment
 
@@ -157,3 +158,25 @@ def test_many_starts_of_one_key_at_once_leave_one_run_and_one_step_s_writes(db: 
     finally:
         for opened in engines:
             opened.close()
+
+
+def test_the_start_is_reported_once_after_it_committed(db: str) -> None:
+    seen: list[tuple[str, bool]] = []
+
+    class Started(Observer):
+        def run_started(self, *, saga: str, instance_id: str, correlation_id: str) -> None:
+            seen.append((instance_id, engine.store.get(instance_id) is not None))
+
+    lost: list[str] = []
+
+    def lose_once(moment: WriteMoment, write: StoreWrite) -> None:
+        if moment is WriteMoment.BEFORE_COMMIT and write.start and not lost:
+            lost.append(write.instance_id)
+            raise ConnectionLost("the database connection died (injected)")
+
+    with make_engine(db, observer=Started()) as engine:
+        engine.store.hook = lose_once  # type: ignore[attr-defined]
+        run = engine.start(TransactionalFirst, Order("f-6"), key="order:f-6")
+
+    assert lost == [run.id]  # its first try rolled back: reported once, for the one that counts
+    assert seen == [(run.id, True)]

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -149,3 +150,26 @@ def write_json(path: str | None, figures: dict[str, Any]) -> None:
         return
     Path(path).write_text(json.dumps(figures, indent=2, default=str) + "\n")
     console.print(f"figures written to {path}")
+
+
+def trees_in_turn(
+    script: str, sources: Sequence[str], processes: int, options: Sequence[str], figure: str
+) -> dict[str, list[float]]:
+    """Each source tree's ``figure``, from ``processes`` child processes per tree in turn.
+
+    A child is ``script --child SOURCE *options``, which prints its figures as
+    one line of JSON last; each tree's processes alternate with the others', so
+    a drift in the machine's load falls on every tree alike.
+    """
+    trees = [str(Path(source).resolve()) for source in sources]
+    figures: dict[str, list[float]] = {tree: [] for tree in trees}
+    for _ in range(processes):
+        for tree in trees:
+            command = [sys.executable, script, "--child", tree, *options]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise SystemExit(f"{tree} failed:\n{done.stderr}")
+            value = json.loads(done.stdout.strip().splitlines()[-1])[figure]
+            figures[tree].append(value)
+            print(f"{tree}: {figure} {value:.3f}", flush=True)
+    return figures

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -75,21 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.sources:
         parser.error("name at least one source tree")
-    sources = [str(Path(source).resolve()) for source in args.sources]
-    ratios: dict[str, list[float]] = {source: [] for source in sources}
-    for _ in range(args.processes):
-        for source in sources:
-            command = [
-                sys.executable, __file__, "--child", source, "--backend", args.backend,
-                "--inflight", str(args.inflight), "--checkouts", str(args.checkouts),
-                "--rounds", str(args.rounds),
-            ]  # fmt: skip
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                raise SystemExit(f"{source} failed:\n{done.stderr}")
-            result = json.loads(done.stdout.strip().splitlines()[-1])
-            ratios[source].append(result["ratio"])
-            print(f"{source}: engine ÷ floor {result['ratio']:.3f}", flush=True)
+    from bench_common import trees_in_turn
+
+    options = [
+        "--backend", args.backend, "--inflight", str(args.inflight),
+        "--checkouts", str(args.checkouts), "--rounds", str(args.rounds),
+    ]  # fmt: skip
+    ratios = trees_in_turn(__file__, args.sources, args.processes, options, "ratio")
     for source, values in ratios.items():
         ratio = statistics.median(values)
         print(f"{source}: median {ratio:.3f}, the engine's share {1 - ratio:.0%}")

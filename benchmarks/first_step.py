@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,21 +30,14 @@ from typing import Any
 def child(source: str, backend: str, sagas: int, repeats: int) -> dict[str, Any]:
     """One process's figure for the tree at ``source`` (imported from there)."""
     sys.path[:0] = [source, f"{source}/benchmarks"]
-    import attrs
     from bench_common import DEFAULT_POSTGRES, database
+    from five_steps import Nothing, noop
 
     import statesaga
     from statesaga import Engine, Saga, State
 
     if not statesaga.__file__ or not statesaga.__file__.startswith(str(Path(source).resolve())):
         raise SystemExit(f"statesaga was imported from {statesaga.__file__}, not {source}")
-
-    @attrs.frozen
-    class Nothing:
-        """Input and context: nothing to carry."""
-
-    def noop(ctx: Any) -> None:
-        """A step that writes nothing of its own and keeps the data."""
 
     class TwoInTransactions(Saga[Nothing, Nothing]):
         name = "bench-two-transactional"
@@ -84,20 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.sources:
         parser.error("name at least one source tree")
-    sources = [str(Path(source).resolve()) for source in args.sources]
-    figures: dict[str, list[float]] = {source: [] for source in sources}
-    for _ in range(args.processes):
-        for source in sources:
-            command = [
-                sys.executable, __file__, "--child", source, "--backend", args.backend,
-                "--sagas", str(args.sagas), "--repeats", str(args.repeats),
-            ]  # fmt: skip
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                raise SystemExit(f"{source} failed:\n{done.stderr}")
-            result = json.loads(done.stdout.strip().splitlines()[-1])
-            figures[source].append(result["us_per_saga"])
-            print(f"{source}: {result['us_per_saga']:.0f} µs per saga", flush=True)
+    from bench_common import trees_in_turn
+
+    options = ["--backend", args.backend, "--sagas", str(args.sagas)]
+    options += ["--repeats", str(args.repeats)]
+    figures = trees_in_turn(__file__, args.sources, args.processes, options, "us_per_saga")
     for source, values in figures.items():
         print(f"{source}: median {statistics.median(values):.0f} µs per saga ({args.backend})")
     return 0

@@ -56,9 +56,11 @@ class Transitions:
         events already in its inbox, in the same write: an event that came while
         a step ran is consumed by the run's holder before it lets go.
         """
-        if isinstance(nxt.decision, Wait) and nxt.records:
+        if isinstance(nxt.decision, Wait) and nxt.records and run.unsaved is None:
+            # (a run not written yet has no inbox; a step's transaction reads in itself,
+            # never waiting for a second pooled connection)
             settled = {entry.id for entry in settle}
-            pending = [e for e in self.store.pending(run.id) if e.id not in settled]
+            pending = [e for e in self.store.pending(run.id, connection) if e.id not in settled]
             if pending:
                 applied = apply_inbox(
                     run, nxt, pending, self.clock(), resumed=False, reporter=self.reporter

@@ -281,8 +281,9 @@ class Store(Protocol):
         ``event_id`` for the same run): a duplicate is returned, not stored twice.
         """
 
-    def pending(self, instance_id: str) -> builtins.list[InboxRow]:
-        """The run's inbox entries still to consume, oldest first."""
+    def pending(self, instance_id: str, connection: Any = None) -> builtins.list[InboxRow]:
+        """The run's inbox entries still to consume, oldest first (in ``connection``'s
+        transaction, if given)."""
 
     def inbox(self, instance_id: str) -> builtins.list[InboxRow]:
         """Every inbox entry of the run, oldest first."""

@@ -51,14 +51,25 @@ def receive(engine: sa.Engine, entry: InboxRow) -> tuple[InboxRow, bool]:
 
 
 def read_inbox(
-    engine: sa.Engine, instance_id: str, *, only_pending: bool = False
+    engine: sa.Engine,
+    instance_id: str,
+    *,
+    only_pending: bool = False,
+    connection: sa.Connection | None = None,
 ) -> builtins.list[InboxRow]:
-    """The run's inbox entries, oldest first (only the pending ones if asked)."""
+    """The run's inbox entries, oldest first (only the pending ones if asked).
+
+    Read through ``connection`` if given (a transaction the caller is in), else
+    through a reading connection of its own.
+    """
     query = sa.select(inbox).where(inbox.c.instance_id == instance_id)
     if only_pending:
         query = query.where(inbox.c.status == INBOX_PENDING)
-    with reading(engine) as connection:
-        return [InboxRow(**row._asdict()) for row in connection.execute(query.order_by(inbox.c.id))]
+    query = query.order_by(inbox.c.id)
+    if connection is not None:
+        return [InboxRow(**row._asdict()) for row in connection.execute(query)]
+    with reading(engine) as own:
+        return [InboxRow(**row._asdict()) for row in own.execute(query)]
 
 
 def read_entry(engine: sa.Engine, instance_id: str, event_id: str) -> InboxRow | None:

@@ -395,9 +395,15 @@ class SqlStore:
                 instance_id=entry.instance_id,
             ) from error
 
-    def pending(self, instance_id: str) -> builtins.list[InboxRow]:
-        """The run's inbox entries still to consume, oldest first."""
-        return _inbox.read_inbox(self.engine, instance_id, only_pending=True)
+    def pending(
+        self, instance_id: str, connection: sa.Connection | None = None
+    ) -> builtins.list[InboxRow]:
+        """The run's inbox entries still to consume, oldest first.
+
+        With ``connection`` (a transactional step's), read in that transaction: a
+        step's transaction never waits for a second pooled connection.
+        """
+        return _inbox.read_inbox(self.engine, instance_id, only_pending=True, connection=connection)
 
     def inbox(self, instance_id: str) -> builtins.list[InboxRow]:
         """Every inbox entry of the run, oldest first."""

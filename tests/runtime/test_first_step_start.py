@@ -9,6 +9,7 @@ before (a racing duplicate is then looked up).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Iterator
@@ -17,8 +18,9 @@ import pytest
 import sagas
 import sqlalchemy as sa
 from sagas import Fatal, Order, TransactionalFirst, journal
+from services import truncate
 
-from statesaga import ConnectionLost, Engine, EntityBusy, HistoryKind, Status
+from statesaga import AsyncEngine, ConnectionLost, Engine, EntityBusy, HistoryKind, Run, Status
 from statesaga.observability import Observer
 from statesaga.store import SqlStore
 from statesaga.store.hooks import StoreWrite, WriteMoment
@@ -180,3 +182,50 @@ def test_the_start_is_reported_once_after_it_committed(db: str) -> None:
 
     assert lost == [run.id]  # its first try rolled back: reported once, for the one that counts
     assert seen == [(run.id, True)]
+
+
+def test_an_async_engine_starts_it_in_the_step_s_transaction_too(db: str) -> None:
+    store = SqlStore(db)
+    sagas.effects.metadata.create_all(store.engine)
+    journal.hooks["reserve"] = lambda ctx: threading.Event().wait(0.05)
+
+    async def main() -> list[Run | BaseException]:
+        async with AsyncEngine(store, sagas=[TransactionalFirst]) as engine:
+            starts = [
+                engine.start(TransactionalFirst, Order("f-7"), key="cart:f-7") for _ in range(8)
+            ]
+            return await asyncio.wait_for(
+                asyncio.gather(*starts, return_exceptions=True), timeout=60
+            )
+
+    try:
+        answers = asyncio.run(main())
+        runs = [a for a in answers if isinstance(a, Run)]
+        assert len(runs) == 1
+        assert all(isinstance(a, EntityBusy) for a in answers if not isinstance(a, Run))
+        (run,) = runs
+        assert (run.status, run.state) == (Status.WAITING, "reserved")
+        with Engine(db, sagas=[TransactionalFirst]) as engine:
+            assert [r.id for r in engine.list(key="cart:f-7")] == [run.id]
+            assert effects_of(engine) == [(run.id, "reserve")]
+    finally:
+        store.close()
+
+
+def test_an_event_sent_while_a_transactional_step_runs_is_taken_in_its_transaction(
+    postgres_url: str,
+) -> None:
+    # PostgreSQL: the sender records the event while the step's transaction is open (on
+    # SQLite it would wait for that transaction's write lock); the step's transition into
+    # the waiting state reads the inbox in its own transaction and takes the event there
+    truncate(postgres_url)
+    with make_engine(postgres_url) as engine, make_engine(postgres_url) as sender:
+        journal.hooks["reserve"] = lambda ctx: sender.send("go", instance_id=ctx.instance_id)
+        # an idempotency key: the run is written before its first step, so it can be sent to
+        run = engine.start(TransactionalFirst, Order("f-8"), key="order:f-8", idempotency_key="f-8")
+
+        assert run.status is Status.COMPLETED
+        assert [(kind, name) for kind, name, _ in history(engine, run.id)][-1] == (
+            HistoryKind.EVENT,
+            "proceed",
+        )

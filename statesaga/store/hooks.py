@@ -57,7 +57,9 @@ class StoreWrite:
     joined: bool
     """written in a transactional step's transaction, committing as its block exits."""
     start: bool = False
-    """the write inserts a new run (a start) rather than moving one (a transition)."""
+    """the write inserts a new run (a start) rather than moving one (a transition). A
+    run whose first step is transactional is inserted in that step's transaction:
+    ``start`` and ``joined``, its history the start's rows and then the step's."""
     connection: Any = None
     """the DBAPI connection (psycopg's, sqlite3's) it goes through; ``None`` before a
     write of the store's own has taken one (``BEFORE_WRITE``) and once it committed."""

@@ -68,7 +68,7 @@ class Transitions:
                 if applied is not None:
                     nxt, more = applied
                     settle = [*settle, *more]
-        if run.unsaved is not None and (connection is None or settle):
+        if run.unsaved is not None and connection is None:
             self.save(run)  # the start goes first, on its own
         if not nxt.records and not settle:
             run.snapshot = nxt.snapshot

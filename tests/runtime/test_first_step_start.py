@@ -27,8 +27,10 @@ from statesaga.store.hooks import StoreWrite, WriteMoment
 
 
 @pytest.fixture(autouse=True)
-def _fresh_journal() -> None:
+def _fresh_journal() -> Iterator[None]:
     journal.reset()
+    yield
+    journal.reset()  # no hook of these tests is left for the next module's
 
 
 def make_engine(db: str, **options: object) -> Engine:

@@ -340,7 +340,7 @@ class Runtime:
         then looked up) or waits for its entity key without a lock (its insert is
         retried until then).
         """
-        if idempotency_key is not None or not self.store.joins_start:
+        if idempotency_key is not None:
             return False
         if key is not None and not locked and wait > 0:
             return False

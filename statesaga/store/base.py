@@ -142,9 +142,6 @@ class Settle:
 class Store(Protocol):
     """Where instances and their history live. ``SqlStore`` implements it."""
 
-    #: ``insert`` can write a new run inside a step's transaction (its ``connection``)
-    joins_start: bool
-
     def insert(
         self,
         row: InstanceRow,

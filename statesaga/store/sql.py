@@ -75,9 +75,6 @@ class SqlStore:
             through (:mod:`statesaga.store.hooks`). Also settable as ``store.hook``.
     """
 
-    #: a new run can be inserted inside a step's transaction (``insert(connection=...)``)
-    joins_start = True
-
     def __init__(
         self,
         url: str | sa.Engine,

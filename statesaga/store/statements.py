@@ -57,9 +57,10 @@ class Statements:
         )
         # one history row joined to the instance's write; typed, as a SELECT list is not an
         # INSERT's VALUES (to text, not varchar(n): a cast would truncate what is too long)
+        self._history_values = ", ".join(f"{mark}::{_pg_type(c)}" for c in HISTORY_COLUMNS)
         self.history_select = (
             f"INSERT INTO statesaga_history ({', '.join(HISTORY_COLUMNS)}) "
-            f"SELECT {', '.join(f'{mark}::{_pg_type(c)}' for c in HISTORY_COLUMNS)}"
+            f"SELECT {self._history_values}"
         )
         # by the columns a write keeps: (its UPDATE, its one-statement form)
         self._updates: dict[frozenset[str], tuple[str, str]] = {}
@@ -75,8 +76,7 @@ class Statements:
         >>> Statements("%s").starting(2).count("FROM started")
         2
         """
-        select = self.history_select.split(" SELECT ", 1)[1]
-        more = f" FROM started UNION ALL SELECT {select}" * (rows - 1)
+        more = f" FROM started UNION ALL SELECT {self._history_values}" * (rows - 1)
         return (
             f"WITH started AS ({self.insert_instance} RETURNING id) "
             f"{self.history_select}{more} FROM started"

@@ -366,19 +366,7 @@ _ALL_WRITE = operator.attrgetter(*WRITE_COLUMNS)
 
 def _write_values(write: Write) -> tuple[Any, ...]:
     """The UPDATE's parameters: the write's columns but those it keeps, in statement order."""
-    values = (
-        write.state,
-        write.status,
-        write.context,
-        write.machine,
-        write.error,
-        write.output,
-        write.attempt,
-        write.due_at,
-        write.lease_owner,
-        write.lease_expires_at,
-        write.updated_at,
-    )
+    values = _ALL_WRITE(write)  # (in C, in statement order)
     keep = write.keep
     if keep:
         pick = _PICKS.get(keep)
